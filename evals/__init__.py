@@ -1,0 +1,1 @@
+"""Evaluation: MELD loader, metrics, runners, reports, benchmarks."""
