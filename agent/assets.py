@@ -126,16 +126,6 @@ def package_file(module: str, relpath: str) -> Path:
     return base / relpath
 
 
-def _sha256(path: Path, bar: tqdm | None = None) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-    return h.hexdigest()
-
-
 def _stamp(path: Path) -> dict[str, int]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -204,13 +194,6 @@ def _ensure_file(asset: Asset, f: AssetFile, out_dir: Path, *, quiet: bool) -> P
     return target
 
 
-def verify(path: Path, sha256: str) -> None:
-    """Re-hash ``path`` and raise :class:`AssetError` on mismatch (used by ``emotion-agent models --verify``)."""
-    digest = _sha256(path)
-    if digest != sha256:
-        raise AssetError(f"{path}: sha256 {digest[:12]}… does not match {sha256[:12]}…; delete it and rerun.")
-
-
 def remove(name: str, settings: Settings | None = None) -> None:
     shutil.rmtree(asset_dir(name, settings), ignore_errors=True)
 
@@ -223,3 +206,9 @@ def resolve_path_or_asset(spec: str, settings: Settings | None = None) -> Path:
     if path.exists():
         return path
     raise AssetError(f"'{spec}' is neither a known model ({', '.join(sorted(REGISTRY))}) nor an existing path.")
+
+
+def remove_markers(name: str, settings: Settings | None = None) -> None:
+    """Forget that ``name`` was verified, so the next :func:`ensure` re-assembles and re-hashes it."""
+    for marker in asset_dir(name, settings).glob(".*.verified.json"):
+        marker.unlink(missing_ok=True)

@@ -144,6 +144,7 @@ class FusedResult(BaseModel):
     fusion_policy: str = Field(default="weighted", description="Which fusion produced the label.")
     explanation: str | None = None
     cited_evidence_ids: list[str] = Field(default_factory=list)
+    explanation_source: Literal["llm", "template"] | None = None
     warnings: list[str] = Field(default_factory=list)
     conversation_id: str | None = None
     speaker: str | None = None

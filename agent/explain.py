@@ -1,0 +1,91 @@
+"""Explanations: the LLM justifies the fused label under a JSON schema that only admits real evidence ids.
+
+The instructions (``prompts/explain_system.md``) come first and never change, so llama.cpp's
+prompt cache reuses them across turns; the per-turn evidence and the user's words come last,
+inside ``<utterance>`` tags, as data.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agent import prompts
+from agent.memory import MemoryRecall
+from tools.base import TurnInput, summarize
+from tools.evidence import FusedResult
+
+MAX_UTTERANCE_CHARS = 600
+
+
+def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
+    ids = {"type": "string", "enum": evidence_ids} if evidence_ids else {"type": "string"}
+    return {
+        "type": "object",
+        "properties": {
+            "explanation": {"type": "string", "minLength": 20, "maxLength": 480},
+            "cited_evidence_ids": {"type": "array", "items": ids, "minItems": 1 if evidence_ids else 0,
+                                   "maxItems": max(1, len(evidence_ids))},
+        },
+        "required": ["explanation", "cited_evidence_ids"],
+    }
+
+
+def _memory_block(recall: MemoryRecall) -> str:
+    lines = [f"- turn {t.turn_index} {t.speaker or 'someone'}: \"{t.text[:160]}\" (labeled {t.label})"
+             for t in recall.previous]
+    lines += [f"- similar earlier turn {t.turn_index}: \"{t.text[:120]}\" (labeled {t.label}, "
+              f"similarity {t.similarity})" for t in recall.similar]
+    return "\n".join(lines) or "(first turn)"
+
+
+def _dist(d: dict[str, float], k: int = 3) -> str:
+    return ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(d.items(), key=lambda kv: -kv[1])[:k])
+
+
+class Explainer:
+    def __init__(self, llm_getter: Any, max_tokens: int = 160):
+        self._llm_getter = llm_getter
+        self.max_tokens = max_tokens
+
+    def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> list[Any]:
+        utterance = (turn.spoken_text() or "(no words: audio/visual only)")[:MAX_UTTERANCE_CHARS]
+        user = prompts.render(
+            "explain_user", label=result.label, confidence=f"{result.confidence:.2f}",
+            distribution=_dist(result.distribution),
+            contributions=", ".join(f"{m} {s:.0%}" for m, s in result.contributions.items()) or "none",
+            evidence="\n".join(summarize(e) for e in result.evidence) or "(no evidence)",
+            memory=_memory_block(recall), speaker=turn.speaker or "unknown", utterance=utterance,
+        )
+        return [SystemMessage(prompts.load("explain_system")), HumanMessage(user)]
+
+    def explain(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> tuple[str, list[str]]:
+        ids = [e.id for e in result.evidence]
+        llm = self._llm_getter()
+        msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(
+            self.messages(turn, result, recall))
+        data = json.loads(msg.content)
+        text = str(data.get("explanation", "")).strip()
+        cited = [i for i in data.get("cited_evidence_ids", []) if i in ids]
+        if not text:
+            raise ValueError("empty explanation")
+        return text, list(dict.fromkeys(cited))
+
+    @staticmethod
+    def fallback(result: FusedResult) -> tuple[str, list[str]]:
+        """Deterministic explanation from the evidence (used when the LLM is off or fails)."""
+        support = sorted(((e.distribution[result.label] * e.confidence, e) for e in result.evidence
+                          if e.confidence > 0), key=lambda t: -t[0])
+        top = [e for _, e in support[:2]]
+        top_text = "; ".join(
+            f"[{e.id}] {e.expert} gives {result.label} {e.distribution[result.label]:.2f}"
+            + (f" ({', '.join(str(c) for c in e.cues[:2])})" if e.cues else "") for e in top) or "none"
+        weak = [e for e in result.evidence if e.low_confidence]
+        weak_text = (" Weak or missing: " + "; ".join(f"[{e.id}] {e.expert}: {', '.join(e.warnings) or 'low confidence'}"
+                                                       for e in weak) + ".") if weak else ""
+        text = prompts.render("explain_fallback", label=result.label, confidence=f"{result.confidence:.2f}",
+                              policy=result.fusion_policy, n_evidence=len(result.evidence), top_support=top_text,
+                              weak=weak_text)
+        return text, [e.id for e in top]
