@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from agent.config import WEIGHTS_DIR
 from agent.memory import MemoryRecall
 from tools.evidence import LABELS, EmotionEvidence, normalize, uniform
 
@@ -28,7 +30,8 @@ class Fusion:
     contributions: dict[str, float]
     used: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    policy: str = "weighted"
+    #: Set by a policy that wants to say more than its registry name (e.g. a fallback); else by :func:`fuse`.
+    policy: str = ""
 
 
 def _contributions(label: str, weighted: list[tuple[EmotionEvidence, float]]) -> dict[str, float]:
@@ -72,9 +75,141 @@ def text_only_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | Non
     return f
 
 
+# ---- learned late fusion ----------------------------------------------------------------
+#: Weights written by ``python -m evals.train_fusion`` (small .npz, applied in numpy, no pickle).
+LEARNED_WEIGHTS = WEIGHTS_DIR / "fusion_learned.npz"
+_EPS = 1e-4
+
+
+def _dist_vec(dist: dict[str, float] | None) -> np.ndarray:
+    if not dist:
+        return np.full(len(LABELS), 1.0 / len(LABELS))
+    return np.array([float(dist.get(k, 0.0)) for k in LABELS])
+
+
+def _pseudo_dist(label: str | None, confidence: float | None) -> np.ndarray:
+    """A remembered turn that kept only (label, confidence): mass ``confidence`` on the label, rest spread."""
+    if label not in LABELS:
+        return np.full(len(LABELS), 1.0 / len(LABELS))
+    c = min(max(float(confidence if confidence is not None else 0.5), 0.0), 1.0)
+    v = np.full(len(LABELS), (1.0 - c) / (len(LABELS) - 1))
+    v[LABELS.index(label)] = c
+    return v
+
+
+def previous_distributions(recall: MemoryRecall | None) -> list[np.ndarray]:
+    """The previous turns' predicted distributions, oldest first (never gold labels).
+
+    Uses a turn's full ``distribution`` when the memory kept one (the eval harness's memory does),
+    else a pseudo-distribution from its stored label and confidence (Chroma memory).
+    """
+    if recall is None:
+        return []
+    out = []
+    for t in recall.previous:
+        dist = getattr(t, "distribution", None)
+        out.append(_dist_vec(dist) if dist else _pseudo_dist(t.label, t.confidence))
+    return out
+
+
+def fusion_features(text_dist: np.ndarray, previous: list[np.ndarray], k: int) -> np.ndarray:
+    """Feature vector of the learned fusion (shared by training and inference).
+
+    log text distribution (7) | previous turn's distribution (7) + present flag | recency-weighted mean of
+    the last ``k`` turns' distributions (7) | how many previous turns there were (scaled, a position proxy) |
+    first-turn flag | agreement of the text top label with the previous turn's top label.
+    """
+    n = len(LABELS)
+    prev = previous[-k:] if k > 0 else []
+    last = prev[-1] if prev else np.zeros(n)
+    if prev:
+        w = 0.5 ** np.arange(len(prev))[::-1]
+        mean = (np.stack(prev) * w[:, None]).sum(0) / w.sum()
+    else:
+        mean = np.zeros(n)
+    agree = float(bool(prev) and int(np.argmax(text_dist)) == int(np.argmax(last)))
+    return np.concatenate([
+        np.log(np.clip(text_dist, _EPS, 1.0)), last, [float(bool(prev))], mean,
+        [min(len(previous), k) / max(k, 1)], [float(not previous)], [agree],
+    ]).astype(np.float64)
+
+
+class LearnedFusionModel:
+    """Standardise → linear → softmax over :func:`fusion_features` (multinomial logistic regression)."""
+
+    def __init__(self, path: Path):
+        data = np.load(path, allow_pickle=False)
+        labels = [str(x) for x in data["labels"]]
+        if labels != list(LABELS):
+            raise ValueError(f"{path}: label order {labels} differs from MELD's {list(LABELS)}")
+        self.path = path
+        self.mean, self.scale = data["mean"], data["scale"]
+        self.coef, self.intercept = data["coef"], data["intercept"]
+        self.context_k = int(data["context_k"])
+        self.meta = {k: str(data[k]) for k in ("trained_on", "dev_weighted_f1", "kind") if k in data}
+
+    def predict_proba(self, feats: np.ndarray) -> np.ndarray:
+        z = ((feats - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z = z - z.max(axis=-1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=-1, keepdims=True)
+
+
+_LEARNED: dict[tuple[str, int], LearnedFusionModel] = {}
+
+
+def load_learned(path: Path | None = None) -> LearnedFusionModel | None:
+    """The learned model, cached per (path, mtime); ``None`` when no weights file exists."""
+    path = Path(path or LEARNED_WEIGHTS)
+    if not path.is_file():
+        return None
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _LEARNED:
+        _LEARNED.clear()
+        _LEARNED[key] = LearnedFusionModel(path)
+    return _LEARNED[key]
+
+
+def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
+                   path: Path | None = None) -> Fusion:
+    """Learned late fusion: the text expert's distribution + the conversation's previous predictions.
+
+    Falls back to ``weighted`` — saying so in the policy name and a warning — when the weights file is
+    missing or the turn has no usable text evidence. Other modalities (audio, vision), when present,
+    are combined with the learned text+context distribution by the weighted rule.
+    """
+    model = load_learned(path)
+    text = [e for e in informative(evidence) if e.modality in ("text", "transcript")]
+    reason = None
+    if model is None:
+        reason = f"learned fusion weights not found at {path or LEARNED_WEIGHTS} (train: python -m evals.train_fusion)"
+    elif not text:
+        reason = "no text evidence for the learned fusion"
+    if reason:
+        f = weighted_fusion(evidence, recall)
+        f.policy = "learned->weighted"
+        f.warnings.append(f"{reason}; used weighted fusion")
+        return f
+    assert model is not None
+    t = text[0]
+    feats = fusion_features(_dist_vec(t.distribution), previous_distributions(recall), model.context_k)
+    proba = model.predict_proba(feats[None, :])[0]
+    learned = {lab: float(p) for lab, p in zip(LABELS, proba)}
+    others = [e for e in informative(evidence) if e is not t]
+    if others:  # late-fuse the other modalities with the learned text+context view
+        t2 = t.model_copy(update={"distribution": learned, "confidence": max(t.confidence, float(proba.max()))})
+        f = weighted_fusion([t2, *others], recall)
+        f.used = [e.id for e in informative(evidence)]
+        return f
+    label = max(learned, key=learned.__getitem__)
+    return Fusion(label=label, confidence=round(float(learned[label]), 4), distribution=normalize(learned),
+                  contributions={t.modality: 1.0}, used=[t.id])
+
+
 POLICIES: dict[str, Callable[..., Fusion]] = {
     "weighted": weighted_fusion,
     "text_only": text_only_fusion,
+    "learned": learned_fusion,
 }
 
 
@@ -82,7 +217,7 @@ def fuse(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None, po
     if policy not in POLICIES:
         raise ValueError(f"unknown fusion policy '{policy}' (known: {', '.join(POLICIES)})")
     result = POLICIES[policy](evidence, recall)
-    result.policy = policy
+    result.policy = result.policy or policy
     return result
 
 

@@ -1,4 +1,4 @@
-"""``emotion-agent eval meld`` (and, later, report / why): registered onto the main CLI app."""
+"""``emotion-agent eval meld``, ``emotion-agent report`` and ``emotion-agent why``: registered onto the main CLI."""
 
 from __future__ import annotations
 
@@ -6,30 +6,151 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from agent.cli import app, console
+from agent.cli import UserError, app, console
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the agent on labeled data.")
 app.add_typer(eval_app, name="eval")
+
+
+def _fmt(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def print_ablations(rows: list[dict]) -> None:
+    table = Table("row", "what", "n", "W-F1", "95% CI", "macro-F1", "acc", "ECE", title="Ablations")
+    for r in rows:
+        ci = r.get("weighted_f1_ci95")
+        table.add_row(r["name"], r["description"], str(r["n"]), _fmt(r["weighted_f1"]),
+                      f"{ci[0]:.1f}-{ci[1]:.1f}" if ci else "-", _fmt(r["macro_f1"]), _fmt(r["accuracy"]),
+                      _fmt(r.get("ece")))
+    console.print(table)
 
 
 @eval_app.command("meld")
 def eval_meld(
     split: str = typer.Option("dev", help="dev | test (train is for training)."),
     limit: Optional[int] = typer.Option(None, help="Stratified sample of N utterances (fixed seed)."),
-    out: Optional[Path] = typer.Option(None, help="Run folder for records.jsonl and summary.json."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/meld-<split>-<config hash>). "
+                                                  "Rerun the same command to resume."),
+    modalities: str = typer.Option("text", help="Comma list of text,audio,vision (audio/vision only where MELD "
+                                                "clips exist locally)."),
+    context: int = typer.Option(3, help="Previous utterances of the dialogue recalled as context (0 = off)."),
     explain: bool = typer.Option(False, "--explain/--no-explain", help="Also generate explanations (slow)."),
-    context: int = typer.Option(3, help="Previous utterances of the dialogue given as context."),
+    fusion: Optional[str] = typer.Option(None, help="Fusion policy (default: settings.fusion)."),
+    ablations: bool = typer.Option(False, "--ablations", help="Also run the ablation rows and print one table."),
+    seed: int = typer.Option(13, help="Seed of the stratified --limit sample."),
+    llm: Optional[str] = typer.Option(None, help="LLM for explanations: registry name or .gguf path."),
 ) -> None:
-    """Score the agent's labels on MELD: weighted-F1, macro-F1, accuracy, per-class P/R/F1."""
-    from evals.run_meld import run
+    """Score the agent on MELD: one JSONL record per utterance + summary.json; resumable; cached experts."""
+    from agent.cli import settings_from
+    from evals.run_meld import RunConfigError, run, run_ablations
 
-    summary = run(split, limit=limit, out=out, explain=explain, context=context)
+    if split not in ("dev", "test", "train"):
+        raise UserError(f"unknown split '{split}' (use dev or test)")
+    if limit is not None and limit <= 0:
+        raise UserError("--limit must be a positive number")
+    if context < 0:
+        raise UserError("--context must be >= 0")
+    mods = [m.strip() for m in modalities.split(",") if m.strip()]
+    settings = settings_from(llm=llm)
+    if explain and not settings.llm_url:
+        from agent.llm import resolve_gguf
+
+        resolve_gguf(settings.llm, settings)
+    try:
+        summary = run(split, limit=limit, out=out, explain=explain, context=context, modalities=mods,
+                      fusion=fusion, seed=seed, settings=settings)
+    except RunConfigError as exc:
+        raise UserError(str(exc)) from exc
+    print_summary(summary)
+    if ablations:
+        from evals.run_meld import REPO_ROOT
+
+        folder = out or REPO_ROOT / "runs" / f"meld-{split}-{summary['run_id']}"
+        rows = run_ablations(split, out=folder, limit=limit, context=context, modalities=mods,
+                             fusion=summary["config"]["fusion"], seed=seed, settings=settings)
+        print_ablations(rows)
+
+
+def print_summary(summary: dict) -> None:
     m = summary["metrics"]
-    console.print(f"MELD {split} n={m['n']}: weighted-F1 {m['weighted_f1']:.1f} "
-                  f"(95% CI {m['weighted_f1_ci95'][0]:.1f}-{m['weighted_f1_ci95'][1]:.1f}), "
-                  f"macro-F1 {m['macro_f1']:.1f}, accuracy {m['accuracy']:.1f}; "
-                  f"always-neutral {m['always_neutral_weighted_f1']:.1f}")
+    b = summary["always_neutral"]
+    c = summary["config"]
+    console.print(f"MELD {c['split']} n={m['n']} fusion={c['fusion']} context={c['context']} "
+                  f"modalities={','.join(c['modalities'])}")
+    console.print(f"  agent          weighted-F1 {m['weighted_f1']:.1f} (95% CI {m['weighted_f1_ci95'][0]:.1f}-"
+                  f"{m['weighted_f1_ci95'][1]:.1f}), macro-F1 {m['macro_f1']:.1f}, accuracy {m['accuracy']:.1f}, "
+                  f"ECE {m.get('ece', 0):.1f}, sentiment W-F1 {m['sentiment']['weighted_f1']:.1f}")
+    console.print(f"  always-neutral weighted-F1 {b['weighted_f1']:.1f}, macro-F1 {b['macro_f1']:.1f}, "
+                  f"accuracy {b['accuracy']:.1f}")
     for lab, pc in m["per_class"].items():
-        console.print(f"  {lab:9s} P {pc['precision']:5.1f}  R {pc['recall']:5.1f}  F1 {pc['f1']:5.1f}  "
+        console.print(f"    {lab:9s} P {pc['precision']:5.1f}  R {pc['recall']:5.1f}  F1 {pc['f1']:5.1f}  "
                       f"n {pc['support']}")
+    e = summary.get("explanations")
+    if e:
+        console.print(f"  explanations n={e['n']}: label agreement {e['agreement_rate']:.1f}%, valid citations "
+                      f"{e['citation_validity_rate']:.1f}%, cite at least one {e['cites_any_rate']:.1f}%, "
+                      f"LLM-written {e['llm_share']:.0f}%")
+    w = summary["latency_ms"].get("wall", {})
+    console.print(f"  latency per turn p50 {_fmt(w.get('p50'), 0)} ms, p95 {_fmt(w.get('p95'), 0)} ms; wall "
+                  f"{summary['wall_seconds']['sum_of_sessions']:.0f} s over {summary['wall_seconds']['sessions']} "
+                  f"session(s); expert cache {summary['expert_cache']}; modalities used {summary['modalities_used']}")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="One run folder (report) or two (comparison A vs B)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write report.md/.html (default: the (first) run)."),
+) -> None:
+    """Write report.md and a self-contained report.html (plots inlined); two runs → a comparison."""
+    from evals.report import ReportError, compare_runs, report_run
+
+    for r in runs:
+        if not (r / "records.jsonl").is_file():
+            raise UserError(f"{r} is not a run folder (no records.jsonl)")
+    if len(runs) > 2:
+        raise UserError("give one run (report) or two (comparison)")
+    try:
+        paths = report_run(runs[0], out) if len(runs) == 1 else compare_runs(runs[0], runs[1], out)
+    except ReportError as exc:
+        raise UserError(str(exc)) from exc
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command()
+def why(
+    run: Path = typer.Argument(..., help="Run folder."),
+    dialogue: int = typer.Option(..., "--dialogue", "-d", help="MELD dialogue id."),
+    utterance: int = typer.Option(..., "--utterance", "-u", help="MELD utterance id."),
+    ask: Optional[str] = typer.Option(None, help="A free-form question answered by the LLM from the stored record."),
+    llm: Optional[str] = typer.Option(None, help="LLM registry name or .gguf path for --ask."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored record (and answer) as JSON."),
+) -> None:
+    """Why was this utterance labeled X? Evidence per expert, contributions, context, explanation."""
+    from evals.why import WhyError, answer_question, find_record, render_why
+
+    try:
+        rec = find_record(run, dialogue, utterance)
+        answer = None
+        if ask is not None:
+            from agent.cli import settings_from
+
+            answer = answer_question(rec, ask, settings_from(llm=llm))
+    except WhyError as exc:
+        raise UserError(str(exc)) from exc
+    if as_json:
+        import json
+        import sys
+
+        sys.stdout.write(json.dumps({"record": rec, "answer": answer}, indent=2) + "\n")
+        return
+    render_why(rec, console)
+    if answer is not None:
+        console.rule("answer")
+        console.print(answer["answer"])
+        console.print(f"cites: {', '.join(answer['cited_evidence_ids']) or 'nothing'}"
+                      + ("" if answer["citations_valid"] else "  [red](some cited ids are not in the record)[/red]"),
+                      style="dim")
