@@ -50,7 +50,9 @@ def decode(path: Path | str, *, max_frames: int = 16, max_seconds: float | None 
     A cached decode that holds *more* than asked is reused: an audio-only request is served by an
     earlier audio+frames decode of the same file, a frames-only request by an audio+frames decode with
     the same frame sampling. ``fast_frames`` skips non-reference video frames when the clip has more
-    than twice ``max_frames`` frames (about half the decode time; sampled times move by ≤ 1 frame).
+    than twice ``max_frames`` frames, and B-frames when it has more than four times as many (a half to
+    a third of the decode time; a sampled frame can then lie a few frames after its target time, and
+    fewer than ``max_frames`` frames may come back for very short clips).
 
     Raises :class:`ExpertError` (user-facing) for missing, empty, huge, corrupt or non-media files,
     and for media longer than ``max_seconds``.
@@ -126,7 +128,8 @@ def _decode(p: Path, *, max_frames: int, max_seconds: float | None, want_audio: 
             n = max(1, max_frames)
             targets = [(i + 0.5) * vdur / n for i in range(n)] if vdur > 0 else [0.0]
             if fast_frames and vstream.frames and vstream.frames > 2 * n:
-                vstream.codec_context.skip_frame = "NONREF"
+                # Skip frames nothing else references (and, when far more frames than needed, B-frames too).
+                vstream.codec_context.skip_frame = "BIDIR" if vstream.frames > 4 * n else "NONREF"
         streams = [s for s in (astream, vstream) if s is not None]
         next_target = 0
         try:
