@@ -394,3 +394,27 @@ def test_scene_expert_bad_model_path(tmp_path):
     save(np.full((32, 32, 3), 128, np.uint8), img)
     ev = SceneExpert(Settings.from_env(vlm_model=str(tmp_path / "nope"))).analyze(TurnInput(image_path=img))
     assert ev.confidence == 0.0 and "could not load the vision-language model" in ev.warnings[0]
+
+
+def test_prior_correction_is_opt_in(tmp_path, monkeypatch):
+    from tools.base import ExpertError
+    from tools.face_emotion import CALIBRATION_FILE, FerModel, calibration_from_env
+
+    monkeypatch.delenv("EMOTION_AGENT_FACE_CALIBRATION", raising=False)
+    assert calibration_from_env() is None
+    monkeypatch.setenv("EMOTION_AGENT_FACE_CALIBRATION", "1")
+    assert calibration_from_env() == CALIBRATION_FILE
+    crop = np.tile(np.linspace(40, 200, 48, dtype=np.uint8), (48, 1))[None]
+    plain, calibrated = FerModel().predict(crop), FerModel(calibration=CALIBRATION_FILE).predict(crop)
+    assert not np.allclose(plain, calibrated) and np.isclose(calibrated.sum(), 1)
+    with pytest.raises(ExpertError):
+        FerModel(calibration=tmp_path / "missing.npz")
+
+
+def test_registry_builds_the_vision_experts():
+    from tools.registry import build_experts
+
+    experts = build_experts(Settings(vlm_model=None), only=["facial_emotion", "describe_scene"])
+    assert set(experts) == {"facial_emotion", "describe_scene"}
+    assert experts["facial_emotion"].accepts(TurnInput(video_path=CLIP))
+    assert not experts["describe_scene"].accepts(TurnInput(video_path=CLIP))
