@@ -80,6 +80,11 @@ def analyze(
         raw = text_file.read_bytes()
     turn = make_turn(text=raw, audio=audio, image=image, video=video, conversation_id=conversation,
                      speaker=speaker, max_chars=settings.max_text_chars)
+    if explain or planner == "llm":
+        from agent.llm import resolve_gguf
+
+        if not settings.llm_url:
+            resolve_gguf(settings.llm, settings)  # a bad --llm is a user error, not a silent fallback
     agent = EmotionAgent(settings, memory=conversation is not None)
     result = agent.analyze(turn, explain=explain, planner=planner)
     print_result(result, as_json)
@@ -191,7 +196,7 @@ def main() -> None:
     try:
         app()
     except (UserError, InputError, AssetError, MeldError, LLMError, MemoryError_, FileNotFoundError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.stderr.write("error: " + " ".join(str(exc).split()) + "\n")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

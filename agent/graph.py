@@ -93,7 +93,8 @@ def build_graph(agent: "EmotionAgent") -> Any:
         names = [n for n in allowed(state) if n not in done]
         if not names:
             return []
-        model = agent.llm.bind_tools([tools[n] for n in names])
+        # The first round must call something (small models otherwise answer with nothing).
+        model = agent.llm.bind_tools([tools[n] for n in names], tool_choice="any" if not done else "auto")
         msg = model.invoke([
             SystemMessage(prompts.load("planner_system")),
             HumanMessage(prompts.render("planner_user", inputs=", ".join(inputs) or "none",
@@ -149,12 +150,14 @@ def build_graph(agent: "EmotionAgent") -> Any:
         start = time.perf_counter()
         turn, opts = state["turn"], state["options"]
         evidence = state.get("evidence", [])
-        f = fuse(evidence, state.get("recall"), policy=opts.fusion)
+        rec = state.get("recall") or MemoryRecall()
+        f = fuse(evidence, rec, policy=opts.fusion)
         result = FusedResult(
             label=f.label, confidence=f.confidence, distribution=f.distribution, evidence=evidence,
             contributions=f.contributions, fusion_policy=f.policy,
             warnings=[*turn.warnings, *f.warnings], conversation_id=turn.conversation_id,
             speaker=turn.speaker, turn_index=turn.turn_index,
+            memory_used=[t.id for t in (*rec.previous, *rec.similar)],
         )
         return {"result": result, "timings": {"fuse": _ms(start)}}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.prebuilt import InjectedState
 from pydantic import BaseModel, Field
 
 from tools.evidence import EmotionEvidence, Modality
@@ -115,7 +116,6 @@ def summarize(evidence: EmotionEvidence, max_cues: int = 4) -> str:
 
 def as_tool(expert: Expert) -> BaseTool:
     """Expose ``expert`` as a LangChain tool; its only input is the turn, injected from graph state."""
-    from langgraph.prebuilt import InjectedState
 
     def run(state: Annotated[dict[str, Any], InjectedState]) -> tuple[str, EmotionEvidence]:
         turn = state["turn"]

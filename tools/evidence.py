@@ -145,6 +145,7 @@ class FusedResult(BaseModel):
     explanation: str | None = None
     cited_evidence_ids: list[str] = Field(default_factory=list)
     explanation_source: Literal["llm", "template"] | None = None
+    memory_used: list[str] = Field(default_factory=list, description="Ids of remembered turns recalled for this turn.")
     warnings: list[str] = Field(default_factory=list)
     conversation_id: str | None = None
     speaker: str | None = None

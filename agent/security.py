@@ -1,0 +1,393 @@
+"""Safety for the HTTP service: API keys, id validation, upload sniffing and limits, log redaction.
+
+* API keys come from ``EMOTION_AGENT_API_KEYS`` (comma list; an entry may be ``name=key`` to give
+  the client a stable tenant name). Keys are compared in constant time and never logged.
+* Each key is a *tenant*: its conversation ids are stored under a tenant prefix, so one client
+  can never read, extend or delete another client's conversations, whatever id it sends.
+* Uploads are identified by their magic bytes (the file name and the declared content type are
+  ignored), written under a private temporary folder with a server-chosen name, probed (fully
+  demuxed / decoded) so truncated files are refused, and checked against size and duration limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: what a client may call a conversation: letters, digits and ``._-``, 1-64 characters.
+CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SPEAKER_MAX = 64
+TENANT_SEP = "~"
+
+
+class SecurityError(Exception):
+    """A request refused for a safety reason; ``status`` is the HTTP code, ``message`` user-facing."""
+
+    def __init__(self, status: int, message: str, code: str):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+# ---- API keys ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApiKeys:
+    """Configured keys → tenant names. Empty means auth is off (only allowed on loopback)."""
+
+    keys: dict[str, str] = field(default_factory=dict)  # key -> tenant
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "ApiKeys":
+        keys: dict[str, str] = {}
+        for entry in (raw or "").split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            name, sep, key = entry.partition("=")
+            if not sep:
+                name, key = "", entry
+            key = key.strip()
+            if len(key) < 16:
+                raise ValueError("every API key must be at least 16 characters (EMOTION_AGENT_API_KEYS)")
+            name = name.strip() or "k" + hashlib.sha256(key.encode()).hexdigest()[:10]
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
+                raise ValueError(f"API key name '{name}' must be 1-32 letters, digits, '_' or '-'")
+            keys[key] = name
+        return cls(keys)
+
+    @classmethod
+    def from_env(cls) -> "ApiKeys":
+        return cls.parse(os.environ.get("EMOTION_AGENT_API_KEYS"))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def tenant_for(self, presented: str | None) -> str | None:
+        """Tenant of a presented key (constant-time over all keys), or None."""
+        if not presented:
+            return None
+        found = None
+        p = presented.encode()
+        for key, tenant in self.keys.items():
+            if hmac.compare_digest(p, key.encode()):
+                found = tenant
+        return found
+
+    def secrets(self) -> list[str]:
+        return list(self.keys)
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth_config(host: str, keys: ApiKeys, allow_no_auth: bool) -> None:
+    """Auth may be off only when bound to loopback AND explicitly allowed."""
+    if keys.enabled:
+        return
+    if not allow_no_auth:
+        raise ValueError("no API keys configured: set EMOTION_AGENT_API_KEYS (comma list), or on a loopback "
+                         "address pass --allow-no-auth")
+    if not is_loopback(host):
+        raise ValueError(f"refusing to serve without API keys on {host}: auth may be off only on loopback "
+                         "(127.0.0.1, ::1); set EMOTION_AGENT_API_KEYS")
+
+
+# ---- ids ----------------------------------------------------------------------------------------
+def validate_conversation_id(cid: str | None) -> str | None:
+    if cid is None or cid == "":
+        return None
+    if not CONVERSATION_ID_RE.fullmatch(cid):
+        raise SecurityError(422, "conversation_id must be 1-64 characters: letters, digits, '.', '_' or '-', "
+                                 "starting with a letter or digit", "bad_conversation_id")
+    return cid
+
+
+def scoped_id(tenant: str | None, cid: str) -> str:
+    """The id stored in memory: tenant-prefixed when auth is on (clients never see the prefix)."""
+    return f"{tenant}{TENANT_SEP}{cid}" if tenant else cid
+
+
+def unscoped_id(tenant: str | None, stored: str) -> str:
+    prefix = f"{tenant}{TENANT_SEP}" if tenant else ""
+    return stored[len(prefix):] if prefix and stored.startswith(prefix) else stored
+
+
+def validate_speaker(speaker: str | None) -> str | None:
+    if speaker is None:
+        return None
+    speaker = " ".join(speaker.split())
+    if not speaker:
+        return None
+    if len(speaker) > SPEAKER_MAX or not speaker.isprintable():
+        raise SecurityError(422, f"speaker must be at most {SPEAKER_MAX} printable characters", "bad_speaker")
+    return speaker
+
+
+# ---- uploads ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 25 * 1024 * 1024       # per file
+    max_request_bytes: int = 60 * 1024 * 1024      # whole body
+    max_json_bytes: int = 64 * 1024
+    max_audio_s: float = 60.0
+    max_video_s: float = 60.0
+    max_image_pixels: int = 40_000_000
+
+
+#: kind → (extension, allowed slots)
+_KINDS = {
+    "wav": ("audio", ".wav"), "flac": ("audio", ".flac"), "ogg": ("audio", ".ogg"), "mp3": ("audio", ".mp3"),
+    "m4a": ("audio", ".m4a"), "webm": ("video", ".webm"), "mp4": ("video", ".mp4"), "mov": ("video", ".mov"),
+    "mkv": ("video", ".mkv"), "avi": ("video", ".avi"),
+    "jpeg": ("image", ".jpg"), "png": ("image", ".png"), "gif": ("image", ".gif"), "webp": ("image", ".webp"),
+    "bmp": ("image", ".bmp"),
+}
+ALLOWED = {"audio": {"wav", "flac", "ogg", "mp3", "m4a", "mp4", "webm"},
+           "image": {"jpeg", "png", "webp", "bmp", "gif"},
+           "video": {"mp4", "mov", "webm", "mkv", "avi"}}
+
+
+def sniff(head: bytes) -> str | None:
+    """Container type from the first bytes, or None when unknown (the name/content type are ignored)."""
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
+        return "mp3"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM") and len(head) >= 14:
+        return "bmp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"M4A ", b"M4B "):
+            return "m4a"
+        if brand == b"qt  ":
+            return "mov"
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm" if b"webm" in head[:64] else "mkv"
+    return None
+
+
+def describe(head: bytes) -> str:
+    if head.startswith(b"MZ"):
+        return "a Windows executable"
+    if head.startswith(b"\x7fELF"):
+        return "an ELF executable"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
+    if head.startswith(b"#!"):
+        return "a script"
+    return "an unrecognised format"
+
+
+class UploadDir:
+    """A private (0700) temporary folder for one request's uploads; removed by :meth:`cleanup`."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="emotion-agent-upload-"))
+        os.chmod(self.path, 0o700)
+
+    def file(self, slot: str, ext: str) -> Path:
+        return self.path / f"{slot}{ext}"
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
+    """Check a saved upload really decodes and is within limits. Returns its duration (audio/video)."""
+    if slot == "image":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > limits.max_image_pixels:
+                    raise SecurityError(413, f"image is {w}x{h}; at most {limits.max_image_pixels} pixels",
+                                        "image_too_large")
+                im.load()  # raises on truncated data
+        except SecurityError:
+            raise
+        except Exception as exc:
+            raise SecurityError(422, f"the image could not be decoded (truncated or corrupt {kind}): "
+                                     f"{_short(exc)}", "bad_media") from exc
+        return None
+    if kind == "wav":
+        _check_riff_size(path)
+    import av
+
+    max_s = limits.max_audio_s if slot == "audio" else limits.max_video_s
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            streams = [s for s in container.streams if s.type in ("audio", "video")]
+            if slot == "audio" and not container.streams.audio:
+                raise SecurityError(422, "the audio upload has no audio stream", "bad_media")
+            if slot == "video" and not container.streams.video:
+                raise SecurityError(422, "the video upload has no video stream", "bad_media")
+            declared = container.duration / 1e6 if container.duration else None
+            if declared is not None and declared > max_s + 0.5:
+                raise SecurityError(413, f"{slot} is {declared:.1f} s long; at most {max_s:.0f} s",
+                                    "too_long")
+            # Demux + decode everything: truncated or corrupt files fail here, not inside an expert.
+            seconds, decoded = 0.0, 0
+            for frame in container.decode(*streams[:2]):
+                decoded += 1
+                if frame.time is not None:
+                    seconds = max(seconds, float(frame.time))
+                if seconds > max_s + 0.5:
+                    raise SecurityError(413, f"{slot} is longer than {max_s:.0f} s", "too_long")
+            if decoded == 0:
+                raise SecurityError(422, f"the {slot} upload contains no decodable data (empty or truncated)",
+                                    "bad_media")
+            return declared if declared is not None else seconds
+    except SecurityError:
+        raise
+    except Exception as exc:
+        raise SecurityError(422, f"the {slot} upload could not be decoded (truncated or corrupt {kind}): "
+                                 f"{_short(exc)}", "bad_media") from exc
+
+
+def _check_riff_size(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(12)
+    declared = int.from_bytes(head[4:8], "little") + 8
+    if declared > size and declared != 0xFFFFFFFF + 8:  # streaming writers put 0xFFFFFFFF
+        raise SecurityError(422, f"the WAV file is truncated: its header declares {declared} bytes but "
+                                 f"{size} arrived", "truncated")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).split("\n")[0]
+    # Never echo server paths back to the client.
+    text = re.sub(r"(/[^\s'\"]+)+", "<file>", text)
+    return text[:160] or type(exc).__name__
+
+
+# ---- logs ---------------------------------------------------------------------------------------
+class RedactingFilter(logging.Filter):
+    """Replaces any configured secret (API keys, LLM key) that reaches a log record."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        msg = record.getMessage()
+        red = msg
+        for s in self.secrets:
+            red = red.replace(s, "[redacted]")
+        red = re.sub(r"(?i)(bearer\s+)\S+", r"\1[redacted]", red)
+        if red != msg:
+            record.msg, record.args = red, None
+        return True
+
+
+def install_log_redaction(secrets: list[str]) -> RedactingFilter:
+    flt = RedactingFilter(secrets)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "agent", "httpx"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(flt)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(flt)
+    return flt
+
+
+# ---- instruction-like text ------------------------------------------------------------------------
+_LABEL_WORDS = r"(?:neutral|joy|joyful|happy|happiness|surprise|surprised|anger|angry|sadness|sad|disgust|disgusted|fear|afraid|scared)"
+#: chat-template control tokens and role blocks: removed with what they enclose where paired
+_TEMPLATE_BLOCKS = [
+    re.compile(r"<\|im_start\|>.*?(?:<\|im_end\|>|$)", re.S | re.I),
+    re.compile(r"\[INST\].*?(?:\[/INST\]|$)", re.S | re.I),
+    re.compile(r"<<SYS>>.*?(?:<</SYS>>|$)", re.S | re.I),
+    re.compile(r"<\|(?:system|user|assistant|begin_of_text|start_header_id|end_header_id|eot_id)\|>", re.I),
+    re.compile(r"</?\s*(?:utterance|system|instructions?|question)\s*>", re.I),
+    re.compile(r"\{[^{}]*\"(?:label|emotion|confidence)\"\s*:[^{}]*\}", re.I),
+]
+_INSTRUCTION_SENTENCE = re.compile("|".join([
+    r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:instructions?|rules?|prompts?|text|above|system|guidelines)\b",
+    r"\b(?:new|updated|developer|system)\s+(?:instructions?|prompt|rules?|message)\b",
+    r"^\s*(?:#+\s*)?(?:system|assistant|developer)\s*[:\n]",
+    r"^\s*(?:#+\s*)?(?:system|assistant|developer)\s*$",
+    r"\byou\s+are\s+now\b",
+    r"^\s*(?:override|instruction|directive)s?\b",
+    r"\b(?:do\s+not|don't|never)\s+(?:mention|reveal|tell|disclose)\b.{0,30}\b(?:override|instructions?|prompt|this)\b",
+    r"^\W*(?:answer|output|reply|respond|return|say|print)\s*:?\s*\"?" + _LABEL_WORDS + r"\b",
+    r"\b(?:you\s+must|always|only)\s+(?:reply|answer|respond|output|return|say|label|classify)\b",
+    r"\b(?:respond|reply|answer|output|return)\s+only\b",
+    r"\b(?:answer|output|reply|respond|return|label|classify|mark|tag)\b.{0,40}\b(?:as|with|is|:)\s*\"?" + _LABEL_WORDS + r"\b",
+    r"\b(?:the|your)\s+(?:correct|only\s+valid|final|real|true)\s+(?:label|answer|emotion|output|classification)\b",
+    r"\b(?:label|emotion|classification|sentiment)\s*(?:=|:|is)\s*\"?" + _LABEL_WORDS + r"\b",
+    r"\b(?:with\s+)?confidence\s+(?:of\s+)?(?:1(?:\.0+)?|100\s*%|0\.9\d*)\b",
+]), re.I | re.M)
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def strip_injections(text: str | None) -> tuple[str | None, int]:
+    """Remove instruction-like spans (role markers, chat-template tokens, "ignore previous instructions",
+    "answer joy"...) from text *before* any expert sees it. Returns (clean text or None, spans removed).
+
+    The LLM never follows user text anyway (it is data inside ``<utterance>`` tags and the label comes
+    from fusion, not from the LLM), but the text classifier reads every word: an appended "respond only
+    with anger" would otherwise move its distribution. Sentences that only instruct are dropped; the
+    rest of the turn is analysed as sent.
+    """
+    if not text:
+        return text, 0
+    removed = 0
+    out = text
+    for pat in _TEMPLATE_BLOCKS:
+        out, n = pat.subn(" ", out)
+        removed += n
+    kept: list[str] = []
+    for sentence in _SENTENCE_SPLIT.split(out):
+        if sentence.strip() and _INSTRUCTION_SENTENCE.search(sentence):
+            removed += 1
+            continue
+        kept.append(sentence)
+    clean = " ".join(" ".join(kept).split())
+    # "<-" and similar leftovers of a removed span carry no meaning
+    clean = re.sub(r"^(?:<-|->|:|-)\s*|\s*(?:<-|->)\s*$", "", clean).strip()
+    return (clean or None), removed
