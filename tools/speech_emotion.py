@@ -288,7 +288,7 @@ class SpeechEmotionExpert(Expert):
         id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         mapping = self.label_map
         dist = {label: 0.0 for label in LABELS}
-        dropped, unmapped = 0.0, []
+        dropped, unmapped, no_counterpart = 0.0, [], []
         for i, p in enumerate(probs):
             name = id2label.get(i, f"LABEL_{i}")
             target = mapping.get(name.lower(), "__missing__")
@@ -296,8 +296,7 @@ class SpeechEmotionExpert(Expert):
                 dist[target] += float(p)
             else:
                 dropped += float(p)
-                if target == "__missing__":
-                    unmapped.append(name)
+                (unmapped if target == "__missing__" else no_counterpart).append(name)
         covered = {mapping.get(n.lower()) for n in id2label.values()} & set(LABELS)
         warnings: list[str] = []
         lacking = [lab for lab in LABELS if lab not in covered]
@@ -305,7 +304,13 @@ class SpeechEmotionExpert(Expert):
             warnings.append(f"checkpoint has no class for {', '.join(lacking)}: those get no probability")
         if unmapped:
             warnings.append(f"checkpoint classes {', '.join(unmapped)} are not mapped to MELD labels "
-                            f"(set EMOTION_AGENT_SPEECH_LABEL_MAP); their mass {dropped:.2f} was dropped")
+                            "(set EMOTION_AGENT_SPEECH_LABEL_MAP); their probability was dropped")
+        if no_counterpart:
+            warnings.append(f"checkpoint classes {', '.join(no_counterpart)} have no MELD counterpart; "
+                            "their probability was dropped")
+        if dropped > 0:
+            extra_note = f"{dropped:.2f} of the checkpoint's probability fell on classes without a MELD label"
+            warnings.append(extra_note)
         kept = sum(dist.values())
         if kept <= 1e-9:
             raise ExpertError(f"none of the checkpoint's classes ({', '.join(id2label.values())}) map to MELD labels")

@@ -203,7 +203,7 @@ class TranscribeExpert(Expert):
             warnings.append(f"no speech recognised in {path.name} (noise or music?); empty transcript")
             cues.append(Cue(name="speech", value=None, detail="none recognised"))
         else:
-            reading = "fast" if speaking_rate > 3.5 else "slow" if speaking_rate < 1.8 else "normal"
+            reading = "fast" if speaking_rate > 4.0 else "slow" if speaking_rate < 2.0 else "normal"
             cues.append(Cue(name="speaking rate", value=f"{speaking_rate:.1f} words/s", detail=reading))
             cues.append(Cue(name="words", value=n_words))
             cues.append(Cue(name="pauses", value=len(pauses),
