@@ -118,6 +118,7 @@ def accuracy_bench(data_dir: Path, fit: bool) -> dict:
                               "trades joy recall for disgust recall on this class-balanced set, while MELD "
                               "footage is neutral/joy-heavy and disgust-poor)")
     out["head_experiment"] = head_experiment(model, imgs, y)
+    out["detector_path"] = detector_path(imgs, y)
     if fit:
         b = fit_log_bias(raw["flip"], y)
         CALIBRATION_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,45 @@ def accuracy_bench(data_dir: Path, fit: bool) -> dict:
                  fitted_on=np.array("FER2013 PublicTest crops (../shared/data/faces), tta=flip"))
         out["calibration_written"] = {"file": str(CALIBRATION_FILE.relative_to(REPO_ROOT)),
                                       "log_bias": {lab: round(float(v), 3) for lab, v in zip(LABELS, b)}}
+    return out
+
+
+def detector_path(imgs: np.ndarray, y: np.ndarray) -> dict:
+    """The full image path on FER crops: upscale 48→144, pad 88 px with replicated borders, run BlazeFace,
+    crop + align from its box, classify. Only crops where a face is detected count (padded crops are
+    unnatural images). Compares crop margins and eye alignment against reading the crop directly."""
+    import cv2
+    from sklearn.metrics import f1_score
+
+    from tools.face_emotion import CROP_MARGIN, CROP_SHIFT, FaceAnalyzer, crop_face
+
+    an = FaceAnalyzer(tta="flip")
+    canvases, dets = [], []
+    for g in imgs:
+        big = cv2.resize(g, (144, 144), interpolation=cv2.INTER_CUBIC)
+        rgb = np.repeat(cv2.copyMakeBorder(big, 88, 88, 88, 88, cv2.BORDER_REPLICATE)[:, :, None], 3, axis=2)
+        faces = an.detector.detect(rgb)
+        canvases.append(rgb)
+        dets.append(max(faces, key=lambda f: f.score) if faces else None)
+    idx = [i for i, d in enumerate(dets) if d is not None]
+    yy = y[idx]
+
+    def score(p: np.ndarray) -> dict:
+        pred = p.argmax(1)
+        return {"accuracy": round(100 * float((pred == yy).mean()), 2),
+                "macro_f1": round(100 * f1_score(yy, pred, average="macro"), 2)}
+
+    boxes = np.array([dets[i].box for i in idx])
+    out: dict = {"detected": f"{len(idx)}/{len(imgs)}",
+                 "box_side_over_crop_side": round(float(np.median((boxes[:, 2] - boxes[:, 0]) / 144)), 3),
+                 "box_centre_y_in_crop": round(float(np.median(((boxes[:, 1] + boxes[:, 3]) / 2 - 88) / 144)), 3),
+                 "direct crop (same subset)": score(an.fer.predict(imgs[idx]))}
+    for margin, shift, align in ((CROP_MARGIN, CROP_SHIFT, True), (CROP_MARGIN, CROP_SHIFT, False),
+                                 (0.0, 0.0, True), (0.25, CROP_SHIFT, True)):
+        crops = np.stack([crop_face(canvases[i], dets[i], an.fer.size, margin, align, shift) for i in idx])
+        name = f"margin {margin} shift {shift} align {align}" + (" (default)" if (margin, shift, align) == (
+            CROP_MARGIN, CROP_SHIFT, True) else "")
+        out[name] = score(an.fer.predict(crops))
     return out
 
 
@@ -260,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, v in acc["variants"].items():
         rec = " ".join(f"{v['per_class_recall'][k]:5.1f}" for k in LABELS)
         print(f"{name:45s} {v['accuracy']:6.2f} {v['macro_f1']:8.2f}  {rec}")
+    for k, v in acc["detector_path"].items():
+        print(f"detector path: {k}: {v}")
     if "latency" in result:
         for k, v in result["latency"].items():
             print(f"{k}: {v}")

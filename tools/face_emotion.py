@@ -53,9 +53,12 @@ def calibration_from_env() -> Path | None:
         return CALIBRATION_FILE
     return Path(raw).expanduser()
 
-#: Square crop side = detector box side x (1 + CROP_MARGIN): FER2013 crops show the whole face and a
-#: little hair / background around it; BlazeFace boxes run from the brows to the chin.
-CROP_MARGIN = 0.25
+#: Square crop side = box side x (1 + CROP_MARGIN), centre moved up by CROP_SHIFT x box side.
+#: BlazeFace on FER2013 crops padded with replicated borders (evals/bench_faces.py, "detector_path"):
+#: the box is ~0.85 of FER2013's crop side and sits ~0.03 below its centre (→ margin ~0.17, shift ~0.04);
+#: accuracy there was flat for margins 0-0.18 and dropped at 0.25; eye alignment helped by 1-3 points.
+CROP_MARGIN = 0.12
+CROP_SHIFT = 0.04
 MIN_FACE_PX = 24  # faces smaller than this (in the original image) are still read, with a warning
 #: Readable names of what each label looks like on a face (for cues).
 LOOK = {"neutral": "neutral face", "joy": "smile", "surprise": "surprised face", "anger": "angry face",
@@ -164,18 +167,22 @@ class FerModel:
 
 
 def crop_face(rgb: np.ndarray, face: Face, size: int = 64, margin: float = CROP_MARGIN,
-              align: bool = True) -> np.ndarray:
+              align: bool = True, shift: float = CROP_SHIFT) -> np.ndarray:
     """Square grayscale crop around ``face`` (eyes levelled when ``align``), ``size`` x ``size`` uint8."""
     import cv2
 
     cx, cy = face.center
-    side = max(face.width, face.height) * (1.0 + margin)
+    box_side = max(face.width, face.height)
+    side = box_side * (1.0 + margin)
     angle = 0.0
     if align and face.keypoints is not None and len(face.keypoints) >= 2:
         (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
         angle = math.atan2(ly - ry, lx - rx)
         if abs(angle) > math.radians(45):  # implausible keypoints (profile): do not rotate
             angle = 0.0
+    # Move the centre towards the top of the head (the face's "up" is (sin a, -cos a) in image coordinates).
+    cx += shift * box_side * math.sin(angle)
+    cy -= shift * box_side * math.cos(angle)
     # 1) an axis-aligned patch large enough for any rotation, borders replicated.
     patch_side = int(math.ceil(side * 1.5))
     patch = cv2.getRectSubPix(rgb, (patch_side, patch_side), (float(cx), float(cy)))
@@ -285,6 +292,8 @@ class FacialEmotionExpert(Expert):
         return self._analyzer
 
     def warmup(self) -> None:
+        import av  # noqa: F401 - PyAV's first import costs ~0.1-0.3 s; pay it before the first video turn
+
         self.analyzer.analyze_frame(np.zeros((64, 64, 3), np.uint8))
 
     def accepts(self, turn: TurnInput) -> bool:
