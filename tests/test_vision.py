@@ -418,3 +418,11 @@ def test_registry_builds_the_vision_experts():
     assert set(experts) == {"facial_emotion", "describe_scene"}
     assert experts["facial_emotion"].accepts(TurnInput(video_path=CLIP))
     assert not experts["describe_scene"].accepts(TurnInput(video_path=CLIP))
+
+
+def test_plain_image_has_no_spurious_notes(tmp_path):
+    from tools.images import load_image
+
+    p = save(np.full((40, 60, 3), 100, np.uint8), tmp_path / "plain.jpg")
+    img = load_image(p)
+    assert img.notes == [] and img.rgb.shape == (40, 60, 3) and img.scale == 1.0

@@ -324,7 +324,7 @@ class FacialEmotionExpert(Expert):
             extra["box_scale"] = "boxes are in original-image pixels"
             for fd in extra["faces"]:
                 fd["box"] = [round(v / img.scale, 1) for v in fd["box"]]
-        warnings = list(img.notes) if any("animated" in n for n in img.notes) else []
+        warnings = [n for n in img.notes if "animated" in n]
         face = reading.primary_face
         if face is None:
             return EmotionEvidence.uninformative(

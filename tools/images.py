@@ -70,8 +70,9 @@ def load_image(path: Path | str, *, max_side: int = DEFAULT_MAX_SIDE) -> LoadedI
                 img.draft(img.mode, (max_side, max_side))
             img.load()
             loaded = img.size
-            out = ImageOps.exif_transpose(img)
-            if out is not img:
+            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+            out = ImageOps.exif_transpose(img) if orientation not in (None, 1) else img
+            if orientation not in (None, 1):
                 notes.append("EXIF rotation applied")
             swapped = out.size != loaded
             rgb_img = _to_rgb(out)
