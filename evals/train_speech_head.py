@@ -120,6 +120,29 @@ def evaluate(x, y, fold, corpus, c):
     return res, proba
 
 
+MELD_GOLD = {  # from the MELD CSVs (see evals/bench_audio.py for how the probably_test clips were matched)
+    "train_dia1_utt0.wav": "surprise", "train_dia1038_utt17.wav": "joy", "probably_test_dia0_utt0.wav": "surprise",
+    "probably_test_dia100_utt1.wav": "neutral", "probably_test_dia100_utt5.wav": "sadness",
+    "probably_test_dia101_utt0.wav": "joy",
+}
+
+
+def meld_clip_predictions(settings: Settings) -> list[dict]:
+    """What the freshly written head says on the real MELD clips (TV dialogue, not acted lab speech)."""
+    from tools.base import TurnInput
+    from tools.speech_emotion import SpeechEmotionExpert, _HEADS
+
+    _HEADS.clear()
+    expert = SpeechEmotionExpert(settings.__class__.from_env(speech_model="whisper-head"))
+    rows = []
+    for name, gold in MELD_GOLD.items():
+        ev = expert.analyze(TurnInput(audio_path=settings.data_dir / "meld" / "media" / name))
+        top3 = sorted(ev.distribution.items(), key=lambda kv: -kv[1])[:3]
+        rows.append({"clip": name, "gold": gold, "predicted": ev.label, "confidence": round(ev.confidence, 3),
+                     "top3": [[k, round(v, 3)] for k, v in top3], "warnings": ev.warnings})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="whisper-base")
@@ -191,6 +214,10 @@ def main(argv: list[str] | None = None) -> None:
             cv_ravdess_accuracy=np.array(best["ravdess"]["accuracy"]),
         )
         print(f"wrote {WEIGHTS_DIR / 'speech_head.npz'} ({(WEIGHTS_DIR / 'speech_head.npz').stat().st_size / 1e3:.0f} kB)")
+    if not args.no_save:
+        out["meld_clips"] = meld_clip_predictions(settings)
+        for r in out["meld_clips"]:
+            print(f"  MELD {r['clip']}: gold {r['gold']}, predicted {r['predicted']} ({r['confidence']:.2f})")
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "speech_head.json" if not args.no_save else f"speech_head_{args.model}.json"
     (RESULTS / name).write_text(json.dumps(out, indent=1))

@@ -172,7 +172,7 @@ def convert(ct2_dir: Path | str, out_path: Path | str) -> Path:
         raise ConversionError(f"{ct2_dir} has no model.bin (not a CTranslate2 Whisper folder)")
     variables, _ = read_ct2(model_bin)
     dims, sd = ct2_to_state_dict(variables)
-    state = {k: torch.from_numpy(np.ascontiguousarray(a)).to(torch.float16) for k, a in sd.items()}
+    state = {k: torch.from_numpy(np.array(a, copy=True)).to(torch.float16) for k, a in sd.items()}
     ckpt: dict = {"dims": dims, "model_state_dict": state}
     cfg = ct2_dir / "config.json"
     if cfg.is_file():
