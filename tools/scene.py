@@ -6,6 +6,20 @@ loaded from ``settings.vlm_model`` (a local folder or a hub id; LLaVA family, e.
 ``llava-hf/llava-1.5-7b-hf``, ``llava-hf/llava-onevision-qwen2-0.5b-ov-hf``). Off by default
 (``vlm_model`` unset): no VLM weights can be had offline here, and the agent works without it.
 
+Enable it with a real model (transformers and torch are already dependencies), e.g. on a machine
+with internet::
+
+    huggingface-cli download llava-hf/llava-onevision-qwen2-0.5b-ov-hf --local-dir models/llava-ov-0.5b
+    EMOTION_AGENT_VLM_MODEL=models/llava-ov-0.5b emotion-agent analyze --image face.jpg
+
+(any LLaVA-family folder or hub id that ``AutoModelForImageTextToText`` loads works; a hub id needs
+network access the first time). Why transformers rather than llama.cpp GGUF + mmproj: the real code
+path can be tested offline with a tiny random-weight model built from configs (a GGUF + mmproj pair
+needs llama.cpp's conversion scripts and real weights); one API covers the LLaVA family through each
+processor's own chat template, where llama-cpp-python needs a model-specific chat handler; and it
+does not compete with the in-process llama.cpp LLM's spinning threads. The cost: a 4-bit GGUF would run
+faster on CPU, so a llama.cpp backend is the natural second path.
+
 The prompt lives in ``prompts/describe_scene.md``. The answer is parsed leniently (first JSON
 object, single quotes, trailing commas, label synonyms); when no label can be parsed, the
 distribution is uniform with zero confidence and a warning — never a guess.
