@@ -253,6 +253,10 @@ def test_video_decode_is_shared_with_audio_experts(analyzer):
     n = len(media._CACHE)
     m = media.decode(CLIP, want_frames=False, max_seconds=60)  # what an audio expert asks for
     assert len(media._CACHE) == n and m.has_audio and m.frames
+    same = media.decode(CLIP, max_frames=8, want_audio=False, fast_frames=True)  # frames-only, same sampling
+    assert same is m and len(media._CACHE) == n
+    with pytest.raises(Exception, match="limit"):
+        media.decode(CLIP, want_frames=False, max_seconds=1)  # a cached decode still honours max_seconds
 
 
 def _write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
