@@ -430,3 +430,39 @@ def test_plain_image_has_no_spurious_notes(tmp_path):
     p = save(np.full((40, 60, 3), 100, np.uint8), tmp_path / "plain.jpg")
     img = load_image(p)
     assert img.notes == [] and img.rgb.shape == (40, 60, 3) and img.scale == 1.0
+
+
+def test_audio_first_then_frames_decodes_each_stream_once(monkeypatch):
+    import tools.media as media
+
+    calls = []
+    real = media._decode
+
+    def spy(p, **kw):
+        calls.append((kw["want_audio"], kw["want_frames"]))
+        return real(p, **kw)
+
+    monkeypatch.setattr(media, "_decode", spy)
+    media._CACHE.clear()
+    audio = media.decode(CLIP, want_frames=False)  # an audio expert came first
+    both = media.decode(CLIP, max_frames=8, want_audio=True, fast_frames=True)  # then facial_emotion
+    assert calls == [(True, False), (False, True)]
+    assert both.audio is audio.audio and len(both.frames) > 0
+
+
+def test_parallel_decodes_of_one_clip_share_one_decode(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tools.media as media
+
+    calls = []
+    real = media._decode
+    monkeypatch.setattr(media, "_decode", lambda p, **kw: calls.append(kw) or real(p, **kw))
+    media._CACHE.clear()
+    with ThreadPoolExecutor(3) as ex:  # facial_emotion, transcribe, speech_emotion in one ToolNode round
+        futures = [ex.submit(media.decode, CLIP, max_frames=8, want_audio=True, fast_frames=True)] + [
+            ex.submit(media.decode, CLIP, want_frames=False, max_seconds=60) for _ in range(2)]
+        results = [f.result() for f in futures]
+    assert sum(kw["want_audio"] for kw in calls) == 1  # the audio track is decoded once
+    assert sum(kw["want_frames"] for kw in calls) == 1  # and the video track once
+    assert results[1] is results[2] and results[0].frames and results[0].has_audio

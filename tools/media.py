@@ -41,6 +41,7 @@ class Media:
 _CACHE: OrderedDict[tuple, Media] = OrderedDict()
 _LOCK = threading.Lock()
 _CACHE_SIZE = 4
+_FILE_LOCKS: dict[tuple, threading.Lock] = {}
 
 
 def decode(path: Path | str, *, max_frames: int = 16, max_seconds: float | None = None,
@@ -68,28 +69,55 @@ def decode(path: Path | str, *, max_frames: int = 16, max_seconds: float | None 
     file_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     key = file_key + (max_frames, want_audio, want_frames, fast_frames)
     with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is None:
-            for k, m in _CACHE.items():
-                if k[:3] != file_key or (want_audio and not k[4]):
-                    continue
-                if want_frames and not (k[5] and k[3] == max_frames and k[6] == fast_frames):
-                    continue
-                hit, key = m, k
-                break
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            if max_seconds is not None and hit.duration_s > max_seconds * 1.05:
-                raise ExpertError(f"{p.name} is {hit.duration_s:.0f} s long; the limit is {max_seconds:.0f} s "
-                                  "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
-            return hit
-    media = _decode(p, max_frames=max_frames, max_seconds=max_seconds, want_audio=want_audio,
-                    want_frames=want_frames, fast_frames=fast_frames)
-    with _LOCK:
-        _CACHE[key] = media
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return media
+        file_lock = _FILE_LOCKS.setdefault(file_key, threading.Lock())
+    # One decode of a file at a time: experts running in parallel (LangGraph ToolNode) wait for the
+    # first decode of the clip and then reuse it instead of demuxing it again beside it.
+    with file_lock:
+        with _LOCK:
+            hit, hit_key = _lookup(file_key, max_frames, want_audio, want_frames, fast_frames)
+            audio_only = None
+            if hit is None and want_audio and want_frames:
+                audio_only, _ = _lookup(file_key, max_frames, True, False, fast_frames)
+            if hit is not None:
+                _CACHE.move_to_end(hit_key)
+                if max_seconds is not None and hit.duration_s > max_seconds * 1.05:
+                    raise ExpertError(f"{p.name} is {hit.duration_s:.0f} s long; the limit is {max_seconds:.0f} s "
+                                      "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
+                return hit
+        if audio_only is not None:
+            # The audio track is already decoded (an audio expert came first): decode the frames only.
+            media = _decode(p, max_frames=max_frames, max_seconds=max_seconds, want_audio=False,
+                            want_frames=True, fast_frames=fast_frames)
+            media.audio = audio_only.audio
+            media.source_sample_rate = audio_only.source_sample_rate
+            media.source_channels = audio_only.source_channels
+            media.duration_s = max(media.duration_s, audio_only.duration_s)
+        else:
+            media = _decode(p, max_frames=max_frames, max_seconds=max_seconds, want_audio=want_audio,
+                            want_frames=want_frames, fast_frames=fast_frames)
+        with _LOCK:
+            _CACHE[key] = media
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+            live = {k[:3] for k in _CACHE}
+            for fk in [fk for fk in _FILE_LOCKS if fk not in live and fk != file_key]:
+                del _FILE_LOCKS[fk]
+        return media
+
+
+def _lookup(file_key: tuple, max_frames: int, want_audio: bool, want_frames: bool,
+            fast_frames: bool) -> tuple[Media | None, tuple | None]:
+    """A cached decode of the file holding at least what is asked (caller holds ``_LOCK``)."""
+    key = file_key + (max_frames, want_audio, want_frames, fast_frames)
+    if key in _CACHE:
+        return _CACHE[key], key
+    for k, m in _CACHE.items():
+        if k[:3] != file_key or (want_audio and not k[4]):
+            continue
+        if want_frames and not (k[5] and k[3] == max_frames and k[6] == fast_frames):
+            continue
+        return m, k
+    return None, None
 
 
 def _decode(p: Path, *, max_frames: int, max_seconds: float | None, want_audio: bool, want_frames: bool,
