@@ -466,3 +466,20 @@ def test_parallel_decodes_of_one_clip_share_one_decode(monkeypatch):
     assert sum(kw["want_audio"] for kw in calls) == 1  # the audio track is decoded once
     assert sum(kw["want_frames"] for kw in calls) == 1  # and the video track once
     assert results[1] is results[2] and results[0].frames and results[0].has_audio
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    import struct
+    import zlib
+
+    from tools.base import ExpertError
+    from tools.images import load_image
+
+    p = save(np.zeros((1, 1, 3), np.uint8), tmp_path / "bomb.png")
+    data = bytearray(p.read_bytes())
+    ihdr = bytes(data[12:16]) + struct.pack(">II", 30000, 30000) + bytes(data[24:29])  # claims 900 MP
+    data[16:24] = struct.pack(">II", 30000, 30000)
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr) & 0xFFFFFFFF)
+    p.write_bytes(bytes(data))
+    with pytest.raises(ExpertError, match="too large|megapixels"):
+        load_image(p)
