@@ -146,10 +146,11 @@ class LearnedFusionModel:
         self.mean, self.scale = data["mean"], data["scale"]
         self.coef, self.intercept = data["coef"], data["intercept"]
         self.context_k = int(data["context_k"])
+        self.temperature = float(data["temperature"]) if "temperature" in data else 1.0
         self.meta = {k: str(data[k]) for k in ("trained_on", "dev_weighted_f1", "kind") if k in data}
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
-        z = ((feats - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z = (((feats - self.mean) / self.scale) @ self.coef.T + self.intercept) / self.temperature
         z = z - z.max(axis=-1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=-1, keepdims=True)

@@ -92,7 +92,9 @@ class ExpertCache:
             return int(self._db.execute("SELECT COUNT(*) FROM evidence").fetchone()[0])
 
 
-def turn_key(expert: Expert, turn: TurnInput, weights_fp: str | None) -> str:
+def turn_key(expert: Expert, turn: TurnInput, weights_fp: str | None, context_k: int | None = None) -> str:
+    """Content hash of what ``expert`` reads from ``turn`` (``context_k``: how many context turns it reads)."""
+    context = turn.context if context_k is None else (turn.context[-context_k:] if context_k > 0 else [])
     payload = {
         "v": CACHE_VERSION,
         "expert": expert.name,
@@ -100,7 +102,7 @@ def turn_key(expert: Expert, turn: TurnInput, weights_fp: str | None) -> str:
         "weights": weights_fp,
         "text": turn.text,
         "transcript": turn.transcript,
-        "context": [[t.speaker, t.text] for t in turn.context],
+        "context": [[t.speaker, t.text] for t in context],
         "audio": file_fingerprint(turn.audio_path),
         "image": file_fingerprint(turn.image_path),
         "video": file_fingerprint(turn.video_path),
@@ -127,6 +129,16 @@ class CachedExpert(Expert):
                 break
         self._weights_fp = file_fingerprint(weights) if weights is not None else None
         self.last_status: str | None = None
+        self._context_k: int | None | bool = False  # False: not looked up yet
+
+    def context_k(self) -> int | None:
+        """How many previous turns the wrapped expert reads (None: unknown, hash them all)."""
+        if self._context_k is False:
+            try:
+                self._context_k = int(self.inner.classifier.context_k)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - any expert without that notion
+                self._context_k = None
+        return self._context_k  # type: ignore[return-value]
 
     @property
     def model_id(self) -> str:
@@ -143,7 +155,7 @@ class CachedExpert(Expert):
 
     def analyze(self, turn: TurnInput) -> EmotionEvidence:
         start = time.perf_counter()
-        key = turn_key(self.inner, turn, self._weights_fp)
+        key = turn_key(self.inner, turn, self._weights_fp, self.context_k())
         hit = self.cache.get(key)
         if hit is not None:
             ev = EmotionEvidence.model_validate(hit)

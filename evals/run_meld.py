@@ -372,7 +372,7 @@ def check_config(out: Path, cfg: RunConfig) -> None:
 def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None, explain: bool = False,
         context: int = 3, modalities: list[str] | None = None, fusion: str | None = None, seed: int = 13,
         settings: Settings | None = None, agent: Any = None, progress: bool = True,
-        stop_after: int | None = None) -> dict[str, Any]:
+        stop_after: int | None = None, cache_path: Path | None = None) -> dict[str, Any]:
     """Run (or resume) one configuration; returns the summary. ``stop_after`` (tests) simulates a crash."""
     from agent.fusion import POLICIES
 
@@ -394,7 +394,7 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     session = {"start": time.time(), "pid": os.getpid(), "todo": len(todo)}
     written = 0
     if todo:
-        agent = agent or build_agent(settings, cfg, utts)
+        agent = agent or build_agent(settings, cfg, utts, cache_path)
         if agent.memory is None or not isinstance(agent.memory, EvalMemory):
             agent.memory = EvalMemory(utts, agent.experts.get("text_emotion"), settings, cfg.context)
         agent.memory.context = cfg.context
@@ -418,6 +418,38 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     return summarize_run(out, settings, cfg, agent)
 
 
+def fast_bootstrap_ci(gold: list[str], pred: list[str], n: int = 1000, seed: int = 0) -> list[float]:
+    """95 % bootstrap interval of weighted-F1 in percent — same resampling as
+    :func:`evals.metrics.bootstrap_ci` (same seed, same indices), vectorised with confusion counts."""
+    if not gold or n <= 0:
+        return [0.0, 0.0]
+    idx = labels_index()
+    g = np.array([idx[x] for x in gold])
+    p = np.array([idx[x] for x in pred])
+    k = len(LABELS)
+    rng = np.random.default_rng(seed)
+    scores = np.empty(n)
+    for b in range(n):
+        sel = rng.integers(0, len(g), len(g))
+        cm = np.bincount(g[sel] * k + p[sel], minlength=k * k).reshape(k, k)
+        tp = np.diag(cm).astype(float)
+        support = cm.sum(1)
+        predicted = cm.sum(0)
+        denom = support + predicted
+        f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+        scores[b] = (f1 * support).sum() / max(support.sum(), 1)
+    lo, hi = np.percentile(scores, [2.5, 97.5])
+    return [100 * float(lo), 100 * float(hi)]
+
+
+def report_with_ci(gold: list[str], pred: list[str], confidence: list[float] | None = None,
+                   bootstrap: int = 1000) -> dict[str, Any]:
+    rep = classification_report(gold, pred, confidence=confidence, bootstrap=0)
+    if bootstrap and gold:
+        rep["weighted_f1_ci95"] = fast_bootstrap_ci(gold, pred, bootstrap)
+    return rep
+
+
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
@@ -433,8 +465,8 @@ def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | 
     gold = [r["gold"] for r in records]
     pred = [r["label"] for r in records]
     conf = [float(r["confidence"]) for r in records]
-    metrics = classification_report(gold, pred, confidence=conf, bootstrap=bootstrap)
-    baseline = classification_report(gold, ["neutral"] * len(gold), bootstrap=bootstrap)
+    metrics = report_with_ci(gold, pred, confidence=conf, bootstrap=bootstrap)
+    baseline = report_with_ci(gold, ["neutral"] * len(gold), bootstrap=bootstrap)
     stages: dict[str, list[float]] = defaultdict(list)
     for r in records:
         for k, v in r["result"].get("timings_ms", {}).items():
@@ -528,7 +560,7 @@ def ablation_variants(cfg: RunConfig, learned_available: bool) -> list[tuple[str
 
 def run_ablations(split: str, *, out: Path, limit: int | None, context: int, modalities: list[str],
                   fusion: str, seed: int = 13, settings: Settings | None = None,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  progress: bool = True, cache_path: Path | None = None) -> list[dict[str, Any]]:
     """Every ablation row as its own resumable run under ``out/ablations/``; returns the table rows."""
     from agent.fusion import load_learned
 
@@ -538,7 +570,8 @@ def run_ablations(split: str, *, out: Path, limit: int | None, context: int, mod
     rows = []
     for name, desc, over in ablation_variants(base, load_learned() is not None):
         kw = {"limit": limit, "context": context, "modalities": modalities, "fusion": fusion, "seed": seed, **over}
-        s = run(split, out=out / "ablations" / name, explain=False, settings=settings, progress=progress, **kw)
+        s = run(split, out=out / "ablations" / name, explain=False, settings=settings, progress=progress,
+                cache_path=cache_path, **kw)
         m = s["metrics"]
         rows.append({"name": name, "description": desc, "n": m["n"], "weighted_f1": m["weighted_f1"],
                      "weighted_f1_ci95": m.get("weighted_f1_ci95"), "macro_f1": m["macro_f1"],
@@ -548,7 +581,7 @@ def run_ablations(split: str, *, out: Path, limit: int | None, context: int, mod
         gold_n = rows[0]["n"]
         recs = read_records(out / "ablations" / rows[0]["name"] / "records.jsonl")
         g = [r["gold"] for r in recs]
-        b = classification_report(g, ["neutral"] * len(g), bootstrap=1000)
+        b = report_with_ci(g, ["neutral"] * len(g))
         rows.append({"name": "always_neutral", "description": "always-neutral baseline", "n": gold_n,
                      "weighted_f1": b["weighted_f1"], "weighted_f1_ci95": b.get("weighted_f1_ci95"),
                      "macro_f1": b["macro_f1"], "accuracy": b["accuracy"], "ece": None, "fusion": "-",

@@ -1,0 +1,142 @@
+"""The MELD harness: resume after a crash, expert cache, reports, why, explanation checks (real text expert)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from evals.run_meld import RunConfigError, explanation_checks, read_records, run
+
+LIMIT = 10
+
+
+@pytest.fixture
+def harness(settings, data_dir, tmp_path):
+    """Settings on the real data + a private expert cache."""
+    import dataclasses
+
+    s = dataclasses.replace(settings, data_dir=data_dir)
+    return s, tmp_path / "expert_cache.sqlite"
+
+
+def keys(path: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_resume_after_crash_has_no_lost_or_duplicated_records(harness, tmp_path):
+    settings, cache = harness
+    out = tmp_path / "run"
+    part = run("dev", limit=LIMIT, out=out, settings=settings, cache_path=cache, progress=False, stop_after=4)
+    assert part["partial"] and len(keys(out / "records.jsonl")) == 4
+    # Simulate kill -9 in the middle of writing a record: cut the file inside its last line.
+    data = (out / "records.jsonl").read_bytes()
+    (out / "records.jsonl").write_bytes(data[:-57])
+    assert len(read_records(out / "records.jsonl")) == 3
+    summary = run("dev", limit=LIMIT, out=out, settings=settings, cache_path=cache, progress=False)
+    ks = keys(out / "records.jsonl")  # every line parses (the torn line was cut before appending)
+    assert len(ks) == LIMIT and len(set(ks)) == LIMIT
+    assert summary["n"] == LIMIT and summary["complete"] is True
+    assert len((out / "sessions.jsonl").read_text().splitlines()) == 2
+    # a finished run rerun is a no-op
+    again = run("dev", limit=LIMIT, out=out, settings=settings, cache_path=cache, progress=False)
+    assert len(keys(out / "records.jsonl")) == LIMIT and again["n"] == LIMIT
+    # provenance
+    for field in ("model_ids", "prompt_hashes", "packages", "git", "settings", "always_neutral", "latency_ms"):
+        assert summary[field], field
+    rec = read_records(out / "records.jsonl")[0]
+    assert rec["modalities_available"] == ["text"] and rec["gold"] and rec["result"]["evidence"]
+    assert "expert_text_emotion" in rec["result"]["timings_ms"]
+
+
+def test_rerun_with_other_fusion_hits_the_expert_cache_and_other_options_are_refused(harness, tmp_path):
+    settings, cache = harness
+    run("dev", limit=LIMIT, out=tmp_path / "a", settings=settings, cache_path=cache, progress=False)
+    s = run("dev", limit=LIMIT, out=tmp_path / "b", fusion="text_only", settings=settings, cache_path=cache,
+            progress=False)
+    assert s["expert_cache"] == {"hit": LIMIT}
+    assert all(r["cache"] == {"text_emotion": "hit"} for r in read_records(tmp_path / "b" / "records.jsonl"))
+    with pytest.raises(RunConfigError):
+        run("dev", limit=LIMIT, out=tmp_path / "a", fusion="text_only", settings=settings, cache_path=cache,
+            progress=False)
+
+
+def test_report_why_and_comparison(harness, tmp_path):
+    from evals.report import compare_runs, report_run
+    from evals.run_meld import run_ablations
+    from evals.why import find_record, render_why
+
+    settings, cache = harness
+    a, b = tmp_path / "a", tmp_path / "b"
+    run("dev", limit=LIMIT, out=a, settings=settings, cache_path=cache, progress=False)
+    rows = run_ablations("dev", out=a, limit=LIMIT, context=3, modalities=["text"], fusion="weighted",
+                         settings=settings, cache_path=cache, progress=False)
+    names = [r["name"] for r in rows]
+    assert {"text_only", "weighted", "weighted_context0", "always_neutral"} <= set(names)
+    run("dev", limit=LIMIT, out=b, fusion="learned", settings=settings, cache_path=cache, progress=False)
+    md, html = report_run(a)
+    assert md.is_file() and html.is_file()
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 5  # confusion, per-class, ablations, reliability, latency
+    assert "always-neutral" in md.read_text() and "Ablations" in md.read_text()
+    cmd, chtml = compare_runs(a, b)
+    assert "Δ F1" in cmd.read_text() and "data:image/png;base64," in chtml.read_text()
+
+    rec = read_records(a / "records.jsonl")[0]
+    found = find_record(a, rec["dialogue_id"], rec["utterance_id"])
+    console = Console(record=True, width=140)
+    render_why(found, console)
+    text = console.export_text()
+    ev_id = found["result"]["evidence"][0]["id"]
+    assert ev_id in text and "contributions" in text and "memory / context" in text
+
+
+def test_explanation_checks_on_crafted_records():
+    ev = [{"id": "text-abc123"}, {"id": "audio-def456"}]
+    ok = {"label": "anger", "evidence": ev, "cited_evidence_ids": ["text-abc123"],
+          "explanation": "The words sound angry [text-abc123]; the audio expert leaned to surprise (0.2)."}
+    c = explanation_checks(ok)
+    assert c["agrees"] and c["citations_valid"] and c["cites_any"]
+    wrong = {**ok, "explanation": "Although fused as anger, the emotion is joy given the laugh [text-abc123]."}
+    c = explanation_checks(wrong)
+    assert not c["agrees"] and c["other_labels_asserted"] == ["joy"]
+    missing = {**ok, "explanation": "The speaker raises their voice [text-abc123]."}
+    assert not explanation_checks(missing)["agrees"]
+    bad_ids = {**ok, "cited_evidence_ids": ["text-abc123", "vision-999999"],
+               "explanation": "Labeled anger: shouting [text-abc123] and a frown [vision-aaaaaa]."}
+    c = explanation_checks(bad_ids)
+    assert c["agrees"] and not c["citations_valid"] and c["invalid_ids"] == ["vision-999999", "vision-aaaaaa"]
+    assert explanation_checks({"label": "joy", "evidence": [], "explanation": None}) is None
+
+
+@pytest.mark.slow
+def test_small_run_with_explanations_and_why_ask(harness, tmp_path):
+    """Real LLM (small packaged model): explanations checked in the run, and --ask cites real ids."""
+    from evals.why import answer_question
+
+    settings, cache = harness
+    out = tmp_path / "explained"
+    s = run("dev", limit=2, out=out, explain=True, settings=settings, cache_path=cache, progress=False)
+    e = s["explanations"]
+    assert e["n"] == 2 and 0 <= e["agreement_rate"] <= 100 and e["citation_validity_rate"] == 100.0
+    rec = read_records(out / "records.jsonl")[0]
+    assert rec["result"]["explanation"] and rec["checks"] is not None
+    ans = answer_question(rec, "Which evidence supports the label most?", settings)
+    assert ans["answer"] and ans["citations_valid"]
+
+
+def test_cli_why_unknown_utterance_is_a_one_line_user_error(harness, tmp_path):
+    settings, cache = harness
+    out = tmp_path / "r"
+    run("dev", limit=3, out=out, settings=settings, cache_path=cache, progress=False)
+    exe = Path(sys.executable).parent / "emotion-agent"
+    proc = subprocess.run([str(exe), "why", str(out), "--dialogue", "99999", "--utterance", "0"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "EMOTION_AGENT_DATA_DIR": str(settings.data_dir)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
