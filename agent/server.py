@@ -495,7 +495,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             except ValidationError as exc:
                 raise ServiceError(422, _validation_message(exc.errors()), "invalid_request") from None
             return body.model_dump(), {}
-        if ctype != "multipart/form-data":
+        if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
             raise ServiceError(415, "send application/json ({text, conversation_id, speaker, explain}) or "
                                     "multipart/form-data with audio/image/video files", "unsupported_media_type")
         try:
@@ -830,14 +830,19 @@ def _short(exc: BaseException) -> str:
 def _register_cli() -> None:
     import sys
 
-    import typer
-
     from agent import cli
 
-    apps = [cli.app]
+    mods = [cli]
     main = sys.modules.get("__main__")
     if main is not None and getattr(getattr(main, "__spec__", None), "name", None) == "agent.cli":
-        apps.append(main.app)  # `python -m agent.cli` runs a second copy of the module
+        mods.append(main)  # `python -m agent.cli` runs a second copy of the module (its own app and UserError)
+    for mod in mods:
+        if not any(c.name == "serve" for c in mod.app.registered_commands):
+            mod.app.command(name="serve")(_make_serve(mod.UserError))
+
+
+def _make_serve(user_error: type[Exception]) -> Callable[..., None]:
+    import typer
 
     def serve(
         host: str = typer.Option("127.0.0.1", help="Bind address (auth may be off only on loopback)."),
@@ -859,7 +864,7 @@ def _register_cli() -> None:
             keys = ApiKeys.from_env()
             check_auth_config(host, keys, allow_no_auth)
         except ValueError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise user_error(str(exc)) from None
         if not settings.llm_url:
             from agent.llm import resolve_gguf
 
@@ -870,10 +875,7 @@ def _register_cli() -> None:
         uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level=log_level,
                     timeout_graceful_shutdown=5)
 
-    for a in apps:
-        if not any(getattr(c, "name", None) == "serve" or getattr(c.callback, "__name__", "") == "serve"
-                   for c in a.registered_commands):
-            a.command(name="serve")(serve)
+    return serve
 
 
 _register_cli()
