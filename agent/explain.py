@@ -14,8 +14,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent import prompts
 from agent.memory import MemoryRecall
-from tools.base import TurnInput, summarize
-from tools.evidence import FusedResult
+from tools.base import TurnInput
+from tools.evidence import EmotionEvidence, FusedResult
 
 MAX_UTTERANCE_CHARS = 600
 
@@ -25,7 +25,7 @@ def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "explanation": {"type": "string", "minLength": 20, "maxLength": 480},
+            "explanation": {"type": "string"},
             "cited_evidence_ids": {"type": "array", "items": ids, "minItems": 1 if evidence_ids else 0,
                                    "maxItems": max(1, len(evidence_ids))},
         },
@@ -34,15 +34,26 @@ def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
 
 
 def _memory_block(recall: MemoryRecall) -> str:
-    lines = [f"- turn {t.turn_index} {t.speaker or 'someone'}: \"{t.text[:160]}\" (labeled {t.label})"
-             for t in recall.previous]
-    lines += [f"- similar earlier turn {t.turn_index}: \"{t.text[:120]}\" (labeled {t.label}, "
-              f"similarity {t.similarity})" for t in recall.similar]
-    return "\n".join(lines) or "(first turn)"
+    lines = [f"- {t.speaker or 'someone'}: \"{t.text[:160]}\" ({t.label})" for t in recall.previous]
+    lines += [f"- earlier, similar: \"{t.text[:120]}\" ({t.label})" for t in recall.similar]
+    return ("\n" + "\n".join(lines)) if lines else "(first turn)"
 
 
-def _dist(d: dict[str, float], k: int = 3) -> str:
+def _dist(d: dict[str, float], k: int = 2) -> str:
     return ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(d.items(), key=lambda kv: -kv[1])[:k])
+
+
+_WHAT = {"text": "words", "transcript": "transcribed words", "audio": "voice", "vision": "face"}
+
+
+def evidence_line(e: EmotionEvidence) -> str:
+    """Compact evidence line for the prompt (short prompts are fast on 2 cores)."""
+    line = f"- [{e.id}] {_WHAT.get(e.modality, e.modality)}: {_dist(e.distribution)}"
+    if e.cues:
+        line += "; cues: " + "; ".join(str(c) for c in e.cues[:3])
+    if e.warnings:
+        line += "; warnings: " + "; ".join(e.warnings[:2])
+    return line
 
 
 class Explainer:
@@ -54,10 +65,8 @@ class Explainer:
         utterance = (turn.spoken_text() or "(no words: audio/visual only)")[:MAX_UTTERANCE_CHARS]
         user = prompts.render(
             "explain_user", label=result.label, confidence=f"{result.confidence:.2f}",
-            distribution=_dist(result.distribution),
-            contributions=", ".join(f"{m} {s:.0%}" for m, s in result.contributions.items()) or "none",
-            evidence="\n".join(summarize(e) for e in result.evidence) or "(no evidence)",
-            memory=_memory_block(recall), speaker=turn.speaker or "unknown", utterance=utterance,
+            evidence="\n".join(evidence_line(e) for e in result.evidence) or "(no evidence)",
+            memory=_memory_block(recall), utterance=utterance,
         )
         return [SystemMessage(prompts.load("explain_system")), HumanMessage(user)]
 

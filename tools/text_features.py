@@ -70,7 +70,7 @@ def readable_cues(text: str) -> list[Cue]:
     for label, phrases in lexicon().items():
         hits = [p for p in phrases if f" {p} " in low]
         if hits:
-            cues.append(Cue(name=f"{label} words", value=", ".join(f'"{h}"' for h in hits[:3])))
+            cues.append(Cue(name=f"{label} words", value=", ".join(f"'{h}'" for h in hits[:3])))
     return cues
 
 
