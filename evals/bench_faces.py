@@ -278,14 +278,18 @@ def latency_bench(data_dir: Path, reps: int) -> dict:
     return out
 
 
+# VmHWM (peak RSS of this address space), not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
+# child of this big benchmark process would report the parent's peak.
 _RSS_PROBE = """
-import resource, sys
+import sys
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 from tools.base import TurnInput
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 from tools.face_emotion import FacialEmotionExpert
 ev = FacialEmotionExpert().analyze(TurnInput(video_path=sys.argv[1]))
 assert ev.confidence > 0, ev.warnings
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(base, hwm())
 """
 
 
