@@ -8,6 +8,7 @@ inside ``<utterance>`` tags, as data.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -18,6 +19,23 @@ from tools.base import TurnInput
 from tools.evidence import EmotionEvidence, FusedResult
 
 MAX_UTTERANCE_CHARS = 600
+
+
+_ID_IN_PROSE = re.compile(r"\s*\[([a-z_]+-[0-9a-f]{6})\]")
+
+
+def clean_citations(text: str, ids: list[str]) -> tuple[str, list[str]]:
+    """Drop bracketed ids that are not real evidence (small models copy the prompt's example ids)."""
+    found: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        if m.group(1) in ids:
+            found.append(m.group(1))
+            return m.group(0)
+        return ""
+
+    cleaned = _ID_IN_PROSE.sub(keep, text).strip()
+    return cleaned, found
 
 
 def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
@@ -76,9 +94,9 @@ class Explainer:
         msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(
             self.messages(turn, result, recall))
         data = json.loads(msg.content)
-        text = str(data.get("explanation", "")).strip()
-        cited = [i for i in data.get("cited_evidence_ids", []) if i in ids]
-        if not text:
+        text, in_prose = clean_citations(str(data.get("explanation", "")), ids)
+        cited = [i for i in data.get("cited_evidence_ids", []) if i in ids] + in_prose
+        if len(text) < 10:
             raise ValueError("empty explanation")
         return text, list(dict.fromkeys(cited))
 
