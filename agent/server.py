@@ -85,6 +85,7 @@ class ServiceConfig:
     keys: ApiKeys = field(default_factory=ApiKeys)
     allow_no_auth: bool = False
     warmup: bool = True
+    why_max_tokens: int = 160
 
     @classmethod
     def from_env(cls, settings: Settings, **overrides: Any) -> "ServiceConfig":
@@ -154,6 +155,10 @@ class ModelWorker:
             abandoned.set()
             raise ServiceError(504, f"{what} did not finish within {timeout:.0f} s ({queued_behind} requests were "
                                     "queued ahead of it); retry, or ask for explain=false", "timeout") from None
+        except (ServiceError, SecurityError, _Skipped):
+            raise
+        except Exception as exc:
+            raise _as_service_error(exc) from exc
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -254,7 +259,9 @@ class ErrorOut(BaseModel):
 def why_schema(evidence_ids: list[str]) -> dict[str, Any]:
     ids = {"type": "string", "enum": evidence_ids} if evidence_ids else {"type": "string"}
     return {"type": "object",
-            "properties": {"answer": {"type": "string", "minLength": 10, "maxLength": 700},
+            # no min/maxLength: llama.cpp expands them into long repetition rules that make sampling slow;
+            # the answer is length-checked and truncated after parsing instead
+            "properties": {"answer": {"type": "string"},
                            "cited_evidence_ids": {"type": "array", "items": ids, "maxItems": max(1, len(evidence_ids))}},
             "required": ["answer", "cited_evidence_ids"]}
 
@@ -287,6 +294,27 @@ def _response(result: FusedResult, request_id: str, tenant: str | None, upload: 
         cited_evidence_ids=result.cited_evidence_ids, reply_hint=reply_hint(result.label, result.confidence),
         warnings=warnings, timings_ms=result.timings_ms,
     )
+
+
+def _as_service_error(exc: BaseException) -> ServiceError:
+    """Unexpected failures → a clear JSON error (memory store down → 503), logged without request data."""
+    if _is_memory_failure(exc):
+        log.warning("memory store unavailable: %s", type(exc).__name__)
+        return ServiceError(503, "the conversation memory store is unavailable; retry shortly", "memory_unavailable")
+    log.error("unexpected %s", type(exc).__name__, exc_info=exc)
+    return ServiceError(500, f"internal error ({type(exc).__name__})", "internal_error")
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """Memory reads/deletes: off the event loop, not behind the model queue, errors mapped to JSON."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
+    except asyncio.TimeoutError:
+        raise ServiceError(504, f"the memory store did not answer within {timeout:.0f} s", "timeout") from None
+    except (ServiceError, SecurityError):
+        raise
+    except Exception as exc:
+        raise _as_service_error(exc) from exc
 
 
 def _is_memory_failure(exc: BaseException) -> bool:
@@ -703,8 +731,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     async def get_conversation(conversation_id: str = cid_path, t: str | None = Depends(tenant)):
         cid = validate_conversation_id(conversation_id)
         memory = memory_of(get_agent())
-        turns = await asyncio.wait_for(asyncio.to_thread(memory.conversation, scoped_id(t, cid), True),
-                                       cfg.request_timeout_s)
+        turns = await _in_thread(memory.conversation, scoped_id(t, cid), True, timeout=cfg.request_timeout_s)
         if not turns:
             raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
         return ConversationOut(conversation_id=cid, turns=[TurnOut(
@@ -716,7 +743,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     async def delete_conversation(conversation_id: str = cid_path, t: str | None = Depends(tenant)):
         cid = validate_conversation_id(conversation_id)
         memory = memory_of(get_agent())
-        n = await asyncio.wait_for(asyncio.to_thread(memory.forget, scoped_id(t, cid)), cfg.request_timeout_s)
+        n = await _in_thread(memory.forget, scoped_id(t, cid), timeout=cfg.request_timeout_s)
         log.info("forgot conversation (%d turns)", n)
         return DeletedOut(conversation_id=cid, deleted_turns=n)
 
@@ -727,8 +754,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         cid = validate_conversation_id(body.conversation_id)
         agent = get_agent()
         memory = memory_of(agent)
-        turns = await asyncio.wait_for(asyncio.to_thread(memory.conversation, scoped_id(t, cid), True),
-                                       cfg.request_timeout_s)
+        turns = await _in_thread(memory.conversation, scoped_id(t, cid), True, timeout=cfg.request_timeout_s)
         if not turns:
             raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
         if body.turn_index is None:
@@ -759,10 +785,10 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                 utterance=(turn.get("text") or "")[:600], question=question[:500])
             warnings: list[str] = []
             try:
-                msg = agent.llm.bind(json_schema=why_schema(ids), max_tokens=200).invoke(
+                msg = agent.llm.bind(json_schema=why_schema(ids), max_tokens=cfg.why_max_tokens).invoke(
                     [SystemMessage(prompts.load("service_why_system")), HumanMessage(user)])
-                data = json.loads(msg.content)
-                answer = " ".join(str(data.get("answer", "")).split())
+                data = json.loads(msg.content, strict=False)  # llama.cpp grammars let raw newlines into strings
+                answer = " ".join(str(data.get("answer", "")).split())[:700]
                 cited = list(dict.fromkeys(i for i in data.get("cited_evidence_ids", []) if i in ids))
                 if len(answer) < 10:
                     raise ValueError("empty answer")

@@ -58,12 +58,12 @@ def agent(tmp_path_factory):
     settings = Settings.from_env(memory_dir=tmp_path_factory.mktemp("mem"), llm="smollm2-135m", llm_threads=1,
                                  chroma_url=None, llm_url=None)
     ag = EmotionAgent(settings, experts=build_experts(settings, only=["text_emotion"]))
-    ag.explainer.max_tokens = 96
+    ag.explainer.max_tokens = 64
     return ag
 
 
 def _cfg(**kw) -> ServiceConfig:
-    base = dict(keys=ApiKeys.parse(f"alice={ALICE},bob={BOB}"), request_timeout_s=120.0)
+    base = dict(keys=ApiKeys.parse(f"alice={ALICE},bob={BOB}"), request_timeout_s=120.0, why_max_tokens=64)
     base.update(kw)
     return ServiceConfig(**base)
 
