@@ -98,6 +98,8 @@ class Explainer:
         cited = [i for i in data.get("cited_evidence_ids", []) if i in ids] + in_prose
         if len(text) < 10:
             raise ValueError("empty explanation")
+        if not re.search(rf"\b{result.label}\b", text, re.IGNORECASE):
+            text = f"{result.label.capitalize()}: {text}"  # always name the fused label the prose explains
         return text, list(dict.fromkeys(cited))
 
     @staticmethod
