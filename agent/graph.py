@@ -90,7 +90,8 @@ def build_graph(agent: "EmotionAgent") -> Any:
         inputs = [k for k, present in (("text", turn.text), ("transcript", turn.transcript),
                                        ("audio", turn.audio_path), ("image", turn.image_path),
                                        ("video", turn.video_path)) if present]
-        names = [n for n in allowed(state) if n not in done]
+        # Offer only experts that have input in this turn: calling one without input can't help.
+        names = [n for n in allowed(state) if n not in done and agent.experts[n].accepts(turn)]
         if not names:
             return []
         # The first round must call something (small models otherwise answer with nothing).
