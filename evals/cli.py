@@ -91,7 +91,9 @@ def print_summary(summary: dict) -> None:
     e = summary.get("explanations")
     if e:
         console.print(f"  explanations n={e['n']}: label agreement {e['agreement_rate']:.1f}%, valid citations "
-                      f"{e['citation_validity_rate']:.1f}%, cite at least one {e['cites_any_rate']:.1f}%, "
+                      f"{e['citation_validity_rate']:.1f}% (cited list {e.get('list_citation_validity_rate', 0):.1f}%, "
+                      f"[ids] in prose {e.get('prose_citation_validity_rate', 0):.1f}%), cite at least one "
+                      f"{e['cites_any_rate']:.1f}%, "
                       f"LLM-written {e['llm_share']:.0f}%")
     w = summary["latency_ms"].get("wall", {})
     console.print(f"  latency per turn p50 {_fmt(w.get('p50'), 0)} ms, p95 {_fmt(w.get('p95'), 0)} ms; wall "

@@ -182,7 +182,8 @@ def run_markdown(run: Path, summary: dict[str, Any], images: dict[str, str]) -> 
     if e:
         lines += ["", "## Explanation checks", "",
                   f"{e['n']} explanations: label agreement **{e['agreement_rate']:.1f} %**, valid citations "
-                  f"**{e['citation_validity_rate']:.1f} %**, at least one citation {e['cites_any_rate']:.1f} %, "
+                  f"**{e['citation_validity_rate']:.1f} %** (cited-id list {e.get('list_citation_validity_rate', 0):.1f} %, "
+                  f"[ids] written in the prose {e.get('prose_citation_validity_rate', 0):.1f} %), at least one citation {e['cites_any_rate']:.1f} %, "
                   f"LLM-written {e['llm_share']:.0f} % (rest: template fallback).",
                   "Rule: the explanation names the emitted label (or a form of it) and asserts no other label as "
                   "the answer; every cited id (list and `[id]` in the prose) is an evidence id of the record."]

@@ -221,11 +221,13 @@ def explanation_checks(result: dict[str, Any]) -> dict[str, Any] | None:
     mentioned = _mentions(low, label)
     others = asserted_labels(text) - {label}
     ids = {e["id"] for e in result.get("evidence", [])}
-    cited = list(result.get("cited_evidence_ids") or []) + _ID.findall(text)
-    invalid = sorted({c for c in cited if c not in ids})
+    listed = list(result.get("cited_evidence_ids") or [])
+    prose = _ID.findall(text)
+    invalid = sorted({c for c in listed + prose if c not in ids})
     return {"agrees": bool(mentioned and not others), "label_mentioned": mentioned,
             "other_labels_asserted": sorted(others), "citations_valid": not invalid, "invalid_ids": invalid,
-            "cites_any": bool(cited), "source": result.get("explanation_source")}
+            "list_citations_valid": all(c in ids for c in listed), "prose_citations_valid": all(c in ids for c in prose),
+            "cites_any": bool(listed or prose), "source": result.get("explanation_source")}
 
 
 # ---- records file ----------------------------------------------------------------------------
@@ -481,6 +483,10 @@ def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | 
                 "agreement_rate": 100.0 * sum(c["agrees"] for c in checks) / len(checks),
                 "citation_validity_rate": 100.0 * sum(c["citations_valid"] for c in checks) / len(checks),
                 "cites_any_rate": 100.0 * sum(c["cites_any"] for c in checks) / len(checks),
+                "list_citation_validity_rate": 100.0 * sum(c.get("list_citations_valid", True) for c in checks)
+                / len(checks),
+                "prose_citation_validity_rate": 100.0 * sum(c.get("prose_citations_valid", True) for c in checks)
+                / len(checks),
                 "llm_share": 100.0 * sum(c.get("source") == "llm" for c in checks) / len(checks),
                 "disagreements": [r["key"] for r in records if r.get("checks") and not r["checks"]["agrees"]][:50],
                 "invalid_citations": [r["key"] for r in records

@@ -148,7 +148,8 @@ def answer_question(rec: dict[str, Any], question: str, settings: Any, llm: Any 
     except (json.JSONDecodeError, TypeError) as exc:
         raise WhyError(f"the LLM did not return JSON: {exc}") from exc
     text = str(data.get("answer", "")).strip()
-    cited = list(dict.fromkeys([*data.get("cited_evidence_ids", []), *re.findall(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]",
-                                                                                   text)]))
-    return {"question": question, "answer": text, "cited_evidence_ids": cited,
-            "citations_valid": all(c in ids for c in cited)}
+    cited = list(dict.fromkeys(str(c) for c in data.get("cited_evidence_ids", [])))
+    prose = list(dict.fromkeys(re.findall(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]", text)))
+    return {"question": question, "answer": text, "cited_evidence_ids": cited, "ids_in_answer_text": prose,
+            "citations_valid": all(c in ids for c in [*cited, *prose]),
+            "invalid_ids": [c for c in dict.fromkeys([*cited, *prose]) if c not in ids]}
