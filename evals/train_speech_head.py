@@ -91,7 +91,7 @@ def fit_lr(x: np.ndarray, y: np.ndarray, c: float):
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+    clf = LogisticRegression(C=c, max_iter=1000, class_weight="balanced")
     clf.fit(scaler.transform(x), y)
     return scaler, clf
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="whisper-base")
     ap.add_argument("--layers", default="", help="comma-separated encoder layers (default: middle,last)")
     ap.add_argument("--pools", default="mean_active,std_active")
-    ap.add_argument("--C", type=float, default=0.0, help="inverse L2 strength (0: pick by CV)")
+    ap.add_argument("--C", type=float, default=0.01, help="inverse L2 strength (0: pick among 0.005-0.05 by CV)")
     ap.add_argument("--search", action="store_true", help="compare layer/pool variants (slow)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
