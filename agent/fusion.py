@@ -78,6 +78,8 @@ def text_only_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | Non
 # ---- learned late fusion ----------------------------------------------------------------
 #: Weights written by ``python -m evals.train_fusion`` (small .npz, applied in numpy, no pickle).
 LEARNED_WEIGHTS = WEIGHTS_DIR / "fusion_learned.npz"
+#: The same model trained without conversation features (ablation: what context adds).
+LEARNED_NOCTX_WEIGHTS = WEIGHTS_DIR / "fusion_learned_noctx.npz"
 _EPS = 1e-4
 
 
@@ -130,7 +132,7 @@ def fusion_features(text_dist: np.ndarray, previous: list[np.ndarray], k: int) -
     agree = float(bool(prev) and int(np.argmax(text_dist)) == int(np.argmax(last)))
     return np.concatenate([
         np.log(np.clip(text_dist, _EPS, 1.0)), last, [float(bool(prev))], mean,
-        [min(len(previous), k) / max(k, 1)], [float(not previous)], [agree],
+        [len(prev) / max(k, 1)], [float(not prev)], [agree],
     ]).astype(np.float64)
 
 
@@ -211,7 +213,14 @@ POLICIES: dict[str, Callable[..., Fusion]] = {
     "weighted": weighted_fusion,
     "text_only": text_only_fusion,
     "learned": learned_fusion,
+    "learned_noctx": lambda evidence, recall=None: _named(learned_fusion(evidence, recall, LEARNED_NOCTX_WEIGHTS),
+                                                          "learned_noctx"),
 }
+
+
+def _named(f: Fusion, name: str) -> Fusion:
+    f.policy = f.policy.replace("learned", name, 1) if f.policy else name
+    return f
 
 
 def fuse(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None, policy: str = "weighted") -> Fusion:

@@ -19,13 +19,15 @@ def _fmt(x: float | None, nd: int = 1) -> str:
 
 
 def print_ablations(rows: list[dict]) -> None:
-    table = Table("row", "what", "n", "W-F1", "95% CI", "macro-F1", "acc", "ECE", title="Ablations")
+    table = Table("row", "n", "W-F1", "95% CI", "macro-F1", "acc", "ECE", title="Ablations")
     for r in rows:
         ci = r.get("weighted_f1_ci95")
-        table.add_row(r["name"], r["description"], str(r["n"]), _fmt(r["weighted_f1"]),
+        table.add_row(r["name"], str(r["n"]), _fmt(r["weighted_f1"]),
                       f"{ci[0]:.1f}-{ci[1]:.1f}" if ci else "-", _fmt(r["macro_f1"]), _fmt(r["accuracy"]),
                       _fmt(r.get("ece")))
     console.print(table)
+    for r in rows:
+        console.print(f"  {r['name']}: {r['description']}", style="dim")
 
 
 @eval_app.command("meld")

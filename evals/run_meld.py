@@ -554,8 +554,13 @@ def ablation_variants(cfg: RunConfig, learned_available: bool) -> list[tuple[str
     ]
     if learned_available:
         rows.append(("learned", "learned late fusion (text + conversation context)", {"fusion": "learned"}))
+    from agent.fusion import LEARNED_NOCTX_WEIGHTS
+
+    if LEARNED_NOCTX_WEIGHTS.is_file():
+        rows.append(("learned_noctx", "learned fusion trained without conversation features",
+                     {"fusion": "learned_noctx"}))
     if cfg.context > 0:
-        rows.append((f"{cfg.fusion}_context0", f"{cfg.fusion} fusion, memory context off (K=0)",
+        rows.append((f"{cfg.fusion}_context0", f"{cfg.fusion} fusion, memory context off at inference (K=0)",
                      {"context": 0}))
     for m in ("audio", "vision"):
         if m in cfg.modalities:

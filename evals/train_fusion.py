@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=LEARNED_WEIGHTS)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--ks", default="1,2,3", help="context sizes to try (0 = no conversation features)")
     ap.add_argument("--report", type=Path, default=REPO_ROOT / "evals" / "results" / "meld_fusion.json")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
           + " (train is cross-fitted)")
 
     best: dict = {"wf1": -1.0}
-    grid = [(k, c, a) for k in (1, 2, 3) for c in (0.01, 0.1, 1.0) for a in (0.0, 0.25, 0.5, 0.75)]
+    grid = [(k, c, a) for k in [int(x) for x in args.ks.split(",")] for c in (0.01, 0.1, 1.0) for a in (0.0, 0.25, 0.5, 0.75)]
     mats: dict[tuple[str, int], np.ndarray] = {}
     for k, c, a in tqdm(grid, desc="grid (K, C, alpha) on dev"):
         for s in ("train", "dev"):
