@@ -106,8 +106,9 @@ def plot_ablations(rows: list[dict[str, Any]]) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("weighted-F1 (%) with 95% bootstrap interval")
     ax.set_title("Ablations")
-    for yi, v in zip(y, vals):
-        ax.text(v + 0.5, yi, f"{v:.1f}", va="center", fontsize=8)
+    for yi, v, r in zip(y, vals, rows):
+        right = r["weighted_f1_ci95"][1] if r.get("weighted_f1_ci95") else v
+        ax.text(right + 0.8, yi, f"{v:.1f}", va="center", fontsize=8)
     return _png(fig)
 
 
