@@ -116,11 +116,14 @@ def latency(settings: Settings, runs: int = 3) -> dict:
     per_run = []
     for _ in range(runs):
         media._CACHE.clear()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         a = asr.analyze(turn)
+        c1 = time.process_time()
         b = ser.analyze(turn)
         per_run.append({"total_s": round(time.perf_counter() - t, 3), "transcribe_s": round(a.latency_ms / 1000, 3),
-                        "speech_emotion_s": round(b.latency_ms / 1000, 3)})
+                        "speech_emotion_s": round(b.latency_ms / 1000, 3),
+                        "cpu_s_total": round(time.process_time() - c, 3), "cpu_s_transcribe": round(c1 - c, 3),
+                        "cpu_s_speech_emotion": round(time.process_time() - c1, 3)})
     best = min(per_run, key=lambda r: r["total_s"])
     return {
         "clip": clip.name, "clip_seconds": round(media.decode(clip, want_frames=False).duration_s, 2),

@@ -48,7 +48,7 @@ def extract(rows: list[dict], data_dir: Path, model: str, settings: Settings) ->
         data = np.load(cache, allow_pickle=False)
         if list(data["paths"]) == paths:
             return {k: data[k] for k in data.files}
-    sw = shared_whisper(model, settings)
+    sw = shared_whisper(model, settings, need_decoder=False)
     enc, pros = [], []
     t0 = time.time()
     for i, r in enumerate(rows):

@@ -219,7 +219,7 @@ class SpeechEmotionExpert(Expert):
         else:
             from tools.whisper_encoder import shared_whisper
 
-            shared_whisper(self.head.encoder, self.settings)
+            shared_whisper(self.head.encoder, self.settings, need_decoder=False)
 
     def accepts(self, turn: TurnInput) -> bool:
         return turn.has_audio()
@@ -265,7 +265,7 @@ class SpeechEmotionExpert(Expert):
 
         head = self.head
         try:
-            sw = shared_whisper(head.encoder, self.settings)
+            sw = shared_whisper(head.encoder, self.settings, need_decoder=False)
         except Exception as exc:  # noqa: BLE001 - missing packaged model → clear message
             raise ExpertError(f"speech-emotion encoder '{head.encoder}' unavailable: {exc}") from None
         pools = clip_encoder_pools(sw, audio, pros)

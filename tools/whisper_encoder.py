@@ -54,7 +54,8 @@ class EncoderStates:
 class SharedWhisper:
     """An openai-whisper model (torch, CPU) converted from the packaged CT2 weights, loaded once."""
 
-    def __init__(self, spec: str, settings: Settings | None = None, threads: int | None = None):
+    def __init__(self, spec: str, settings: Settings | None = None, threads: int | None = None,
+                 need_decoder: bool = True):
         import torch
 
         from tools.whisper_convert import converted_checkpoint, load_openai_whisper
@@ -65,6 +66,9 @@ class SharedWhisper:
         if threads:
             torch.set_num_threads(threads)
         self.model = load_openai_whisper(self.checkpoint)
+        self.has_decoder = need_decoder
+        if not need_decoder:  # the emotion head needs only the encoder: free the decoder (~185 MB for base)
+            self.model.decoder = None
         self.dims = self.model.dims
         self.n_layers = self.dims.n_audio_layer
         self._cache: OrderedDict[tuple, EncoderStates] = OrderedDict()
@@ -140,11 +144,15 @@ def speech_span(audio: np.ndarray, active: np.ndarray | None, margin_s: float = 
     return audio[a:b] if b - a >= SR // 5 else audio
 
 
-def shared_whisper(spec: str, settings: Settings | None = None) -> SharedWhisper:
-    """The process-wide :class:`SharedWhisper` for ``spec`` (registry name, CT2 folder or ``.pt``)."""
+def shared_whisper(spec: str, settings: Settings | None = None, need_decoder: bool = True) -> SharedWhisper:
+    """The process-wide :class:`SharedWhisper` for ``spec`` (registry name, CT2 folder or ``.pt``).
+
+    ``need_decoder=False`` (speech-emotion head) loads the encoder only; a later caller that needs the decoder
+    (the openai-whisper ASR backend) replaces it with the full model, which then serves both.
+    """
     with _LOCK:
         model = _MODELS.get(spec)
-        if model is None:
-            model = SharedWhisper(spec, settings)
+        if model is None or (need_decoder and not model.has_decoder):
+            model = SharedWhisper(spec, settings, need_decoder=need_decoder)
             _MODELS[spec] = model
         return model
