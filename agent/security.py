@@ -219,18 +219,42 @@ def describe(head: bytes) -> str:
     return "an unrecognised format"
 
 
+UPLOAD_PREFIX = "emotion-agent-upload-"
+
+
 class UploadDir:
-    """A private (0700) temporary folder for one request's uploads; removed by :meth:`cleanup`."""
+    """A private (0700) temporary folder for one request's uploads, made on first use; :meth:`cleanup` removes it."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="emotion-agent-upload-"))
-        os.chmod(self.path, 0o700)
+        self._path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))  # mkdtemp: 0700, unpredictable name
+        return self._path
 
     def file(self, slot: str, ext: str) -> Path:
         return self.path / f"{slot}{ext}"
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+
+
+def sweep_stale_uploads(older_than_s: float = 3600.0) -> int:
+    """Remove upload folders left by a killed process (a running request never lives this long)."""
+    import time
+
+    removed = 0
+    for p in Path(tempfile.gettempdir()).glob(UPLOAD_PREFIX + "*"):
+        try:
+            if p.is_dir() and p.stat().st_uid == os.getuid() and time.time() - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
@@ -278,6 +302,9 @@ def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
             if decoded == 0:
                 raise SecurityError(422, f"the {slot} upload contains no decodable data (empty or truncated)",
                                     "bad_media")
+            if declared and seconds > 0 and seconds + 0.5 < declared * 0.8:
+                raise SecurityError(422, f"the {slot} upload is truncated: it declares {declared:.1f} s but only "
+                                         f"{seconds:.1f} s could be decoded", "truncated")
             return declared if declared is not None else seconds
     except SecurityError:
         raise

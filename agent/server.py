@@ -59,6 +59,7 @@ from agent.security import (
     scoped_id,
     sniff,
     strip_injections,
+    sweep_stale_uploads,
     unscoped_id,
     validate_conversation_id,
     validate_speaker,
@@ -86,6 +87,7 @@ class ServiceConfig:
     allow_no_auth: bool = False
     warmup: bool = True
     why_max_tokens: int = 160
+    llm_cache_mb: int = 512
 
     @classmethod
     def from_env(cls, settings: Settings, **overrides: Any) -> "ServiceConfig":
@@ -104,6 +106,31 @@ class ServiceError(Exception):
     def __init__(self, status: int, message: str, code: str):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
+
+
+# ---- bounded LLM prompt cache ------------------------------------------------------------------------
+def bound_llm_cache(llama: Any, capacity_mb: int) -> None:
+    """Give llama.cpp a prompt cache whose size counts what it really holds.
+
+    ``llama_cpp.LlamaRAMCache`` counts only the KV-state bytes of each entry, but every entry also
+    keeps a copy of the logits (n_batch x vocab float32: ~100 MB for SmolLM2, ~310 MB for Qwen2.5), so
+    a "256 MB" cache grew the service to 2.9 GB in 5 minutes (measured, ~120 MB per explanation).
+    This cache evicts by true size; one entry is enough to reuse the fixed instruction prefix.
+    """
+    import llama_cpp
+
+    if getattr(getattr(llama, "cache", None), "true_size", False):
+        return
+
+    class SizedRAMCache(llama_cpp.LlamaRAMCache):
+        true_size = True
+
+        @property
+        def cache_size(self) -> int:
+            return sum(int(s.llama_state_size) + s.scores.nbytes + s.input_ids.nbytes
+                       for s in self.cache_state.values())
+
+    llama.set_cache(SizedRAMCache(capacity_bytes=int(capacity_mb) << 20))
 
 
 # ---- the model worker ---------------------------------------------------------------------------
@@ -412,6 +439,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     install_log_redaction([*cfg.keys.secrets(), os.environ.get("EMOTION_AGENT_LLM_API_KEY", "")])
 
     def _load() -> None:
+        sweep_stale_uploads(max(3600.0, 4 * cfg.request_timeout_s))
         if state["agent"] is None:
             from agent.runtime import EmotionAgent
 
@@ -425,7 +453,9 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                     log.warning("expert %s failed to warm up (%s: %s); its turns will carry a warning",
                                 name, type(exc).__name__, _short(exc))
             try:
-                getattr(agent.llm, "llama", None)  # local llama.cpp: load the weights now
+                llama = getattr(agent.llm, "llama", None)  # local llama.cpp: load the weights now
+                if llama is not None:
+                    bound_llm_cache(llama, cfg.llm_cache_mb)
             except Exception as exc:
                 log.warning("LLM failed to load (%s); explanations will use the template", type(exc).__name__)
             # first inference pays one-off costs (ONNX session, prompt cache); pay them now
@@ -565,7 +595,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             raise SecurityError(422, f"the {slot} upload is empty", "empty_upload")
         kind = sniff(head)
         if kind is None or kind not in ALLOWED[slot]:
-            what = describe(head) if kind is None else f"{kind} (a {_KINDS[kind][0]} format)"
+            what = describe(head) if kind is None else f"{kind} ({_KINDS[kind][0]})"
             raise SecurityError(415, f"the {slot} upload is {what}, not an accepted {slot} format "
                                      f"({', '.join(sorted(ALLOWED[slot]))}); the file name and declared type "
                                      "are ignored", "unsupported_media_type")
@@ -591,9 +621,12 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             if removed:
                 warnings.append(f"{removed} instruction-like span(s) in the text were not analysed "
                                 "(user text cannot instruct the system)")
-            if text is None and not files:
+            if text is None and removed and not files:
                 raise ServiceError(422, "the text only contained instructions to the system; nothing to analyse",
                                    "invalid_request")
+        if not (text and text.strip()) and not files:
+            raise ServiceError(422, "nothing to analyse: send non-empty text, or an audio, image or video file",
+                               "invalid_request")
         paths = {slot: v.split(":", 1)[1] for slot, v in files.items()}
         try:
             turn = make_turn(text=text, audio=paths.get("audio"), image=paths.get("image"),
