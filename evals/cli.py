@@ -94,7 +94,7 @@ def print_summary(summary: dict) -> None:
     if e:
         console.print(f"  explanations n={e['n']}: label agreement {e['agreement_rate']:.1f}%, valid citations "
                       f"{e['citation_validity_rate']:.1f}% (cited list {e.get('list_citation_validity_rate', 0):.1f}%, "
-                      f"[ids] in prose {e.get('prose_citation_validity_rate', 0):.1f}%), cite at least one "
+                      f"\\[ids] in prose {e.get('prose_citation_validity_rate', 0):.1f}%), cite at least one "
                       f"{e['cites_any_rate']:.1f}%, "
                       f"LLM-written {e['llm_share']:.0f}%")
     w = summary["latency_ms"].get("wall", {})
