@@ -204,4 +204,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module, so commands registered by evals.cli / agent.server land on the same app.
+    from agent.cli import main as _main
+
+    _main()
