@@ -68,15 +68,15 @@ def bench_asr(backend: str, model: str, settings: Settings, items) -> dict:
     expert.warmup()
     expert.transcribe_audio(decode(items[0][0], want_frames=False).audio)  # warm-up run
     load_s = time.perf_counter() - t0
-    rows, errs, ref_words, proc, audio_s = [], 0.0, 0, 0.0, 0.0
+    rows, errs, ref_words, proc, audio_s, cpu = [], 0.0, 0, 0.0, 0.0, 0.0
     for path, ref, corpus in items:
         audio = decode(path, want_frames=False).audio
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = expert.transcribe_audio(audio)
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.process_time() - c
         hyp = " ".join(s["text"] for s in res["segments"]).strip()
         row = {"clip": path.name, "corpus": corpus, "seconds": round(len(audio) / 16_000, 2),
-               "time_s": round(dt, 3), "hypothesis": hyp, "language": res["language"],
+               "time_s": round(dt, 3), "cpu_s": round(dc, 3), "hypothesis": hyp, "language": res["language"],
                "language_probability": round(res["language_probability"], 3)}
         if ref is not None:
             w = wer(ref, hyp)
@@ -85,6 +85,7 @@ def bench_asr(backend: str, model: str, settings: Settings, items) -> dict:
             errs += w * n
             ref_words += n
             proc += dt
+            cpu += dc
             audio_s += len(audio) / 16_000
         rows.append(row)
         print(f"  {backend}:{model} {path.name}: {dt:.2f} s  {row.get('wer', '-')}  {hyp[:70]}", flush=True)
@@ -95,7 +96,8 @@ def bench_asr(backend: str, model: str, settings: Settings, items) -> dict:
         by[corpus] = round(sum(r["wer"] * len(words(r["reference"])) for r in sel) / max(n, 1), 3)
     return {"backend": backend, "model": model, "load_and_warmup_s": round(load_s, 2),
             "wer": round(errs / max(ref_words, 1), 3), "wer_by_corpus": by,
-            "rtf": round(proc / max(audio_s, 1e-9), 3), "clips": rows}
+            "rtf": round(proc / max(audio_s, 1e-9), 3), "cpu_rtf": round(cpu / max(audio_s, 1e-9), 3),
+            "loadavg": [round(x, 2) for x in os.getloadavg()], "clips": rows}
 
 
 def latency(settings: Settings, runs: int = 3) -> dict:
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         asr.append(bench_asr(backend, model, settings, items))
         r = asr[-1]
         print(f"{backend}:{model}: WER {r['wer']:.3f} (MELD {r['wer_by_corpus']['meld']:.3f}, RAVDESS "
-              f"{r['wer_by_corpus']['ravdess']:.3f}), RTF {r['rtf']:.3f}", flush=True)
+              f"{r['wer_by_corpus']['ravdess']:.3f}), RTF {r['rtf']:.3f} (CPU-s per audio-s {r['cpu_rtf']:.3f})",
+              flush=True)
     out = {
         "machine": f"{os.cpu_count()} CPU cores (shared), loadavg at end {[round(x, 2) for x in os.getloadavg()]}",
         "asr": asr, "latency_4s_clip": lat,

@@ -137,15 +137,17 @@ class TranscribeExpert(Expert):
         import torch
         import whisper
 
+        from tools.whisper_encoder import torch_threads
+
         sw = _openai_whisper(self.model_spec, self.settings)
         language, lang_p = "en", 1.0
         if sw.is_multilingual:
             mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=sw.dims.n_mels)
-            with torch.inference_mode():
+            with torch.inference_mode(), torch_threads():
                 _, probs = sw.model.detect_language(mel)
             language = max(probs, key=probs.get)
             lang_p = float(probs[language])
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads():
             result = sw.model.transcribe(audio, language=language, fp16=False, beam_size=self.beam_size,
                                          condition_on_previous_text=False, verbose=None)
         segments = [{"start": round(float(s["start"]), 2), "end": round(float(s["end"]), 2), "text": s["text"].strip(),

@@ -19,9 +19,12 @@ Why the faster-whisper ASR path does not reuse these encoder states: Whisper's d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +33,25 @@ from agent.config import Settings
 
 SR = 16_000
 N_FRAMES_MAX = 3000  # one Whisper window: 30 s of 10 ms mel frames
+#: torch intra-op threads while the Whisper encoder/decoder runs. 1 by default: on the shared 2-core machine
+#: (load 6-10) a 4 s base encoder pass took 1.2 CPU-s / ~4 s wall with 2 threads (OpenMP spin-waiting)
+#: against 0.2 CPU-s / ~1 s with 1 thread. Override with EMOTION_AGENT_AUDIO_TORCH_THREADS.
+TORCH_THREADS = int(os.environ.get("EMOTION_AGENT_AUDIO_TORCH_THREADS", "1") or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = TORCH_THREADS) -> Iterator[None]:
+    """Run a block with ``n`` torch threads, restoring the process setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n and n != before:
+            torch.set_num_threads(before)
 
 _MODELS: dict[str, "SharedWhisper"] = {}
 _LOCK = threading.Lock()
@@ -119,7 +141,7 @@ class SharedWhisper:
         enc = self.model.encoder
         n = mel.shape[1] - (mel.shape[1] % 2)  # conv2 has stride 2
         x = mel[None, :, :n]
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads():
             h = F.gelu(enc.conv1(x))
             h = F.gelu(enc.conv2(h)).permute(0, 2, 1)
             h = h + enc.positional_embedding[: h.shape[1]]
