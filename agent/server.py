@@ -10,10 +10,13 @@ Endpoints (OpenAPI docs at ``/docs``):
 * ``POST /v1/why`` — an analyst's question about a stored turn, answered from its stored record.
 * ``GET /healthz``.
 
-Models load once at start (``agent.warmup()``). Everything that runs a model goes through ONE worker
-thread (a queue, bounded): two cores are never thrashed by parallel inference, and each request
-waits at most ``request_timeout_s`` before a clear 503/504 JSON error. Safety (keys, tenants,
-upload sniffing and limits, instruction stripping, log redaction) lives in :mod:`agent.security`.
+Models load once at start (``agent.warmup()``). Model work is queued on single-thread lanes, never run
+in parallel threads: one lane for the experts + fusion + memory (the label), one for the LLM
+(explanations, ``/why``), so a slow explanation does not hold up label-only turns while each model
+still sees one request at a time (``separate_llm_lane=False``: one lane for everything). Queues are
+bounded (503 when full) and each request waits at most ``request_timeout_s`` before a clear 504 JSON
+error. Safety (keys, tenants, upload sniffing and limits, instruction stripping, log redaction) lives
+in :mod:`agent.security`.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ class ServiceConfig:
     allow_no_auth: bool = False
     warmup: bool = True
     why_max_tokens: int = 160
+    #: LLM work (explanations, /why) on its own single-thread lane, so a slow explanation never holds up
+    #: label-only turns; each model still sees one request at a time. False: everything on one lane.
+    separate_llm_lane: bool = True
     llm_cache_mb: int = 512
 
     @classmethod
@@ -434,7 +440,8 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     cfg = config or ServiceConfig.from_env(settings)
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    worker = ModelWorker(cfg.max_queue)
+    worker = ModelWorker(cfg.max_queue)  # experts + fusion + memory
+    llm_worker = ModelWorker(cfg.max_queue) if cfg.separate_llm_lane else worker
     state: dict[str, Any] = {"agent": agent, "ready": False, "started": time.time()}
     install_log_redaction([*cfg.keys.secrets(), os.environ.get("EMOTION_AGENT_LLM_API_KEY", "")])
 
@@ -473,6 +480,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                  "chroma server" if settings.chroma_url else "embedded")
         yield
         worker.shutdown()
+        llm_worker.shutdown()
 
     app = FastAPI(title="emotion-agent", version="0.1.0", lifespan=lifespan,
                   description="Emotion of each chatbot user turn (MELD's 7 labels) with evidence, explanation "
@@ -480,6 +488,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                   responses={401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut},
                              422: {"model": ErrorOut}, 503: {"model": ErrorOut}, 504: {"model": ErrorOut}})
     app.state.worker = worker
+    app.state.llm_worker = llm_worker
     app.state.config = cfg
     app.state.runtime = state
     app.add_middleware(GuardMiddleware, limits=cfg.limits)
@@ -673,35 +682,70 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                                          media_type="text/event-stream", background=BackgroundTask(upload.cleanup),
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-            def job() -> FusedResult:
-                probe_all(files)
-                return agent.analyze(turn, explain=explain)
-
-            result = await worker.run(job, cfg.request_timeout_s)
+            deadline = time.monotonic() + cfg.request_timeout_s
+            out = await worker.run(label_job(agent, turn, files), cfg.request_timeout_s)
+            result = out["result"]
+            if explain:
+                result = await llm_worker.run(explain_job(agent, out), max(1.0, deadline - time.monotonic()),
+                                              what="explanation")
             return _response(result, request_id, t, upload, warnings)
         finally:
             if not streaming:
                 upload.cleanup()
 
-    async def stream_analysis(agent: Any, turn: Any, files: dict[str, str], explain: bool, t: str | None,
-                              upload: UploadDir, warnings: list[str], request_id: str) -> AsyncIterator[bytes]:
+    def label_job(agent: Any, turn: Any, files: dict[str, str]) -> Callable[[], dict[str, Any]]:
+        """Experts + fusion + memory (no LLM): the fast part, on the expert lane."""
+
+        def job() -> dict[str, Any]:
+            probe_all(files)
+            start = time.perf_counter()
+            out = agent.graph.invoke({"turn": turn, "options": agent.options(explain=False)},
+                                     config={"recursion_limit": 30})
+            result: FusedResult = out["result"]
+            timings = {**result.timings_ms, "total": round((time.perf_counter() - start) * 1000.0, 2)}
+            out["result"] = result.model_copy(update={"timings_ms": timings})
+            return out
+
+        return job
+
+    def explain_job(agent: Any, out: dict[str, Any]) -> Callable[[], FusedResult]:
+        """The LLM explanation of a fused result, then the stored record updated with it (LLM lane)."""
         from agent.graph import effective_turn
         from agent.memory import MemoryRecall
 
+        result: FusedResult = out["result"]
+
+        def job() -> FusedResult:
+            start = time.perf_counter()
+            eff = effective_turn(out)
+            res = result
+            try:
+                text, cited = agent.explainer.explain(eff, res, out.get("recall") or MemoryRecall())
+                source = "llm"
+            except Exception as exc:
+                text, cited = agent.explainer.fallback(res)
+                source = "template"
+                res = res.model_copy(update={"warnings": [*res.warnings, f"LLM explanation failed "
+                                                          f"({type(exc).__name__}); template explanation used"]})
+            timings = {**res.timings_ms, "explain": round((time.perf_counter() - start) * 1000.0, 2)}
+            res = res.model_copy(update={"explanation": text, "cited_evidence_ids": cited,
+                                         "explanation_source": source, "timings_ms": timings})
+            if agent.memory is not None and eff.conversation_id:
+                # the label pass stored the turn; store it again with its explanation (same id: upsert)
+                agent.memory.remember(conversation_id=eff.conversation_id, turn_index=eff.turn_index or 0,
+                                      speaker=eff.speaker, text=eff.spoken_text() or "", label=res.label,
+                                      confidence=res.confidence,
+                                      record=res.model_dump(mode="json", exclude={"timings_ms"}))
+            return res
+
+        return job
+
+    async def stream_analysis(agent: Any, turn: Any, files: dict[str, str], explain: bool, t: str | None,
+                              upload: UploadDir, warnings: list[str], request_id: str) -> AsyncIterator[bytes]:
         deadline = time.monotonic() + cfg.request_timeout_s
         try:
-            def label_job() -> dict[str, Any]:
-                probe_all(files)
-                start = time.perf_counter()
-                out = agent.graph.invoke({"turn": turn, "options": agent.options(explain=False)},
-                                         config={"recursion_limit": 30})
-                result: FusedResult = out["result"]
-                timings = {**result.timings_ms, "total": round((time.perf_counter() - start) * 1000.0, 2)}
-                out["result"] = result.model_copy(update={"timings_ms": timings})
-                return out
-
             try:
-                out = await worker.run(label_job, max(1.0, deadline - time.monotonic()))
+                out = await worker.run(label_job(agent, turn, files), max(1.0, deadline - time.monotonic()))
             except (ServiceError, SecurityError) as exc:
                 yield _sse("error", ErrorOut(error=ErrorBody(code=exc.code, message=exc.message, request_id=request_id)))
                 return
@@ -717,31 +761,9 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                 yield _sse("done", {"request_id": request_id})
                 return
 
-            def explain_job() -> FusedResult:
-                start = time.perf_counter()
-                eff = effective_turn(out)
-                res = result
-                try:
-                    text, cited = agent.explainer.explain(eff, res, out.get("recall") or MemoryRecall())
-                    source = "llm"
-                except Exception as exc:
-                    text, cited = agent.explainer.fallback(res)
-                    source = "template"
-                    res = res.model_copy(update={"warnings": [*res.warnings, f"LLM explanation failed "
-                                                              f"({type(exc).__name__}); template explanation used"]})
-                timings = {**res.timings_ms, "explain": round((time.perf_counter() - start) * 1000.0, 2)}
-                res = res.model_copy(update={"explanation": text, "cited_evidence_ids": cited,
-                                             "explanation_source": source, "timings_ms": timings})
-                if agent.memory is not None and eff.conversation_id:
-                    # the label pass stored the turn; store it again with its explanation (same id: upsert)
-                    agent.memory.remember(conversation_id=eff.conversation_id, turn_index=eff.turn_index or 0,
-                                          speaker=eff.speaker, text=eff.spoken_text() or "", label=res.label,
-                                          confidence=res.confidence,
-                                          record=res.model_dump(mode="json", exclude={"timings_ms"}))
-                return res
-
             try:
-                final = await worker.run(explain_job, max(1.0, deadline - time.monotonic()), what="explanation")
+                final = await llm_worker.run(explain_job(agent, out), max(1.0, deadline - time.monotonic()),
+                                            what="explanation")
             except (ServiceError, SecurityError) as exc:
                 yield _sse("error", ErrorOut(error=ErrorBody(code=exc.code, message=exc.message, request_id=request_id)))
                 return
@@ -834,7 +856,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                                confidence=round(result.confidence, 4), answer=answer, cited_evidence_ids=cited,
                                source=source, warnings=warnings)
 
-        return await worker.run(job, cfg.request_timeout_s, what="the answer")
+        return await llm_worker.run(job, cfg.request_timeout_s, what="the answer")
 
     # ---- health --------------------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], summary="Liveness and readiness (no auth)")
@@ -850,7 +872,8 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         ready = bool(state["ready"])
         ok = ready and memory in ("ok", "disabled")
         body = {"status": "ok" if ok else ("starting" if not ready else "degraded"), "models_loaded": ready,
-                "memory": memory, "queued": worker.pending, "completed": worker.completed,
+                "memory": memory, "queued": worker.pending + (llm_worker.pending if llm_worker is not worker else 0),
+                "queued_llm": llm_worker.pending, "completed": worker.completed,
                 "llm": "remote" if settings.llm_url else settings.llm,
                 "memory_backend": "chroma-server" if settings.chroma_url else "embedded",
                 "uptime_s": round(time.time() - state["started"], 1), "pid": os.getpid()}

@@ -169,7 +169,7 @@ async def client_loop(i: int, url: str, headers: dict[str, str], deadline: float
                     ok = r.status_code == 200
                     turns += ok
                 elif kind == "analyze_explain_stream":
-                    events, first = [], None
+                    events, first, err_data = [], None, ""
                     async with http.stream("POST", "/v1/analyze?stream=true",
                                            json={"text": rng.choice(TEXTS), "conversation_id": conv,
                                                  "speaker": "customer", "explain": True}) as r:
@@ -178,6 +178,8 @@ async def client_loop(i: int, url: str, headers: dict[str, str], deadline: float
                                 events.append(line[7:])
                                 if first is None:
                                     first = (time.perf_counter() - start) * 1000
+                            elif line.startswith("data: ") and events[-1:] == ["error"]:
+                                err_data = line[6:]
                     ok = r.status_code == 200 and events[:1] == ["label"] and "done" in events and "error" not in events
                     if ok and first is not None:
                         stats.first_event_ms.append(first)
@@ -196,8 +198,12 @@ async def client_loop(i: int, url: str, headers: dict[str, str], deadline: float
                 if ok:
                     stats.latencies[kind].append(elapsed)
                 else:
-                    body = "" if kind == "analyze_explain_stream" else r.text
-                    stats.error(kind, f"http_{r.status_code}" if r.status_code != 200 else "bad_stream", body)
+                    if kind == "analyze_explain_stream":
+                        code = json.loads(err_data)["error"]["code"] if err_data else "incomplete"
+                        stats.error(kind, f"http_{r.status_code}" if r.status_code != 200 else f"stream_{code}",
+                                    err_data)
+                    else:
+                        stats.error(kind, f"http_{r.status_code}", r.text)
             except (httpx.HTTPError, asyncio.TimeoutError) as exc:
                 stats.error(kind, type(exc).__name__, str(exc))
             await asyncio.sleep(rng.expovariate(1.0 / think) if think > 0 else 0)
