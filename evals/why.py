@@ -18,7 +18,6 @@ from typing import Any
 
 from rich.console import Console
 
-from tools.evidence import LABELS
 
 
 class WhyError(ValueError):
