@@ -154,7 +154,7 @@ def why(
     render_why(rec, console)
     if answer is not None:
         console.rule("answer")
-        console.print(answer["answer"])
+        console.print(answer["answer"], markup=False, highlight=False)
         console.print(f"cites: {', '.join(answer['cited_evidence_ids']) or 'nothing'}"
                       + ("" if answer["citations_valid"] else "  [red](some cited ids are not in the record)[/red]"),
                       style="dim")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 
 
@@ -45,7 +46,7 @@ def render_why(rec: dict[str, Any], console: Console) -> None:
     res = rec["result"]
     mark = "[green]correct[/green]" if rec["correct"] else f"[red]wrong (gold {rec['gold']})[/red]"
     console.rule(f"{rec['key']} · {rec['speaker']}")
-    console.print(f"\"{rec['text']}\"")
+    console.print(f"\"{escape(rec['text'])}\"")
     console.print(f"label [bold]{res['label']}[/bold] confidence {res['confidence']:.2f} by "
                   f"{res.get('fusion_policy')} fusion — {mark}")
     console.print(f"fused distribution: {_top(res['distribution'], 7)}")
@@ -69,12 +70,12 @@ def render_why(rec: dict[str, Any], console: Console) -> None:
     if ctx:
         console.print(f"memory / context recalled ({len(ctx)} previous turn(s); labels are the agent's predictions):")
         for t in ctx:
-            console.print(f"  turn {t['turn_index']} {t.get('speaker') or '?'}: \"{t['text'][:120]}\" → "
+            console.print(f"  turn {t['turn_index']} {t.get('speaker') or '?'}: \"{escape(t['text'][:120])}\" → "
                           f"{t.get('label')} ({t.get('confidence') if t.get('confidence') is not None else '-'})")
     else:
         console.print("memory / context: none (first turn or context off)")
     if res.get("explanation"):
-        console.print(f"explanation ({res.get('explanation_source')}): [italic]{res['explanation']}[/italic]")
+        console.print(f"explanation ({res.get('explanation_source')}): [italic]{escape(res['explanation'])}[/italic]")
         console.print(f"cites: {', '.join(res.get('cited_evidence_ids') or []) or 'nothing'}")
         chk = rec.get("checks") or {}
         if chk:
@@ -119,7 +120,7 @@ def record_for_llm(rec: dict[str, Any]) -> dict[str, Any]:
 def answer_schema(ids: list[str]) -> dict[str, Any]:
     item = {"type": "string", "enum": ids} if ids else {"type": "string"}
     return {"type": "object",
-            "properties": {"answer": {"type": "string", "minLength": 10, "maxLength": 700},
+            "properties": {"answer": {"type": "string", "minLength": 40, "maxLength": 700},
                            "cited_evidence_ids": {"type": "array", "items": item, "maxItems": max(1, len(ids))}},
             "required": ["answer", "cited_evidence_ids"]}
 
