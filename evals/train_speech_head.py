@@ -235,13 +235,14 @@ def main(argv: list[str] | None = None) -> None:
         np.savez_compressed(
             WEIGHTS_DIR / "speech_head.npz",
             mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32),
-            coef=coef.astype(np.float16).astype(np.float32) if False else coef, intercept=icpt,
+            coef=coef, intercept=icpt,
             labels=np.array(LABELS), encoder=np.array(args.model), layers=np.array(layers, dtype=np.int32),
             pools=np.array(pools), n_layers=np.array(n_layers), prosody=np.array(True),
             trained_on=np.array(f"RAVDESS actors 1-20 + EmoDB, {len(rows)} clips"),
             cv_ravdess_accuracy=np.array(best["ravdess"]["accuracy"]),
         )
-        print(f"wrote {WEIGHTS_DIR / 'speech_head.npz'} ({(WEIGHTS_DIR / 'speech_head.npz').stat().st_size / 1e3:.0f} kB)")
+        head = WEIGHTS_DIR / "speech_head.npz"
+        print(f"wrote {head} ({head.stat().st_size / 1e3:.0f} kB)")
     if not args.no_save:
         out["meld_clips"] = meld_clip_predictions(settings)
         for r in out["meld_clips"]:

@@ -215,8 +215,8 @@ def readable_cues(p: Prosody) -> list[tuple[str, object, str]]:
                     "high" if p.f0_median_hz > 260 else "low" if p.f0_median_hz < 110 else "mid"))
         rise = (p.f0_p90_hz / p.f0_median_hz - 1) * 100
         semis = 12 * np.log2(p.f0_p90_hz / p.f0_p10_hz)
-        out.append(("pitch peaks", f"{rise:.0f} % above the clip's median",
-                    f"range {semis:.1f} semitones ({'wide, animated' if semis > 8 else 'narrow, flat' if semis < 3.5 else 'normal'})"))
+        spread = "wide, animated" if semis > 8 else "narrow, flat" if semis < 3.5 else "normal"
+        out.append(("pitch peaks", f"{rise:.0f} % above the clip's median", f"range {semis:.1f} semitones ({spread})"))
     else:
         out.append(("pitch", None, "too little voiced speech to measure"))
     lvl = p.level_dbfs
