@@ -148,6 +148,7 @@ def test_transcribe_ravdess_clip(speech_dir, audio_settings):
         assert key in ev.extra
     assert ev.extra["language"] == "en" and ev.extra["segments"][0]["end"] > 0
     assert any(c.name == "speaking rate" and "words/s" in str(c.value) for c in ev.cues)
+    json.loads(ev.model_dump_json())  # evidence (with numpy-derived numbers) serialises
 
 
 @pytest.mark.slow
@@ -175,6 +176,7 @@ def test_speech_emotion_head_on_acted_clips(speech_dir, audio_settings):
         assert any(c.name == "pitch peaks" and "median" in str(c.value) for c in ev.cues)
         assert any(c.name == "loudness" for c in ev.cues)
         right += ev.label == label
+        json.loads(ev.model_dump_json())
     assert right >= 3, f"{right}/{len(ACTED)} acted clips right"
 
 

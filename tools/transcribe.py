@@ -195,9 +195,9 @@ class TranscribeExpert(Expert):
         speaking_rate = 0.0
         if active is not None and active.any():
             idx = np.nonzero(active)[0]
-            span = max((idx[-1] - idx[0] + 1) * 0.01, 0.2)
-            speaking_rate = n_words / span
-            pauses = [{"start": round(a, 2), "end": round(b, 2), "duration": round(b - a, 2)}
+            span = max(float(idx[-1] - idx[0] + 1) * 0.01, 0.2)
+            speaking_rate = float(n_words / span)
+            pauses = [{"start": round(float(a), 2), "end": round(float(b), 2), "duration": round(float(b - a), 2)}
                       for a, b in pros.pauses if b - a > PAUSE_S]
         cues: list[Cue] = []
         lang, lang_p = result["language"], result["language_probability"]
@@ -216,7 +216,7 @@ class TranscribeExpert(Expert):
         cues.append(Cue(name="language", value=lang, detail=f"p={lang_p:.2f}" + (
             "" if not self._english_only() else ", English-only model")))
         extra: dict[str, Any] = {**base_extra, "transcript": text, "language": lang,
-                                 "language_probability": round(lang_p, 3), "segments": result["segments"],
+                                 "language_probability": round(float(lang_p), 3), "segments": result["segments"],
                                  "speaking_rate_wps": round(speaking_rate, 2), "pauses": pauses}
         if turn.text and turn.text.strip() and text:
             mismatch = wer(turn.text, text)
