@@ -120,7 +120,7 @@ def record_for_llm(rec: dict[str, Any]) -> dict[str, Any]:
 def answer_schema(ids: list[str]) -> dict[str, Any]:
     item = {"type": "string", "enum": ids} if ids else {"type": "string"}
     return {"type": "object",
-            "properties": {"answer": {"type": "string", "minLength": 40, "maxLength": 700},
+            "properties": {"answer": {"type": "string", "minLength": 40, "maxLength": 600},
                            "cited_evidence_ids": {"type": "array", "items": item, "maxItems": max(1, len(ids))}},
             "required": ["answer", "cited_evidence_ids"]}
 
@@ -141,7 +141,7 @@ def answer_question(rec: dict[str, Any], question: str, settings: Any, llm: Any 
     user = prompts.render("why_user", record=json.dumps(record_for_llm(rec), indent=1), question=question,
                           evidence_ids=", ".join(ids) or "(none)")
     model = llm or build_chat_model(settings)
-    msg = model.bind(json_schema=answer_schema(ids), max_tokens=320).invoke(
+    msg = model.bind(json_schema=answer_schema(ids), max_tokens=480).invoke(
         [SystemMessage(prompts.load("why_system")), HumanMessage(user)])
     try:
         data = json.loads(msg.content)
