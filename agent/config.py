@@ -39,7 +39,7 @@ class Settings:
     llm_ctx: int = field(default=2048, metadata={"help": "LLM context window in tokens."})
     llm_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint instead of in-process."})
     planner: str = field(default="auto", metadata={"help": "'auto' (every expert with input) or 'llm'."})
-    fusion: str = field(default="weighted", metadata={"help": "Fusion policy name."})
+    fusion: str = field(default="learned", metadata={"help": "learned (best on MELD dev), weighted, text_only."})
     explain: bool = field(default=True, metadata={"help": "Ask the LLM for an explanation."})
     context_turns: int = field(default=3, metadata={"help": "Previous turns of the conversation to use."})
     max_text_chars: int = field(default=2000, metadata={"help": "Longer text is truncated with a warning."})
