@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "service_fault.json")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="emotion-agent-fault-"))
+    uploads_before = set(Path(tempfile.gettempdir()).glob("emotion-agent-upload-*"))
     report: dict[str, Any] = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     chroma_port = free_port()
     chroma = start_chroma(tmp / "chroma", chroma_port)
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "n": len(results), "n_ok": sum(r["ok"] for r in results),
                                   "valid_mp4_upload_status": ok_upload.status_code}
         report["server_still_healthy"] = c.get("/healthz").status_code == 200
-        leftover = list(Path(tempfile.gettempdir()).glob("emotion-agent-upload-*"))
+        leftover = set(Path(tempfile.gettempdir()).glob("emotion-agent-upload-*")) - uploads_before
         report["upload_dirs_left_in_tmp"] = len(leftover)
         log_text = server.log.read_text(errors="replace") if server.log.exists() else ""
         report["api_key_in_server_log"] = server.api_key in log_text
