@@ -37,6 +37,8 @@ class Settings:
     llm: str = field(default="qwen2.5-coder-0.5b", metadata={"help": "Registry name or path to a GGUF file."})
     llm_threads: int = field(default=2, metadata={"help": "llama.cpp threads (generation and batch)."})
     llm_ctx: int = field(default=2048, metadata={"help": "LLM context window in tokens."})
+    llm_prompt_cache_mb: int = field(default=0, metadata={"help": "llama.cpp RAM prompt cache (0 = only the "
+                                                                  "automatic reuse of the previous prefix)."})
     llm_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint instead of in-process."})
     planner: str = field(default="auto", metadata={"help": "'auto' (every expert with input) or 'llm'."})
     fusion: str = field(default="learned", metadata={"help": "learned (best on MELD dev), weighted, text_only."})

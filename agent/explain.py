@@ -93,7 +93,7 @@ class Explainer:
         llm = self._llm_getter()
         msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(
             self.messages(turn, result, recall))
-        data = json.loads(msg.content)
+        data = json.loads(msg.content, strict=False)  # llama.cpp's grammar admits raw newlines
         text, in_prose = clean_citations(str(data.get("explanation", "")), ids)
         cited = [i for i in data.get("cited_evidence_ids", []) if i in ids] + in_prose
         if len(text) < 10:

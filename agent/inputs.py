@@ -39,6 +39,15 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
               context: list[PriorTurn] | None = None, turn_index: int | None = None,
               max_chars: int = 2000) -> TurnInput:
     clean, warnings = clean_text(text, max_chars)
+    if clean is not None:
+        from agent.security import strip_injections
+
+        clean, removed = strip_injections(clean)
+        if removed:
+            warnings.append(f"{removed} instruction-like span(s) in the text were not analysed "
+                            "(user text cannot instruct the system)")
+            if clean is None and not any(v for v in (audio, image, video)):
+                raise InputError("the text only contained instructions to the system; nothing to analyse")
     paths: dict[str, Path | None] = {}
     for name, value in (("audio", audio), ("image", image), ("video", video)):
         if value is None or str(value) == "":

@@ -90,9 +90,32 @@ def load_llama(spec: str, settings: Settings) -> Any:
             llm = llama_cpp.Llama.from_pretrained(repo_id=repo, filename=filename, **common)
         else:
             llm = llama_cpp.Llama(model_path=str(target), **common)
-        llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=256 << 20))
+        if settings.llm_prompt_cache_mb > 0:
+            llm.set_cache(sized_ram_cache(settings.llm_prompt_cache_mb))
         _LOADED[key] = llm
         return llm
+
+
+def sized_ram_cache(capacity_mb: int) -> Any:
+    """A llama.cpp prompt cache whose size counts what it really holds.
+
+    ``LlamaRAMCache`` counts only the KV-state bytes of an entry, but each entry also keeps the logits
+    (n_batch x vocab float32: ~100 MB for SmolLM2, ~310 MB for Qwen2.5): a "256 MB" cache grew a
+    service by ~120 MB per explanation (measured). Off by default: llama.cpp already reuses the KV
+    cache for the prefix shared with the previous call (our fixed instructions); the RAM cache only
+    helps when different prompts alternate (the ``llm`` planner and the explainer).
+    """
+    import llama_cpp
+
+    class SizedRAMCache(llama_cpp.LlamaRAMCache):
+        true_size = True
+
+        @property
+        def cache_size(self) -> int:
+            return sum(int(s.llama_state_size) + s.scores.nbytes + s.input_ids.nbytes
+                       for s in self.cache_state.values())
+
+    return SizedRAMCache(capacity_bytes=int(capacity_mb) << 20)
 
 
 def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:

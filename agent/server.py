@@ -116,27 +116,12 @@ class ServiceError(Exception):
 
 # ---- bounded LLM prompt cache ------------------------------------------------------------------------
 def bound_llm_cache(llama: Any, capacity_mb: int) -> None:
-    """Give llama.cpp a prompt cache whose size counts what it really holds.
-
-    ``llama_cpp.LlamaRAMCache`` counts only the KV-state bytes of each entry, but every entry also
-    keeps a copy of the logits (n_batch x vocab float32: ~100 MB for SmolLM2, ~310 MB for Qwen2.5), so
-    a "256 MB" cache grew the service to 2.9 GB in 5 minutes (measured, ~120 MB per explanation).
-    This cache evicts by true size; one entry is enough to reuse the fixed instruction prefix.
-    """
-    import llama_cpp
+    """Give llama.cpp a prompt cache that counts its true size (see :func:`agent.llm.sized_ram_cache`)."""
+    from agent.llm import sized_ram_cache
 
     if getattr(getattr(llama, "cache", None), "true_size", False):
         return
-
-    class SizedRAMCache(llama_cpp.LlamaRAMCache):
-        true_size = True
-
-        @property
-        def cache_size(self) -> int:
-            return sum(int(s.llama_state_size) + s.scores.nbytes + s.input_ids.nbytes
-                       for s in self.cache_state.values())
-
-    llama.set_cache(SizedRAMCache(capacity_bytes=int(capacity_mb) << 20))
+    llama.set_cache(sized_ram_cache(capacity_mb))
 
 
 # ---- the model worker ---------------------------------------------------------------------------
