@@ -6,7 +6,6 @@ with code 2 — never a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys

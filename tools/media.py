@@ -191,3 +191,16 @@ def _decode(p: Path, *, max_frames: int, max_seconds: float | None, want_audio: 
         if vstream is not None and not media.frames and astream is None:
             raise ExpertError(f"{p.name}: no video frame could be decoded")
         return media
+
+
+def load_audio(path: Path | str, max_seconds: float, what: str = "analyse") -> tuple[np.ndarray, float]:
+    """16 kHz mono audio of ``path`` (its audio track for a video) and its duration, or ExpertError."""
+    p = Path(path)
+    media = decode(p, max_seconds=max_seconds, want_frames=False)
+    if not media.has_audio or media.audio is None:
+        raise ExpertError(f"{p.name} has no audio to {what}")
+    duration = len(media.audio) / SAMPLE_RATE
+    if duration > max_seconds:
+        raise ExpertError(f"{p.name} is {duration:.0f} s long; the limit is {max_seconds:.0f} s "
+                          "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
+    return media.audio, duration

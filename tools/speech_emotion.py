@@ -31,7 +31,7 @@ import numpy as np
 from agent.config import WEIGHTS_DIR, Settings
 from tools.base import Expert, ExpertError, TurnInput
 from tools.evidence import LABELS, Cue, EmotionEvidence, new_id, uniform
-from tools.media import SAMPLE_RATE, decode
+from tools.media import SAMPLE_RATE, load_audio
 from tools.prosody import Prosody, prosody, readable_cues
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "speech_head.npz"
@@ -226,14 +226,7 @@ class SpeechEmotionExpert(Expert):
 
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:
         path = Path(turn.audio_path or turn.video_path)  # type: ignore[arg-type]
-        media = decode(path, max_seconds=self.settings.max_audio_s, want_frames=False)
-        if not media.has_audio:
-            raise ExpertError(f"{path.name} has no audio track to analyse")
-        audio = media.audio
-        duration = len(audio) / SAMPLE_RATE
-        if duration > self.settings.max_audio_s:
-            raise ExpertError(f"{path.name} is {duration:.0f} s long; the limit is {self.settings.max_audio_s:.0f} s "
-                              "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
+        audio, duration = load_audio(path, self.settings.max_audio_s, "analyse")
         pros = prosody(audio)
         cues = [Cue(name=n, value=v, detail=d) for n, v, d in readable_cues(pros)]
         extra: dict[str, Any] = {"duration_s": round(duration, 2), "backend": self.backend,
