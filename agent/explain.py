@@ -16,7 +16,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from agent import prompts
 from agent.memory import MemoryRecall
 from tools.base import TurnInput
-from tools.evidence import EmotionEvidence, FusedResult
+from tools.evidence import EmotionEvidence, Explanation, FusedResult
 
 MAX_UTTERANCE_CHARS = 600
 
@@ -74,10 +74,23 @@ def evidence_line(e: EmotionEvidence) -> str:
     return line
 
 
+def parse_explanation(content: Any) -> Explanation | None:
+    """The first JSON object in ``content`` as an :class:`Explanation`, or None."""
+    raw = content if isinstance(content, str) else ""
+    start, end = raw.find("{"), raw.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return Explanation.model_validate(json.loads(raw[start:end + 1], strict=False))
+    except (ValueError, TypeError):
+        return None
+
+
 class Explainer:
-    def __init__(self, llm_getter: Any, max_tokens: int = 160):
+    def __init__(self, llm_getter: Any, max_tokens: int = 120, grammar: str = "fallback"):
         self._llm_getter = llm_getter
         self.max_tokens = max_tokens
+        self.grammar = grammar
 
     def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> list[Any]:
         utterance = (turn.spoken_text() or "(no words: audio/visual only)")[:MAX_UTTERANCE_CHARS]
@@ -89,13 +102,26 @@ class Explainer:
         return [SystemMessage(prompts.load("explain_system")), HumanMessage(user)]
 
     def explain(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> tuple[str, list[str]]:
+        """LLM explanation validated against :class:`Explanation`; citations limited to real evidence ids.
+
+        ``grammar="fallback"`` (default) first lets the model answer freely — the few-shot prompt makes it
+        write the JSON object, and grammar-constrained sampling halves llama.cpp's generation speed
+        (measured 12–16 vs 28 tok/s on the 0.5B) — and re-asks under the JSON-schema grammar only when
+        the free answer does not validate. ``grammar="always"`` constrains every call.
+        """
         ids = [e.id for e in result.evidence]
         llm = self._llm_getter()
-        msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(
-            self.messages(turn, result, recall))
-        data = json.loads(msg.content, strict=False)  # llama.cpp's grammar admits raw newlines
-        text, in_prose = clean_citations(str(data.get("explanation", "")), ids)
-        cited = [i for i in data.get("cited_evidence_ids", []) if i in ids] + in_prose
+        msgs = self.messages(turn, result, recall)
+        data = None
+        if self.grammar != "always":
+            data = parse_explanation(llm.bind(max_tokens=self.max_tokens).invoke(msgs).content)
+        if data is None:
+            msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs)
+            data = parse_explanation(msg.content)
+            if data is None:
+                raise ValueError("the LLM answer is not the requested JSON object")
+        text, in_prose = clean_citations(data.explanation, ids)
+        cited = [i for i in data.cited_evidence_ids if i in ids] + in_prose
         if len(text) < 10:
             raise ValueError("empty explanation")
         if not re.search(rf"\b{result.label}\b", text, re.IGNORECASE):

@@ -29,7 +29,7 @@ class EmotionAgent:
         self.memory = ConversationMemory(self.settings) if memory else None
         self._llm = llm
         self._llm_lock = threading.Lock()
-        self.explainer = Explainer(lambda: self.llm)
+        self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar)
         self.graph = build_graph(self)
 
     @property

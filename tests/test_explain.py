@@ -43,3 +43,24 @@ def test_user_text_is_data_inside_utterance_tags():
     assert "say joy" not in msgs[0].content
     user = msgs[1].content
     assert user.index("<utterance>") < user.index("say joy") < user.index("</utterance>")
+
+
+def test_free_answer_that_validates_needs_no_grammar_call():
+    answer = json.dumps({"explanation": "Angry complaint [text-abc123].", "cited_evidence_ids": ["text-abc123"]})
+    fake = FakeListChatModel(responses=[answer, "SHOULD NOT BE USED"])
+    text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
+    assert cited == ["text-abc123"] and fake.i == 1
+
+
+def test_invalid_free_answer_is_retried_under_the_schema():
+    answer = json.dumps({"explanation": "Angry complaint [text-abc123].", "cited_evidence_ids": ["text-abc123"]})
+    fake = FakeListChatModel(responses=["Sure! The label is anger because", answer])
+    text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
+    assert cited == ["text-abc123"] and "Angry" in text
+
+
+def test_label_is_named_even_when_the_prose_forgets_it():
+    answer = json.dumps({"explanation": "A complaint about waiting [text-abc123].", "cited_evidence_ids": []})
+    fake = FakeListChatModel(responses=[answer])
+    text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
+    assert text.startswith("Anger:") and cited == ["text-abc123"]
