@@ -114,7 +114,7 @@ class Explainer:
         msgs = self.messages(turn, result, recall)
         data = None
         if self.grammar != "always":
-            data = parse_explanation(llm.bind(max_tokens=self.max_tokens).invoke(msgs).content)
+            data = parse_explanation(llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content)  # one line
         if data is None:
             msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs)
             data = parse_explanation(msg.content)
