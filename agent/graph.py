@@ -11,7 +11,6 @@ citations can only be ids of real evidence; ``remember`` stores the turn in Chro
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +24,7 @@ from agent import prompts
 from agent.fusion import fuse
 from agent.memory import MemoryRecall
 from agent.state import AgentState, InputState
-from tools.base import PriorTurn, TurnInput, as_tool, summarize
+from tools.base import PriorTurn, TurnInput, as_tool
 from tools.evidence import EmotionEvidence, FusedResult
 
 if TYPE_CHECKING:
@@ -211,10 +210,3 @@ def build_graph(agent: "EmotionAgent") -> Any:
     builder.add_edge("remember", END)
     return builder.compile(name="emotion-agent")
 
-
-def evidence_block(result: FusedResult) -> str:
-    return "\n".join(summarize(e) for e in result.evidence) or "(no evidence)"
-
-
-def dumps_dist(dist: dict[str, float]) -> str:
-    return json.dumps({k: round(v, 2) for k, v in sorted(dist.items(), key=lambda kv: -kv[1])})
