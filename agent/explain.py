@@ -34,7 +34,8 @@ def clean_citations(text: str, ids: list[str]) -> tuple[str, list[str]]:
             return m.group(0)
         return ""
 
-    cleaned = _ID_IN_PROSE.sub(keep, text).strip()
+    cleaned = _ID_IN_PROSE.sub(keep, text)
+    cleaned = re.sub(r"\s+([,.;:])", r"\1", " ".join(cleaned.split()))
     return cleaned, found
 
 
@@ -115,6 +116,8 @@ class Explainer:
         data = None
         if self.grammar != "always":
             data = parse_explanation(llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content)  # one line
+            if data is not None and ids and not set(data.cited_evidence_ids) & set(ids):
+                data = None  # cites no real evidence (small models copy the example's ids): ask under the schema
         if data is None:
             msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs)
             data = parse_explanation(msg.content)

@@ -64,3 +64,12 @@ def test_label_is_named_even_when_the_prose_forgets_it():
     fake = FakeListChatModel(responses=[answer])
     text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
     assert text.startswith("Anger:") and cited == ["text-abc123"]
+
+
+def test_free_answer_citing_only_invented_ids_is_retried_under_the_schema():
+    bad = json.dumps({"explanation": "Angry [text-a1b2c3], loud [audio-d4e5f6].",
+                      "cited_evidence_ids": ["text-a1b2c3"]})
+    good = json.dumps({"explanation": "Angry words [text-abc123].", "cited_evidence_ids": ["text-abc123"]})
+    fake = FakeListChatModel(responses=[bad, good])
+    text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
+    assert cited == ["text-abc123"] and fake.i == 0  # both answers consumed (the list wrapped around)
