@@ -161,6 +161,20 @@ def tool_call_schema(tools: Sequence[dict[str, Any]], allow_none: bool) -> dict[
     }
 
 
+def call_options(kwargs: dict[str, Any], default_max_tokens: int) -> tuple[list[dict[str, Any]] | None,
+                                                                          dict[str, Any] | None, int]:
+    """(tools, JSON schema to constrain the answer, max_tokens) from a chat model call's kwargs.
+
+    With tools bound, the schema is the tool-call schema (at least one call when ``tool_choice`` is
+    "any"/"required"); otherwise it is the ``json_schema`` given, if any.
+    """
+    tools: list[dict[str, Any]] | None = kwargs.get("tools")
+    schema: dict[str, Any] | None = kwargs.get("json_schema")
+    if tools:
+        schema = tool_call_schema(tools, allow_none=kwargs.get("tool_choice", "auto") not in ("any", "required"))
+    return tools, schema, int(kwargs.get("max_tokens", default_max_tokens))
+
+
 class ChatLlamaCpp(BaseChatModel):
     """LangChain chat model over an in-process llama.cpp model."""
 
@@ -186,13 +200,8 @@ class ChatLlamaCpp(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        tools: list[dict[str, Any]] | None = kwargs.get("tools")
-        schema: dict[str, Any] | None = kwargs.get("json_schema")
-        tool_choice = kwargs.get("tool_choice", "auto")
-        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
+        tools, schema, max_tokens = call_options(kwargs, self.max_tokens)
         chat = to_openai_messages(messages)
-        if tools:
-            schema = tool_call_schema(tools, allow_none=tool_choice not in ("any", "required"))
         request: dict[str, Any] = dict(messages=chat, temperature=self.temperature, max_tokens=max_tokens,
                                        stop=stop, seed=0)
         if schema is not None:

@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr, SecretStr
 
-from agent.llm import ChatLlamaCpp, LLMError, to_openai_messages, tool_call_schema
+from agent.llm import ChatLlamaCpp, LLMError, call_options, to_openai_messages
 
 
 class ChatOpenAICompatible(BaseChatModel):
@@ -103,12 +103,7 @@ class ChatOpenAICompatible(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        tools: list[dict[str, Any]] | None = kwargs.get("tools")
-        schema: dict[str, Any] | None = kwargs.get("json_schema")
-        tool_choice = kwargs.get("tool_choice", "auto")
-        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
-        if tools:
-            schema = tool_call_schema(tools, allow_none=tool_choice not in ("any", "required"))
+        tools, schema, max_tokens = call_options(kwargs, self.max_tokens)
         body: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages),
                                 "temperature": self.temperature, "max_tokens": max_tokens, "seed": 0}
         if stop:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -11,7 +10,6 @@ import sys
 import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 
 import pytest
@@ -31,22 +29,8 @@ B = {"X-API-Key": BOB}
 CORPUS = Path(__file__).with_name("injection_corpus.jsonl")
 
 
-def _wav(seconds: float, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x00" * int(seconds * rate))
-    return buf.getvalue()
-
-
-def _png() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 150, 120)).save(buf, format="PNG")
-    return buf.getvalue()
+from evals.fault_test import png as _png  # noqa: E402 - one builder for tests and the fault script
+from evals.fault_test import wav as _wav  # noqa: E402
 
 
 @pytest.fixture(scope="module")
