@@ -39,17 +39,27 @@ def clean_citations(text: str, ids: list[str]) -> tuple[str, list[str]]:
     return cleaned, found
 
 
-def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
+def cited_answer_schema(evidence_ids: list[str], text_field: str = "explanation") -> dict[str, Any]:
+    """JSON schema for ``{<text_field>: str, cited_evidence_ids: [...]}`` whose citations can only be real ids.
+
+    No min/maxLength: llama.cpp expands them into long repetition rules that make sampling slow.
+    Shared by explanations, ``why --ask`` and the service's ``/v1/why``.
+    """
     ids = {"type": "string", "enum": evidence_ids} if evidence_ids else {"type": "string"}
     return {
         "type": "object",
         "properties": {
-            "explanation": {"type": "string"},
-            "cited_evidence_ids": {"type": "array", "items": ids, "minItems": 1 if evidence_ids else 0,
-                                   "maxItems": max(1, len(evidence_ids))},
+            text_field: {"type": "string"},
+            "cited_evidence_ids": {"type": "array", "items": ids, "maxItems": max(1, len(evidence_ids))},
         },
-        "required": ["explanation", "cited_evidence_ids"],
+        "required": [text_field, "cited_evidence_ids"],
     }
+
+
+def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
+    schema = cited_answer_schema(evidence_ids)
+    schema["properties"]["cited_evidence_ids"]["minItems"] = 1 if evidence_ids else 0
+    return schema
 
 
 def _memory_block(recall: MemoryRecall) -> str:

@@ -275,13 +275,9 @@ class ErrorOut(BaseModel):
 
 
 def why_schema(evidence_ids: list[str]) -> dict[str, Any]:
-    ids = {"type": "string", "enum": evidence_ids} if evidence_ids else {"type": "string"}
-    return {"type": "object",
-            # no min/maxLength: llama.cpp expands them into long repetition rules that make sampling slow;
-            # the answer is length-checked and truncated after parsing instead
-            "properties": {"answer": {"type": "string"},
-                           "cited_evidence_ids": {"type": "array", "items": ids, "maxItems": max(1, len(evidence_ids))}},
-            "required": ["answer", "cited_evidence_ids"]}
+    from agent.explain import cited_answer_schema
+
+    return cited_answer_schema(evidence_ids, text_field="answer")
 
 
 # ---- helpers ------------------------------------------------------------------------------------------

@@ -118,11 +118,9 @@ def record_for_llm(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_schema(ids: list[str]) -> dict[str, Any]:
-    item = {"type": "string", "enum": ids} if ids else {"type": "string"}
-    return {"type": "object",
-            "properties": {"answer": {"type": "string"},
-                           "cited_evidence_ids": {"type": "array", "items": item, "maxItems": max(1, len(ids))}},
-            "required": ["answer", "cited_evidence_ids"]}
+    from agent.explain import cited_answer_schema
+
+    return cited_answer_schema(ids, text_field="answer")
 
 
 def answer_question(rec: dict[str, Any], question: str, settings: Any, llm: Any = None) -> dict[str, Any]:
