@@ -16,6 +16,7 @@ import numpy as np
 
 from agent.config import WEIGHTS_DIR
 from agent.memory import MemoryRecall
+from tools.base import TurnInput
 from tools.evidence import LABELS, EmotionEvidence, normalize, uniform
 
 #: How much each modality counts before its own confidence is applied.
@@ -43,12 +44,18 @@ def _contributions(label: str, weighted: list[tuple[EmotionEvidence, float]]) ->
     return {m: round(s / total, 4) for m, s in support.items()} if total > 0 else {}
 
 
+def support_shares(label: str, evidence: list[EmotionEvidence], weights: dict[str, float] | None = None) -> dict[str, float]:
+    """Each modality's share of the support for ``label`` under the weighted rule (for a label set after fusion)."""
+    weights = weights or MODALITY_WEIGHTS
+    return _contributions(label, [(e, weights.get(e.modality, 0.3) * e.confidence) for e in informative(evidence)])
+
+
 def informative(evidence: list[EmotionEvidence]) -> list[EmotionEvidence]:
     return [e for e in evidence if e.confidence > 0.0]
 
 
 def weighted_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
-                    weights: dict[str, float] | None = None) -> Fusion:
+                    turn: TurnInput | None = None, weights: dict[str, float] | None = None) -> Fusion:
     """Weighted mean of the distributions, weight = modality weight x evidence confidence."""
     weights = weights or MODALITY_WEIGHTS
     pairs = [(e, weights.get(e.modality, 0.3) * e.confidence) for e in informative(evidence)]
@@ -67,7 +74,8 @@ def weighted_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None
                   contributions=_contributions(label, pairs), used=[e.id for e, _ in pairs])
 
 
-def text_only_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None) -> Fusion:
+def text_only_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
+                     turn: TurnInput | None = None) -> Fusion:
     """Ablation: the text (or transcript) expert alone."""
     only = [e for e in evidence if e.modality in ("text", "transcript")]
     f = weighted_fusion(only, recall)
@@ -114,12 +122,33 @@ def previous_distributions(recall: MemoryRecall | None) -> list[np.ndarray]:
     return out
 
 
-def fusion_features(text_dist: np.ndarray, previous: list[np.ndarray], k: int) -> np.ndarray:
+def previous_speakers(recall: MemoryRecall | None) -> list[str | None]:
+    """Who spoke each previous turn, oldest first (``None`` where memory does not know)."""
+    return [t.speaker for t in recall.previous] if recall is not None else []
+
+
+#: Feature layout version written into the weights file; v1 files (no speaker/position features) still load.
+FEATURE_VERSION = 2
+#: Dialogue position is capped here (MELD dialogues rarely run longer; the scale stays in [0, 1]).
+POSITION_CAP = 20
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return bool(a and b and a.strip().lower() == b.strip().lower())
+
+
+def fusion_features(text_dist: np.ndarray, previous: list[np.ndarray], k: int, *,
+                    prev_speakers: list[str | None] | None = None, speaker: str | None = None,
+                    position: int | None = None, version: int = FEATURE_VERSION) -> np.ndarray:
     """Feature vector of the learned fusion (shared by training and inference).
 
-    log text distribution (7) | previous turn's distribution (7) + present flag | recency-weighted mean of
-    the last ``k`` turns' distributions (7) | how many previous turns there were (scaled, a position proxy) |
-    first-turn flag | agreement of the text top label with the previous turn's top label.
+    v1: log text distribution (7) | previous turn's distribution (7) + present flag | recency-weighted mean
+    of the last ``k`` turns' distributions (7) | how many previous turns there were (scaled) | first-turn
+    flag | agreement of the text top label with the previous turn's top label.
+    v2 adds the conversation's structure: speaker changed since the previous turn (flag) | the same
+    speaker's latest distribution inside the window (7) + present flag | dialogue position
+    (``min(position, 20) / 20``). With ``k = 0`` (no conversation) every context feature is zero.
+    Unknown speakers count as "no change" and "not present"; unknown position as 0.
     """
     n = len(LABELS)
     prev = previous[-k:] if k > 0 else []
@@ -130,10 +159,19 @@ def fusion_features(text_dist: np.ndarray, previous: list[np.ndarray], k: int) -
     else:
         mean = np.zeros(n)
     agree = float(bool(prev) and int(np.argmax(text_dist)) == int(np.argmax(last)))
-    return np.concatenate([
+    parts: list[np.ndarray | list[float]] = [
         np.log(np.clip(text_dist, _EPS, 1.0)), last, [float(bool(prev))], mean,
         [len(prev) / max(k, 1)], [float(not prev)], [agree],
-    ]).astype(np.float64)
+    ]
+    if version >= 2:
+        spk = list(prev_speakers or [])[-len(prev):] if prev else []
+        spk = [None] * (len(prev) - len(spk)) + spk
+        changed = float(bool(prev) and bool(speaker) and bool(spk[-1]) and not _same(spk[-1], speaker))
+        own = [d for d, s in zip(prev, spk) if _same(s, speaker)]
+        own_last = own[-1] if own else np.zeros(n)
+        pos = min(max(int(position or 0), 0), POSITION_CAP) / POSITION_CAP if k > 0 else 0.0
+        parts += [[changed], own_last, [float(bool(own))], [pos]]
+    return np.concatenate(parts).astype(np.float64)
 
 
 class LearnedFusionModel:
@@ -149,6 +187,12 @@ class LearnedFusionModel:
         self.coef, self.intercept = data["coef"], data["intercept"]
         self.context_k = int(data["context_k"])
         self.temperature = float(data["temperature"]) if "temperature" in data else 1.0
+        self.feature_version = int(data["feature_version"]) if "feature_version" in data else 1
+        expected = len(fusion_features(np.full(len(LABELS), 1.0 / len(LABELS)), [], max(self.context_k, 1),
+                                       version=self.feature_version))
+        if self.coef.shape[1] != expected:
+            raise ValueError(f"{path}: {self.coef.shape[1]} weights per class but feature set v"
+                             f"{self.feature_version} has {expected}; retrain with python -m evals.train_fusion")
         self.meta = {k: str(data[k]) for k in ("trained_on", "dev_weighted_f1", "kind") if k in data}
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
@@ -174,7 +218,7 @@ def load_learned(path: Path | None = None) -> LearnedFusionModel | None:
 
 
 def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
-                   path: Path | None = None) -> Fusion:
+                   turn: TurnInput | None = None, path: Path | None = None) -> Fusion:
     """Learned late fusion: the text expert's distribution + the conversation's previous predictions.
 
     Falls back to ``weighted`` — saying so in the policy name and a warning — when the weights file is
@@ -195,7 +239,9 @@ def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None 
         return f
     assert model is not None
     t = text[0]
-    feats = fusion_features(_dist_vec(t.distribution), previous_distributions(recall), model.context_k)
+    feats = fusion_features(_dist_vec(t.distribution), previous_distributions(recall), model.context_k,
+                            prev_speakers=previous_speakers(recall), speaker=turn.speaker if turn else None,
+                            position=turn.turn_index if turn else None, version=model.feature_version)
     proba = model.predict_proba(feats[None, :])[0]
     learned = {lab: float(p) for lab, p in zip(LABELS, proba)}
     others = [e for e in informative(evidence) if e is not t]
@@ -213,8 +259,8 @@ POLICIES: dict[str, Callable[..., Fusion]] = {
     "weighted": weighted_fusion,
     "text_only": text_only_fusion,
     "learned": learned_fusion,
-    "learned_noctx": lambda evidence, recall=None: _named(learned_fusion(evidence, recall, LEARNED_NOCTX_WEIGHTS),
-                                                          "learned_noctx"),
+    "learned_noctx": lambda evidence, recall=None, turn=None: _named(
+        learned_fusion(evidence, recall, turn, LEARNED_NOCTX_WEIGHTS), "learned_noctx"),
 }
 
 
@@ -223,10 +269,12 @@ def _named(f: Fusion, name: str) -> Fusion:
     return f
 
 
-def fuse(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None, policy: str = "weighted") -> Fusion:
+def fuse(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None, policy: str = "weighted",
+         turn: TurnInput | None = None) -> Fusion:
+    """The fused label under ``policy``; ``turn`` (speaker, position) feeds the learned fusion's context features."""
     if policy not in POLICIES:
         raise ValueError(f"unknown fusion policy '{policy}' (known: {', '.join(POLICIES)})")
-    result = POLICIES[policy](evidence, recall)
+    result = POLICIES[policy](evidence, recall, turn)
     result.policy = result.policy or policy
     return result
 

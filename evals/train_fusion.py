@@ -4,8 +4,9 @@
 
 Inputs of the fusion (see :func:`agent.fusion.fusion_features`): the text expert's distribution for
 the utterance and the *predicted* distributions of the previous K utterances of the dialogue
-(recency-weighted), the number of previous turns, and whether the text label repeats the previous
-turn's. Gold labels of earlier turns are never used.
+(recency-weighted), the number of previous turns, whether the text label repeats the previous
+turn's, and (feature set v2) whether the speaker changed, the same speaker's latest turn in the
+window and the position in the dialogue. Gold labels of earlier turns are never used.
 
 Train-set text predictions would be optimistic (the text head was fitted on train), so they are
 **cross-fitted**: the text head is refitted with its chosen hyper-parameters (C, alpha, temperature
@@ -29,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from agent.config import REPO_ROOT, Settings
-from agent.fusion import LEARNED_WEIGHTS, LearnedFusionModel, fusion_features
+from agent.fusion import FEATURE_VERSION, LEARNED_WEIGHTS, LearnedFusionModel, fusion_features
 from evals.meld import Utterance, dialogues, load_split
 from evals.metrics import classification_report, weighted_f1
 from evals.train_text_expert import class_weights, embed_split, featurize
@@ -61,13 +62,16 @@ def crossfit_text(feats: np.ndarray, y: np.ndarray, groups: np.ndarray, hp: dict
     return out
 
 
-def fusion_matrix(utts: list[Utterance], proba: np.ndarray, k: int) -> np.ndarray:
+def fusion_matrix(utts: list[Utterance], proba: np.ndarray, k: int, version: int = FEATURE_VERSION) -> np.ndarray:
+    """One feature row per utterance, built turn by turn exactly as the agent sees the dialogue."""
     index = {u.key: i for i, u in enumerate(utts)}
-    rows = np.zeros((len(utts), len(fusion_features(np.full(7, 1 / 7), [], max(k, 1)))))
+    rows = np.zeros((len(utts), len(fusion_features(np.full(7, 1 / 7), [], max(k, 1), version=version))))
     for turns in dialogues(utts).values():
         for j, u in enumerate(turns):
-            prev = [proba[index[t.key]] for t in turns[max(0, j - k):j]] if k else []
-            rows[index[u.key]] = fusion_features(proba[index[u.key]], prev, k)
+            window = turns[max(0, j - k):j] if k else []
+            rows[index[u.key]] = fusion_features(proba[index[u.key]], [proba[index[t.key]] for t in window], k,
+                                                 prev_speakers=[t.speaker for t in window], speaker=u.speaker,
+                                                 position=u.position, version=version)
     return rows
 
 
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=LEARNED_WEIGHTS)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--ks", default="1,2,3", help="context sizes to try (0 = no conversation features)")
+    ap.add_argument("--feature-version", type=int, default=FEATURE_VERSION, choices=(1, 2),
+                    help="1: predicted distributions of previous turns only; 2: + speaker change, the same "
+                         "speaker's last turn, dialogue position")
     ap.add_argument("--report", type=Path, default=REPO_ROOT / "evals" / "results" / "meld_fusion.json")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, c, a in tqdm(grid, desc="grid (K, C, alpha) on dev"):
         for s in ("train", "dev"):
             if (s, k) not in mats:
-                mats[(s, k)] = fusion_matrix(splits[s], proba[s], k)
+                mats[(s, k)] = fusion_matrix(splits[s], proba[s], k, args.feature_version)
         sc = StandardScaler().fit(mats[("train", k)])
         clf = LogisticRegression(C=c, max_iter=1000)
         clf.fit(sc.transform(mats[("train", k)]), y["train"], sample_weight=class_weights(y["train"], a))
@@ -129,16 +136,18 @@ def main(argv: list[str] | None = None) -> None:
         args.out, mean=sc.mean_, scale=sc.scale_, coef=clf.coef_, intercept=clf.intercept_,
         temperature=np.float64(temperature),
         context_k=np.int64(k), labels=np.array(LABELS), kind=np.array("logreg"),
+        feature_version=np.int64(args.feature_version),
         trained_on=np.array(f"MELD train ({args.folds}-fold cross-fitted text predictions)"),
         dev_weighted_f1=np.array(f"{best['wf1']:.1f}"),
     )
     model = LearnedFusionModel(args.out)  # score through the inference class the agent uses
-    results: dict = {"chosen": {"context_k": k, "C": best["C"], "alpha": best["alpha"], "temperature": temperature},
+    results: dict = {"chosen": {"context_k": k, "C": best["C"], "alpha": best["alpha"], "temperature": temperature,
+                                "feature_version": args.feature_version},
                      "text_expert_hparams": hp, "text_only_weighted_f1": text_only, "fit": "train (cross-fitted)",
                      "tuned_on": "dev", "weights": str(args.out.relative_to(REPO_ROOT))
                      if args.out.is_relative_to(REPO_ROOT) else str(args.out)}
     for s in ("dev", "test"):
-        p = model.predict_proba(fusion_matrix(splits[s], proba[s], k))
+        p = model.predict_proba(fusion_matrix(splits[s], proba[s], k, args.feature_version))
         gold = [u.emotion for u in splits[s]]
         rep = classification_report(gold, [LABELS[i] for i in p.argmax(1)], confidence=p.max(1).tolist())
         results[s] = {key: rep[key] for key in ("n", "weighted_f1", "weighted_f1_ci95", "macro_f1", "accuracy", "ece")}

@@ -46,14 +46,15 @@ from agent.memory import MemoryRecall, RecalledTurn  # noqa: E402
 from tools.evidence import LABELS  # noqa: E402
 
 
-def _weights(path, k=2, bias_label="sadness"):
-    n_feat = len(fusion_mod.fusion_features(np.full(7, 1 / 7), [], k))
+def _weights(path, k=2, bias_label="sadness", version=fusion_mod.FEATURE_VERSION):
+    n_feat = len(fusion_mod.fusion_features(np.full(7, 1 / 7), [], k, version=version))
     coef = np.zeros((7, n_feat))
     coef[:, :7] = np.eye(7)  # follow the text distribution...
     intercept = np.zeros(7)
     intercept[LABELS.index(bias_label)] = 0.5  # ...with a small prior shift
     np.savez(path, mean=np.zeros(n_feat), scale=np.ones(n_feat), coef=coef, intercept=intercept,
-             context_k=np.int64(k), labels=np.array(LABELS), temperature=np.float64(1.0))
+             context_k=np.int64(k), labels=np.array(LABELS), temperature=np.float64(1.0),
+             **({"feature_version": np.int64(version)} if version > 1 else {}))
     return path
 
 
@@ -84,3 +85,51 @@ def test_learned_without_text_evidence_falls_back(tmp_path, monkeypatch):
     monkeypatch.setattr(fusion_mod, "LEARNED_WEIGHTS", _weights(tmp_path / "fusion_learned.npz"))
     f = fuse([ev("audio", {"fear": 0.7, "neutral": 0.3}, 0.7, "a")], policy="learned")
     assert f.label == "fear" and f.policy == "learned->weighted" and f.warnings
+
+
+def _recall(*turns):
+    return MemoryRecall(previous=[RecalledTurn(id=f"c:{i}", conversation_id="c", turn_index=i, text="x", speaker=s,
+                                               label=lab, confidence=0.8) for i, (s, lab) in enumerate(turns)])
+
+
+def test_speaker_and_position_features():
+    text = np.full(7, 1 / 7)
+    rec = _recall(("Ross", "anger"), ("Rachel", "joy"))
+    prev, spk = fusion_mod.previous_distributions(rec), fusion_mod.previous_speakers(rec)
+    n1 = len(fusion_mod.fusion_features(text, [], 3, version=1))
+    same = fusion_mod.fusion_features(text, prev, 3, prev_speakers=spk, speaker="rachel", position=5)[n1:]
+    other = fusion_mod.fusion_features(text, prev, 3, prev_speakers=spk, speaker="Ross", position=5)[n1:]
+    assert same[0] == 0.0 and other[0] == 1.0  # speaker change flag (case-insensitive names)
+    assert np.argmax(same[1:8]) == LABELS.index("joy") and same[8] == 1.0  # the speaker's own last turn
+    assert np.argmax(other[1:8]) == LABELS.index("anger") and other[8] == 1.0
+    assert same[9] == pytest.approx(5 / fusion_mod.POSITION_CAP)
+    unknown = fusion_mod.fusion_features(text, prev, 3, prev_speakers=spk, speaker=None, position=None)[n1:]
+    assert unknown[0] == 0.0 and unknown[8] == 0.0 and unknown[9] == 0.0
+    assert not fusion_mod.fusion_features(text, prev, 0, prev_speakers=spk, speaker="Ross", position=5)[n1:].any()
+
+
+def test_turn_reaches_the_learned_fusion_and_old_or_broken_weights_are_handled(tmp_path, monkeypatch):
+    from tools.base import TurnInput
+
+    # v1 file (no feature_version, fewer columns) still loads and predicts
+    monkeypatch.setattr(fusion_mod, "LEARNED_WEIGHTS", _weights(tmp_path / "v1.npz", version=1))
+    n1 = len(fusion_mod.fusion_features(np.full(7, 1 / 7), [], 2, version=1))
+    assert fusion_mod.load_learned().feature_version == 1 and fusion_mod.load_learned().coef.shape[1] == n1
+    assert fuse([ev("text", {"joy": 0.7, "neutral": 0.3}, 0.7, "t")], policy="learned").label == "joy"
+    # v2 weights that only look at "the same speaker's last turn": the speaker decides the label
+    n2 = len(fusion_mod.fusion_features(np.full(7, 1 / 7), [], 2))
+    coef = np.zeros((7, n2))
+    coef[:, n1 + 1:n1 + 8] = 10 * np.eye(7)
+    path = tmp_path / "v2.npz"
+    np.savez(path, mean=np.zeros(n2), scale=np.ones(n2), coef=coef, intercept=np.zeros(7), context_k=np.int64(2),
+             labels=np.array(LABELS), feature_version=np.int64(2))
+    monkeypatch.setattr(fusion_mod, "LEARNED_WEIGHTS", path)
+    rec = _recall(("Ross", "anger"), ("Rachel", "joy"))
+    text = [ev("text", {"neutral": 1.0}, 0.5, "t")]
+    assert fuse(text, rec, policy="learned", turn=TurnInput(text="hi", speaker="Ross", turn_index=2)).label == "anger"
+    assert fuse(text, rec, policy="learned", turn=TurnInput(text="hi", speaker="Rachel", turn_index=2)).label == "joy"
+    # a file whose width does not match its feature set is a clear error, not a silent wrong answer
+    np.savez(path, mean=np.zeros(5), scale=np.ones(5), coef=np.zeros((7, 5)), intercept=np.zeros(7),
+             context_k=np.int64(2), labels=np.array(LABELS), feature_version=np.int64(2))
+    with pytest.raises(ValueError, match="retrain"):
+        fusion_mod.load_learned(path)
