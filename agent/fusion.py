@@ -8,6 +8,7 @@ modality-weighted average) is the default, ``learned`` loads a trained late-fusi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,7 @@ class LearnedFusionModel:
 
 
 _LEARNED: dict[tuple[str, int], LearnedFusionModel] = {}
+_LEARNED_LOCK = threading.Lock()
 
 
 def load_learned(path: Path | None = None) -> LearnedFusionModel | None:
@@ -211,10 +213,14 @@ def load_learned(path: Path | None = None) -> LearnedFusionModel | None:
     if not path.is_file():
         return None
     key = (str(path), path.stat().st_mtime_ns)
-    if key not in _LEARNED:
-        _LEARNED.clear()
-        _LEARNED[key] = LearnedFusionModel(path)
-    return _LEARNED[key]
+    with _LEARNED_LOCK:  # eval workers and the service's threads may load it at the same moment
+        model = _LEARNED.get(key)
+        if model is None:
+            model = LearnedFusionModel(path)
+            for old in [k for k in _LEARNED if k[0] == key[0]]:  # a retrained file replaces its older version
+                del _LEARNED[old]
+            _LEARNED[key] = model
+    return model
 
 
 def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
