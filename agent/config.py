@@ -42,9 +42,13 @@ class Settings:
     llm_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint instead of in-process."})
     planner: str = field(default="auto", metadata={"help": "'auto' (every expert with input) or 'llm'."})
     fusion: str = field(default="learned", metadata={"help": "learned (best on MELD dev), weighted, text_only."})
+    adjudicate: bool = field(default=False, metadata={"help": "Let the LLM pick between the fused top-2 labels "
+                                                              "when their margin is small (off: lower on MELD dev)."})
+    adjudicate_margin: float = field(default=0.1, metadata={"help": "Adjudicate when top-1 minus top-2 < this."})
     explain: bool = field(default=True, metadata={"help": "Ask the LLM for an explanation."})
     explain_grammar: str = field(default="fallback", metadata={"help": "'fallback': free JSON, grammar only if "
-                                                                     "invalid (2x faster); 'always'."})
+                                                                     "invalid (2x faster); 'always'. Explanations "
+                                                                     "and adjudication."})
     context_turns: int = field(default=3, metadata={"help": "Previous turns of the conversation to use."})
     max_text_chars: int = field(default=2000, metadata={"help": "Longer text is truncated with a warning."})
     max_tool_rounds: int = field(default=3, metadata={"help": "Hard cap on LLM planner tool rounds."})

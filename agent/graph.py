@@ -1,11 +1,12 @@
-"""The agent's graph: recall → plan → tools (↺ plan) → fuse → explain → remember.
+"""The agent's graph: recall → plan → tools (↺ plan) → fuse → adjudicate → explain → remember.
 
 ``recall`` loads the conversation so far (the text expert uses it as context); ``plan`` picks
 experts — ``auto``: every expert whose input is present, by stage (transcription before text);
 ``llm``: the model chooses by tool calls, capped at ``settings.max_tool_rounds`` rounds with
 duplicate calls dropped; ``tools`` is LangGraph's ToolNode (a round's calls run in parallel);
 ``collect`` turns tool results into evidence; ``fuse`` computes the label from the evidence
-(never from LLM text); ``explain`` has the LLM justify that label under a JSON schema whose
+(never from LLM text); ``adjudicate`` (off by default) lets the LLM pick between the fused
+top-2 labels when their margin is small, under a schema whose only values are those two; ``explain`` has the LLM justify that label under a JSON schema whose
 citations can only be ids of real evidence; ``remember`` stores the turn in Chroma.
 """
 
@@ -151,7 +152,7 @@ def build_graph(agent: "EmotionAgent") -> Any:
         turn, opts = state["turn"], state["options"]
         evidence = state.get("evidence", [])
         rec = state.get("recall") or MemoryRecall()
-        f = fuse(evidence, rec, policy=opts.fusion)
+        f = fuse(evidence, rec, policy=opts.fusion, turn=turn)
         result = FusedResult(
             label=f.label, confidence=f.confidence, distribution=f.distribution, evidence=evidence,
             contributions=f.contributions, fusion_policy=f.policy,
@@ -160,6 +161,15 @@ def build_graph(agent: "EmotionAgent") -> Any:
             memory_used=[t.id for t in (*rec.previous, *rec.similar)],
         )
         return {"result": result, "timings": {"fuse": _ms(start)}}
+
+    def adjudicate(state: AgentState) -> dict[str, Any]:
+        start = time.perf_counter()
+        opts, result = state["options"], state["result"]
+        if not opts.adjudicate:
+            return {"timings": {"adjudicate": 0.0}}
+        adj = agent.adjudicator.choose(effective_turn(state), result, state.get("recall") or MemoryRecall(),
+                                       threshold=opts.adjudicate_margin)
+        return {"result": agent.adjudicator.apply(result, adj), "timings": {"adjudicate": _ms(start)}}
 
     def explain(state: AgentState) -> dict[str, Any]:
         start = time.perf_counter()
@@ -199,13 +209,15 @@ def build_graph(agent: "EmotionAgent") -> Any:
     builder.add_node("tools", tool_node)
     builder.add_node("collect", collect)
     builder.add_node("fuse", fuse_node)
+    builder.add_node("adjudicate", adjudicate)
     builder.add_node("explain", explain)
     builder.add_node("remember", remember)
     builder.add_edge(START, "recall")
     builder.add_edge("recall", "plan")
     builder.add_edge("tools", "collect")
     builder.add_edge("collect", "plan")
-    builder.add_edge("fuse", "explain")
+    builder.add_edge("fuse", "adjudicate")
+    builder.add_edge("adjudicate", "explain")
     builder.add_edge("explain", "remember")
     builder.add_edge("remember", END)
     return builder.compile(name="emotion-agent")

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from agent.config import Settings
+from agent.adjudicate import Adjudicator
 from agent.explain import Explainer
 from agent.graph import build_graph
 from agent.llm import build_chat_model
@@ -30,6 +31,8 @@ class EmotionAgent:
         self._llm = llm
         self._llm_lock = threading.Lock()
         self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar)
+        self.adjudicator = Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
+                                       grammar=self.settings.explain_grammar)
         self.graph = build_graph(self)
 
     @property
@@ -46,11 +49,13 @@ class EmotionAgent:
             getattr(self.llm, "llama", None)
 
     def options(self, **overrides: Any) -> TurnOptions:
-        base = TurnOptions(explain=self.settings.explain, planner=self.settings.planner, fusion=self.settings.fusion)
+        base = TurnOptions(explain=self.settings.explain, planner=self.settings.planner, fusion=self.settings.fusion,
+                           adjudicate=self.settings.adjudicate)
         return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
     def analyze(self, turn: TurnInput, **options: Any) -> FusedResult:
-        """Run one turn through the graph. Options: explain, remember, planner, fusion, experts, use_memory."""
+        """Run one turn through the graph. Options: explain, remember, planner, fusion, adjudicate, adjudicate_margin,
+        experts, use_memory."""
         start = time.perf_counter()
         out = self.graph.invoke({"turn": turn, "options": self.options(**options)}, config={"recursion_limit": 30})
         result: FusedResult = out["result"]

@@ -68,7 +68,7 @@ from agent.security import (
     validate_speaker,
 )
 from tools.base import summarize
-from tools.evidence import FusedResult
+from tools.evidence import Adjudication, FusedResult
 
 log = logging.getLogger("agent.server")
 
@@ -218,6 +218,9 @@ class AnalyzeResponse(BaseModel):
     distribution: dict[str, float]
     evidence: list[EvidenceOut]
     contributions: dict[str, float]
+    fusion_policy: str = Field(description="Which fusion produced the label (+llm_adjudication if the LLM "
+                                           "settled a close call).")
+    adjudication: Adjudication | None = Field(default=None, description="Set when LLM adjudication is on.")
     explanation: str | None
     explanation_source: str | None
     cited_evidence_ids: list[str]
@@ -304,6 +307,7 @@ def _response(result: FusedResult, request_id: str, tenant: str | None, upload: 
         label=result.label, confidence=round(result.confidence, 4),
         distribution={k: round(v, 4) for k, v in result.distribution.items()}, evidence=evidence,
         contributions={k: round(v, 4) for k, v in result.contributions.items()},
+        fusion_policy=result.fusion_policy, adjudication=result.adjudication,
         explanation=result.explanation, explanation_source=result.explanation_source,
         cited_evidence_ids=result.cited_evidence_ids, reply_hint=reply_hint(result.label, result.confidence),
         warnings=warnings, timings_ms=result.timings_ms,

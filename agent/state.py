@@ -26,6 +26,8 @@ class TurnOptions(BaseModel):
     remember: bool = True
     planner: str = "auto"
     fusion: str = "weighted"
+    adjudicate: bool = False
+    adjudicate_margin: float | None = Field(default=None, description="Override settings.adjudicate_margin.")
     experts: list[str] | None = Field(default=None, description="Restrict to these experts (ablations).")
     use_memory: bool = True
 

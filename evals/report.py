@@ -179,6 +179,10 @@ def run_markdown(run: Path, summary: dict[str, Any], images: dict[str, str]) -> 
         for r in summary["ablations"]:
             lines.append(f"| {r['name']} | {r['description']} | {r['n']} | {_f(r['weighted_f1'])} | {_ci(r)} | "
                          f"{_f(r['macro_f1'])} | {_f(r['accuracy'])} | {_f(r.get('ece'))} |")
+    adj = summary.get("adjudication") or next((r["adjudication"] for r in summary.get("ablations") or []
+                                               if r.get("adjudication")), None)
+    if adj:
+        lines += adjudication_lines(adj)
     e = summary.get("explanations")
     if e:
         lines += ["", "## Explanation checks", "",
@@ -207,6 +211,20 @@ def run_markdown(run: Path, summary: dict[str, Any], images: dict[str, str]) -> 
         if name in images:
             lines.append(f"![{title}]({images[name]})")
     return "\n".join(lines) + "\n"
+
+
+def adjudication_lines(adj: dict[str, Any]) -> list[str]:
+    """The LLM-adjudication section: what the LLM changed, and W-F1 at each margin (0 = fusion alone)."""
+    lines = ["", "## LLM adjudication", "",
+             f"The LLM was asked on {adj['asked']} close calls (fused top-2 margin < {adj['margin']:g}); it changed "
+             f"{adj['changed']} labels: {adj['changed_to_correct']} to the gold label, {adj['changed_from_correct']} "
+             f"away from it; {adj['failed']} calls failed (fused label kept); LLM p50 "
+             f"{_f(adj.get('llm_ms_p50'), 0)} ms. Smaller margins are re-scored from the same records.", "",
+             "| margin < | adjudicated | changed | W-F1 | macro-F1 | accuracy |", "|---|---|---|---|---|---|"]
+    for c in adj["curve"]:
+        lines.append(f"| {c['margin']:g} | {c['adjudicated']} | {c['changed']} | {c['weighted_f1']:.1f} | "
+                     f"{c['macro_f1']:.1f} | {c['accuracy']:.1f} |")
+    return lines
 
 
 def md_to_html(md: str, inline: dict[str, str], title: str) -> str:

@@ -66,6 +66,13 @@ def render_why(rec: dict[str, Any], console: Console) -> None:
     if res.get("contributions"):
         console.print("modality contributions to the fused label: "
                       + ", ".join(f"{m} {s:.0%}" for m, s in res["contributions"].items()))
+    adj = res.get("adjudication")
+    if adj and adj.get("status") != "not_needed":
+        what = (f"picked {adj['chosen']}" + (f" over the fused {adj['fused_label']}" if adj.get("changed") else
+                                             " (the fused label)")) if adj["status"] == "applied" else \
+            f"failed ({adj.get('detail')}); fused label kept"
+        console.print(f"LLM adjudication between {' / '.join(adj['candidates'])} (fused margin {adj['margin']:.2f} "
+                      f"< {adj['threshold']:g}): {what}", markup=False, highlight=False)
     ctx = rec.get("context") or []
     if ctx:
         console.print(f"memory / context recalled ({len(ctx)} previous turn(s); labels are the agent's predictions):")
@@ -105,6 +112,9 @@ def record_for_llm(rec: dict[str, Any]) -> dict[str, Any]:
         "fused_label": res["label"], "confidence": round(res["confidence"], 3),
         "fused_distribution": {k: round(v, 3) for k, v in res["distribution"].items()},
         "fusion_policy": res.get("fusion_policy"), "modality_contributions": res.get("contributions"),
+        "llm_adjudication": {k: (res.get("adjudication") or {}).get(k) for k in ("candidates", "margin", "chosen",
+                                                                                  "fused_label", "status")}
+        if (res.get("adjudication") or {}).get("status", "not_needed") != "not_needed" else None,
         "modalities_available": rec.get("modalities_available"),
         "evidence": [{"id": e["id"], "expert": e["expert"], "modality": e["modality"],
                       "distribution": {k: round(v, 3) for k, v in e["distribution"].items() if v >= 0.01},

@@ -131,6 +131,20 @@ class Explanation(BaseModel):
     cited_evidence_ids: list[str] = Field(default_factory=list, description="Ids of evidence items used.")
 
 
+class Adjudication(BaseModel):
+    """The LLM's pick between the fused top-2 labels when fusion is unsure (``agent/adjudicate.py``)."""
+
+    candidates: list[Label] = Field(description="Fused top-2 labels, best first.")
+    margin: float = Field(description="Fused probability of the first candidate minus the second.")
+    threshold: float = Field(description="Adjudication runs when margin < threshold.")
+    fused_label: Label
+    chosen: Label | None = Field(default=None, description="The LLM's pick (always one of the candidates).")
+    changed: bool = False
+    status: Literal["applied", "not_needed", "failed"] = "not_needed"
+    detail: str | None = None
+    latency_ms: float = 0.0
+
+
 class FusedResult(BaseModel):
     """The agent's answer for one turn."""
 
@@ -142,6 +156,7 @@ class FusedResult(BaseModel):
         default_factory=dict, description="Share of the fused decision each modality carried (sums to 1)."
     )
     fusion_policy: str = Field(default="weighted", description="Which fusion produced the label.")
+    adjudication: Adjudication | None = Field(default=None, description="Set when LLM adjudication was on.")
     explanation: str | None = None
     cited_evidence_ids: list[str] = Field(default_factory=list)
     explanation_source: Literal["llm", "template"] | None = None
