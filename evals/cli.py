@@ -41,13 +41,23 @@ def eval_meld(
     context: int = typer.Option(3, help="Previous utterances of the dialogue recalled as context (0 = off)."),
     explain: bool = typer.Option(False, "--explain/--no-explain", help="Also generate explanations (slow)."),
     fusion: Optional[str] = typer.Option(None, help="Fusion policy (default: settings.fusion)."),
-    ablations: bool = typer.Option(False, "--ablations", help="Also run the ablation rows and print one table."),
+    adjudicate: Optional[bool] = typer.Option(None, "--adjudicate/--no-adjudicate",
+                                              help="Let the LLM pick between the fused top-2 labels on close calls "
+                                                   "(default: settings.adjudicate, off — it lowered MELD dev W-F1)."),
+    adjudicate_margin: Optional[float] = typer.Option(None, help="Close call = fused top-1 minus top-2 below this "
+                                                                 "(default 0.1). The summary re-scores smaller margins."),
+    ablations: bool = typer.Option(False, "--ablations", help="Also run the ablation rows (incl. LLM adjudication) "
+                                                              "and print one table."),
     seed: int = typer.Option(13, help="Seed of the stratified --limit sample."),
-    llm: Optional[str] = typer.Option(None, help="LLM for explanations: registry name or .gguf path."),
+    llm: Optional[str] = typer.Option(None, help="LLM for explanations and adjudication: registry name or .gguf path."),
+    workers: int = typer.Option(1, help="Utterances analysed in parallel (threads sharing the experts and the LLM). "
+                                        "Useful with --explain on a shared LLM server (EMOTION_AGENT_LLM_URL); with "
+                                        "the in-process LLM the explanations are serialized by its lock, and on 2 "
+                                        "cores labels-only runs gain little. Not part of the run's identity."),
 ) -> None:
     """Score the agent on MELD: one JSONL record per utterance + summary.json; resumable; cached experts."""
     from agent.cli import settings_from
-    from evals.run_meld import RunConfigError, run, run_ablations
+    from evals.run_meld import MAX_WORKERS, RunConfigError, run, run_ablations
 
     if split not in ("dev", "test", "train"):
         raise UserError(f"unknown split '{split}' (use dev or test)")
@@ -55,15 +65,26 @@ def eval_meld(
         raise UserError("--limit must be a positive number")
     if context < 0:
         raise UserError("--context must be >= 0")
+    if workers < 1:
+        raise UserError("--workers must be >= 1")
+    if workers > MAX_WORKERS:
+        raise UserError(f"--workers must be at most {MAX_WORKERS}")
+    if adjudicate_margin is not None and not 0.0 <= adjudicate_margin <= 1.0:
+        raise UserError("--adjudicate-margin must be between 0 and 1")
     mods = [m.strip() for m in modalities.split(",") if m.strip()]
     settings = settings_from(llm=llm)
-    if explain and not settings.llm_url:
+    needs_llm = explain or ablations or (settings.adjudicate if adjudicate is None else adjudicate)
+    if needs_llm and not settings.llm_url:
         from agent.llm import resolve_gguf
 
         resolve_gguf(settings.llm, settings)
+        if workers > 1:
+            console.print("note: the in-process LLM serves one turn at a time; set EMOTION_AGENT_LLM_URL to a "
+                          "shared LLM server for parallel LLM calls", style="dim", soft_wrap=True)
     try:
         summary = run(split, limit=limit, out=out, explain=explain, context=context, modalities=mods,
-                      fusion=fusion, seed=seed, settings=settings)
+                      fusion=fusion, seed=seed, settings=settings, workers=workers, adjudicate=adjudicate,
+                      adjudicate_margin=adjudicate_margin)
     except RunConfigError as exc:
         raise UserError(str(exc)) from exc
     print_summary(summary)
@@ -72,7 +93,8 @@ def eval_meld(
 
         folder = out or REPO_ROOT / "runs" / f"meld-{split}-{summary['run_id']}"
         rows = run_ablations(split, out=folder, limit=limit, context=context, modalities=mods,
-                             fusion=summary["config"]["fusion"], seed=seed, settings=settings)
+                             fusion=summary["config"]["fusion"], seed=seed, settings=settings, workers=workers,
+                             adjudicate_margin=summary["config"].get("adjudicate_margin"))
         print_ablations(rows)
 
 
@@ -97,6 +119,12 @@ def print_summary(summary: dict) -> None:
                       f"\\[ids] in prose {e.get('prose_citation_validity_rate', 0):.1f}%), cite at least one "
                       f"{e['cites_any_rate']:.1f}%, "
                       f"LLM-written {e['llm_share']:.0f}%")
+    a = summary.get("adjudication")
+    if a:
+        console.print(f"  LLM adjudication (margin < {a['margin']:g}): asked {a['asked']}, changed {a['changed']} "
+                      f"({a['changed_to_correct']} to gold, {a['changed_from_correct']} away from gold), failed "
+                      f"{a['failed']}; W-F1 by margin: "
+                      + ", ".join(f"{c['margin']:g}→{c['weighted_f1']:.1f}" for c in a["curve"]))
     w = summary["latency_ms"].get("wall", {})
     console.print(f"  latency per turn p50 {_fmt(w.get('p50'), 0)} ms, p95 {_fmt(w.get('p95'), 0)} ms; wall "
                   f"{summary['wall_seconds']['sum_of_sessions']:.0f} s over {summary['wall_seconds']['sessions']} "

@@ -66,6 +66,9 @@ class RunConfig:
     explain: bool = False
     fusion: str = "weighted"
     seed: int = 13
+    #: LLM adjudication of close calls (margin of the fused top-2 below ``adjudicate_margin``).
+    adjudicate: bool = False
+    adjudicate_margin: float = 0.1
 
     def identity(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,6 +327,7 @@ def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) ->
         allowed.append("text_emotion")
     start = time.perf_counter()
     result = agent.analyze(turn, explain=cfg.explain, remember=False, use_memory=True, fusion=cfg.fusion,
+                           adjudicate=cfg.adjudicate, adjudicate_margin=cfg.adjudicate_margin,
                            experts=[n for n in allowed if n in agent.experts], planner="auto")
     wall_ms = round((time.perf_counter() - start) * 1000.0, 2)
     res = result.model_dump(mode="json")
@@ -358,9 +362,10 @@ def check_config(out: Path, cfg: RunConfig) -> None:
     path = out / "config.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if old.get("identity") != cfg.identity():
-            diff = {k: (old.get("identity", {}).get(k), v) for k, v in cfg.identity().items()
-                    if old.get("identity", {}).get(k) != v}
+        # Options added after a run was made take their defaults there (older runs still resume).
+        old_id = {**RunConfig().identity(), **old.get("identity", {})}
+        if old_id != cfg.identity():
+            diff = {k: (old_id.get(k), v) for k, v in cfg.identity().items() if old_id.get(k) != v}
             raise RunConfigError(f"{out} holds a run with other options {diff}; rerun with the same options "
                                  "to resume, or choose a new --out")
     else:
@@ -371,17 +376,146 @@ def check_config(out: Path, cfg: RunConfig) -> None:
         os.replace(tmp, path)
 
 
+#: Most utterances analysed at once (``--workers``); more only adds contention on a shared server.
+MAX_WORKERS = 32
+
+
+def check_workers(workers: Any) -> int:
+    """``workers`` if it is a whole number in 1..:data:`MAX_WORKERS`, else a one-line :class:`RunConfigError`."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise RunConfigError(f"workers must be a whole number >= 1 (got {workers!r})")
+    if workers > MAX_WORKERS:
+        raise RunConfigError(f"workers={workers} is too many (at most {MAX_WORKERS}); the experts and the LLM "
+                             "server are shared, so more threads only queue behind them")
+    return workers
+
+
+def worker_agents(agent: Any, n: int, utts: list[Utterance], settings: Settings, cfg: RunConfig) -> list[Any]:
+    """``agent`` plus ``n - 1`` more agents for worker threads: each its own graph and :class:`EvalMemory`
+    (``current``/``last_recall`` are per turn), all sharing ``agent``'s experts (and so its expert cache), its
+    explainer (same token limit and grammar mode) and its LLM: a worker's ``llm`` *is* ``agent.llm``, built
+    lazily once — one LLM object for every graph node that calls it, never one in-process model per worker."""
+    from agent.runtime import EmotionAgent
+
+    class WorkerAgent(EmotionAgent):
+        @property
+        def llm(self) -> Any:
+            return agent.llm
+
+    agents = [agent]
+    for _ in range(n - 1):
+        w = WorkerAgent(agent.settings, memory=False, experts=agent.experts)
+        w.explainer = agent.explainer
+        mem = EvalMemory([], agent.memory.text_expert, settings, cfg.context)
+        mem.dias = agent.memory.dias  # read-only after the primary's setup
+        w.memory = mem  # type: ignore[assignment]
+        agents.append(w)
+    return agents
+
+
+def run_parallel(todo: list[Utterance], agents: list[Any], cfg: RunConfig, settings: Settings, fh: Any, bar: Any,
+                 stop_after: int | None = None) -> int:
+    """Analyse ``todo`` on ``len(agents)`` threads; this (main) thread is the only writer. Returns records written.
+
+    The first utterance runs alone on this thread, so whatever the graph loads lazily is loaded once, before
+    threads share it. Then at most ``2 × workers`` are submitted ahead; records are appended (fsync'ed) in the
+    order they finish — keys identify them, so resuming is unchanged. ``stop_after``: stop once that many are written
+    (the rest are cancelled or discarded). A worker's exception: stop submitting, cancel what has not started,
+    write what the running ones finish, re-raise. Ctrl-C: cancel, wait for the running ones, write nothing more.
+    """
+    import itertools
+    import queue
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    free: queue.SimpleQueue = queue.SimpleQueue()  # an agent is used by one thread at a time
+    for a in agents:
+        free.put(a)
+
+    def one(u: Utterance) -> dict[str, Any]:
+        a = free.get()
+        try:
+            return make_record(u, cfg, a, settings)
+        finally:
+            free.put(a)
+
+    written = 0
+    if todo:  # the first one alone, on this thread: lazy loads (weights, fusion model, LLM) happen before sharing
+        append_record(fh, make_record(todo[0], cfg, agents[0], settings))
+        written += 1
+        bar.update(1)
+        if stop_after is not None and written >= stop_after:
+            return written
+    error: Exception | None = None
+    pending = iter(enumerate(todo[1:]))
+    inflight: dict[Any, int] = {}
+    pool = ThreadPoolExecutor(max_workers=len(agents), thread_name_prefix="meld-worker")
+
+    def submit(k: int) -> None:
+        for i, u in itertools.islice(pending, k):
+            inflight[pool.submit(one, u)] = i
+
+    def finish(futures: Any) -> bool:
+        """Write the finished ones (in submission order); True once ``stop_after`` is reached."""
+        nonlocal written, error
+        for f in sorted(futures, key=inflight.__getitem__):
+            del inflight[f]
+            if f.cancelled():
+                continue
+            try:
+                rec = f.result()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others are written
+                error = error or exc
+                continue
+            if stop_after is not None and written >= stop_after:
+                continue
+            append_record(fh, rec)
+            written += 1
+            bar.update(1)
+        return stop_after is not None and written >= stop_after
+
+    try:
+        submit(2 * len(agents))
+        while inflight:
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            if finish(done) or error is not None:
+                break
+            submit(len(done))
+        for f in inflight:
+            f.cancel()
+        if error is not None:  # the ones already running: keep their records
+            finish(wait(list(inflight)).done)
+    except BaseException:  # Ctrl-C (or a failed write) in this thread: stop, nothing more is written
+        for f in inflight:
+            f.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if error is not None:
+        raise error
+    return written
+
+
 def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None, explain: bool = False,
         context: int = 3, modalities: list[str] | None = None, fusion: str | None = None, seed: int = 13,
         settings: Settings | None = None, agent: Any = None, progress: bool = True,
-        stop_after: int | None = None, cache_path: Path | None = None) -> dict[str, Any]:
-    """Run (or resume) one configuration; returns the summary. ``stop_after`` (tests) simulates a crash."""
+        stop_after: int | None = None, cache_path: Path | None = None, workers: int = 1,
+        adjudicate: bool | None = None, adjudicate_margin: float | None = None) -> dict[str, Any]:
+    """Run (or resume) one configuration; returns the summary. ``stop_after`` (tests) simulates a crash.
+
+    ``workers`` > 1 analyses that many utterances at once (see :func:`run_parallel`); it is not part of the
+    configuration, so a run may be resumed with another worker count and gets the same records.
+    """
     from agent.fusion import POLICIES
 
+    check_workers(workers)
     settings = settings or Settings.from_env()
     settings = dataclasses.replace(settings, context_turns=context)
     cfg = RunConfig(split=split, limit=limit, modalities=sorted(modalities or ["text"]), context=context,
-                    explain=explain, fusion=fusion or settings.fusion, seed=seed)
+                    explain=explain, fusion=fusion or settings.fusion, seed=seed,
+                    adjudicate=settings.adjudicate if adjudicate is None else adjudicate,
+                    adjudicate_margin=settings.adjudicate_margin if adjudicate_margin is None else adjudicate_margin)
+    if not 0.0 <= cfg.adjudicate_margin <= 1.0:
+        raise RunConfigError(f"adjudicate margin must be between 0 and 1 (got {cfg.adjudicate_margin})")
     bad = [m for m in cfg.modalities if m not in MODALITY_EXPERTS]
     if bad:
         raise RunConfigError(f"unknown modality {bad} (use text, audio, vision)")
@@ -393,7 +527,7 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     rec_path = out / "records.jsonl"
     done = {r["key"] for r in read_records(rec_path, repair=True)}
     todo = [u for u in sample if u.key not in done]
-    session = {"start": time.time(), "pid": os.getpid(), "todo": len(todo)}
+    session = {"start": time.time(), "pid": os.getpid(), "todo": len(todo), "workers": workers}
     written = 0
     if todo:
         agent = agent or build_agent(settings, cfg, utts, cache_path)
@@ -401,17 +535,26 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
             agent.memory = EvalMemory(utts, agent.experts.get("text_emotion"), settings, cfg.context)
         agent.memory.context = cfg.context
         agent.memory.dias = dialogues(utts)
-        with rec_path.open("ab") as fh, tqdm(total=len(sample), initial=len(sample) - len(todo), disable=not progress,
-                                             desc=f"MELD {split}", unit="utt", dynamic_ncols=True) as bar:
-            for u in todo:
-                append_record(fh, make_record(u, cfg, agent, settings))
-                written += 1
-                bar.update(1)
-                if stop_after is not None and written >= stop_after:
-                    break
-        cache = getattr(agent, "expert_cache", None)
-        if cache is not None:
-            cache.flush()
+        n = min(workers, len(todo))
+        try:
+            with rec_path.open("ab") as fh, tqdm(total=len(sample), initial=len(sample) - len(todo),
+                                                 disable=not progress, desc=f"MELD {split}", unit="utt",
+                                                 dynamic_ncols=True) as bar:
+                if n > 1:
+                    bar.set_postfix_str(f"{n} workers", refresh=False)
+                    written = run_parallel(todo, worker_agents(agent, n, utts, settings, cfg), cfg, settings, fh,
+                                           bar, stop_after)
+                else:
+                    for u in todo:
+                        append_record(fh, make_record(u, cfg, agent, settings))
+                        written += 1
+                        bar.update(1)
+                        if stop_after is not None and written >= stop_after:
+                            break
+        finally:  # also when interrupted: the cached expert outputs computed so far are kept
+            cache = getattr(agent, "expert_cache", None)
+            if cache is not None:
+                cache.flush()
     session.update(end=time.time(), written=written)
     with (out / "sessions.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(session) + "\n")
@@ -450,6 +593,44 @@ def report_with_ci(gold: list[str], pred: list[str], confidence: list[float] | N
     if bootstrap and gold:
         rep["weighted_f1_ci95"] = fast_bootstrap_ci(gold, pred, bootstrap)
     return rep
+
+
+#: Margins at which a run's adjudication is re-scored from its records (the LLM's pick does not depend on it).
+ADJUDICATION_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def adjudication_summary(records: list[dict[str, Any]], bootstrap: int = 0) -> dict[str, Any] | None:
+    """How adjudication went in a run, and what smaller margins would have scored.
+
+    Every record adjudicated at the run's margin M stores the fused label, the margin and the LLM's pick;
+    for any t <= M the label "the pick where margin < t, else the fused label" is exactly what a run at
+    margin t would emit, so one run gives the whole curve (W-F1 vs t, t = 0 is fusion alone).
+    """
+    adj = [r["result"].get("adjudication") for r in records]
+    if not any(adj):
+        return None
+    run_margin = max(a["threshold"] for a in adj if a)
+    gold = [r["gold"] for r in records]
+    fused = [a["fused_label"] if a else r["label"] for a, r in zip(adj, records)]
+    asked = [a for a in adj if a and a["status"] != "not_needed"]
+    curve = []
+    for t in (0.0, *sorted({t for t in ADJUDICATION_THRESHOLDS if t < run_margin} | {run_margin})):
+        pred = [a["chosen"] if a and a["status"] == "applied" and a["margin"] < t else f
+                for a, f in zip(adj, fused)]
+        rep = report_with_ci(gold, pred, bootstrap=bootstrap)
+        curve.append({"margin": t, "adjudicated": sum(1 for a in asked if a["margin"] < t),
+                      "changed": sum(1 for p, f in zip(pred, fused) if p != f),
+                      "weighted_f1": rep["weighted_f1"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]})
+    changed = [(a, r) for a, r in zip(adj, records) if a and a["changed"]]
+    return {"margin": run_margin, "asked": len(asked),
+            "applied": sum(a["status"] == "applied" for a in asked),
+            "failed": sum(a["status"] == "failed" for a in asked),
+            "changed": len(changed),
+            "changed_to_correct": sum(r["label"] == r["gold"] for _, r in changed),
+            "changed_from_correct": sum(a["fused_label"] == r["gold"] for a, r in changed),
+            "picked_first_candidate": sum(a["status"] == "applied" and a["chosen"] == a["candidates"][0]
+                                          for a in asked),
+            "llm_ms_p50": _pct([a["latency_ms"] for a in asked], 50), "curve": curve}
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -508,8 +689,8 @@ def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | 
         for status in r.get("cache", {}).values():
             cache_stats[str(status)] += 1
     identity = config["identity"]
-    if identity.get("explain"):
-        model_ids["llm"] = settings.llm
+    if identity.get("explain") or identity.get("adjudicate"):
+        model_ids["llm"] = settings.llm_url or settings.llm
     if any(r["result"].get("fusion_policy", "").startswith("learned") for r in records):
         from agent.fusion import LEARNED_WEIGHTS, load_learned
 
@@ -528,6 +709,7 @@ def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | 
             "sessions": len(sessions),
         },
         "explanations": expl,
+        "adjudication": adjudication_summary(records),
         "modalities_available": dict(modalities_available), "modalities_used": dict(modalities_used),
         "expert_cache": dict(cache_stats),
         "fusion_policies": sorted({r["result"].get("fusion_policy", "") for r in records}),
@@ -562,6 +744,8 @@ def ablation_variants(cfg: RunConfig, learned_available: bool) -> list[tuple[str
     if cfg.context > 0:
         rows.append((f"{cfg.fusion}_context0", f"{cfg.fusion} fusion, memory context off at inference (K=0)",
                      {"context": 0}))
+    rows.append(("llm_adjudication", f"{cfg.fusion} fusion + LLM picks between the fused top-2 labels when their "
+                 f"margin < {cfg.adjudicate_margin:g}", {"adjudicate": True, "adjudicate_margin": cfg.adjudicate_margin}))
     for m in ("audio", "vision"):
         if m in cfg.modalities:
             rows.append((f"{m}_only", f"{m} experts alone (utterances with media only)",
@@ -570,24 +754,26 @@ def ablation_variants(cfg: RunConfig, learned_available: bool) -> list[tuple[str
 
 
 def run_ablations(split: str, *, out: Path, limit: int | None, context: int, modalities: list[str],
-                  fusion: str, seed: int = 13, settings: Settings | None = None,
-                  progress: bool = True, cache_path: Path | None = None) -> list[dict[str, Any]]:
+                  fusion: str, seed: int = 13, settings: Settings | None = None, adjudicate_margin: float | None = None,
+                  progress: bool = True, cache_path: Path | None = None, workers: int = 1) -> list[dict[str, Any]]:
     """Every ablation row as its own resumable run under ``out/ablations/``; returns the table rows."""
     from agent.fusion import load_learned
 
     settings = settings or Settings.from_env()
     base = RunConfig(split=split, limit=limit, modalities=sorted(modalities), context=context, fusion=fusion,
-                     seed=seed)
+                     seed=seed, adjudicate_margin=adjudicate_margin or settings.adjudicate_margin)
     rows = []
     for name, desc, over in ablation_variants(base, load_learned() is not None):
-        kw = {"limit": limit, "context": context, "modalities": modalities, "fusion": fusion, "seed": seed, **over}
+        kw = {"limit": limit, "context": context, "modalities": modalities, "fusion": fusion, "seed": seed,
+              "adjudicate": False, **over}
         s = run(split, out=out / "ablations" / name, explain=False, settings=settings, progress=progress,
-                cache_path=cache_path, **kw)
+                cache_path=cache_path, workers=workers, **kw)
         m = s["metrics"]
         rows.append({"name": name, "description": desc, "n": m["n"], "weighted_f1": m["weighted_f1"],
                      "weighted_f1_ci95": m.get("weighted_f1_ci95"), "macro_f1": m["macro_f1"],
                      "accuracy": m["accuracy"], "ece": m.get("ece"), "fusion": kw["fusion"], "context": kw["context"],
-                     "wall_p50_ms": s["latency_ms"].get("wall", {}).get("p50")})
+                     "wall_p50_ms": s["latency_ms"].get("wall", {}).get("p50"),
+                     **({"adjudication": s["adjudication"]} if s.get("adjudication") else {})})
     if rows:
         gold_n = rows[0]["n"]
         recs = read_records(out / "ablations" / rows[0]["name"] / "records.jsonl")
@@ -597,9 +783,6 @@ def run_ablations(split: str, *, out: Path, limit: int | None, context: int, mod
                      "weighted_f1": b["weighted_f1"], "weighted_f1_ci95": b.get("weighted_f1_ci95"),
                      "macro_f1": b["macro_f1"], "accuracy": b["accuracy"], "ece": None, "fusion": "-",
                      "context": "-", "wall_p50_ms": None})
-    rows.append({"name": "llm_adjudication", "description": "LLM adjudication: not implemented (labels never "
-                 "depend on LLM text); explanation-only LLM", "n": 0, "weighted_f1": None, "weighted_f1_ci95": None,
-                 "macro_f1": None, "accuracy": None, "ece": None, "fusion": "-", "context": "-", "wall_p50_ms": None})
     (out / "ablations.json").write_text(json.dumps(rows, indent=2))
     summary_path = out / "summary.json"
     if summary_path.is_file():

@@ -216,3 +216,20 @@ def test_chroma_server_down_gives_503_then_recovers(tmp_path):
             assert r.status_code == 200 and r.json()["turn_index"] == 1
     finally:
         _stop(chroma)
+
+
+def test_eval_meld_two_workers_explain_on_the_llm_server(llm_url, data_dir, tmp_path):
+    """``eval meld --workers 2 --explain`` against the shared server: both workers call it, every record explained."""
+    from evals.run_meld import read_records, run
+
+    settings = Settings.from_env(memory_dir=tmp_path / "m", chroma_url=None, llm_url=llm_url, llm="smollm2-135m",
+                                 data_dir=data_dir)
+    out = tmp_path / "run"
+    s = run("dev", limit=4, explain=True, workers=2, settings=settings, out=out,
+            cache_path=tmp_path / "cache.sqlite", progress=False)
+    recs = read_records(out / "records.jsonl")
+    assert s["complete"] is True and len(recs) == len({r["key"] for r in recs}) == 4
+    for r in recs:
+        assert r["result"]["explanation"] and r["checks"] is not None
+        assert not any("LLMError" in w for w in r["result"]["warnings"])  # the server answered every call
+    assert json.loads((out / "sessions.jsonl").read_text())["workers"] == 2
