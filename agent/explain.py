@@ -39,6 +39,40 @@ def clean_citations(text: str, ids: list[str]) -> tuple[str, list[str]]:
     return cleaned, found
 
 
+# ---- does the prose agree with the label? (used by the explainer and by the eval's checks) -------
+#: Words that name each label in prose (the label itself plus its common adjective/noun forms).
+LABEL_WORDS: dict[str, tuple[str, ...]] = {
+    "neutral": ("neutral", "neutrality"),
+    "joy": ("joy", "joyful", "joyous", "happy", "happiness"),
+    "surprise": ("surprise", "surprised", "surprising"),
+    "anger": ("anger", "angry", "angered"),
+    "sadness": ("sadness", "sad"),
+    "disgust": ("disgust", "disgusted", "disgusting"),
+    "fear": ("fear", "fearful", "afraid", "scared"),
+}
+_ASSERT = (r"(?:label(?:ed|led)?|classif(?:ied|y)|categori[sz]ed|emotion|answer|verdict|final label|tagged)"
+           r"(?:\s+(?:is|was|as|should\s+be|would\s+be|of|=|:))+\s+\"?'?")
+#: Any bracketed evidence-id-like token in prose (the checks count invented ones too).
+ID_IN_TEXT = re.compile(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]")
+
+
+def mentions_label(text: str, label: str) -> bool:
+    """``text`` (lower case) names ``label`` or one of its forms, as a whole word."""
+    return any(re.search(rf"\b{w}\b", text) for w in LABEL_WORDS[label])
+
+
+def asserted_labels(text: str) -> set[str]:
+    """Labels the prose asserts as the answer: ``labeled (as) X``, ``the emotion is X``, ``classified as X``..."""
+    low = text.lower()
+    out = set()
+    for lab, words in LABEL_WORDS.items():
+        for w in words:
+            if re.search(_ASSERT + rf"{w}\b", low):
+                out.add(lab)
+    return out
+
+
+
 def cited_answer_schema(evidence_ids: list[str], text_field: str = "explanation") -> dict[str, Any]:
     """JSON schema for ``{<text_field>: str, cited_evidence_ids: [...]}`` whose citations can only be real ids.
 
@@ -118,27 +152,40 @@ class Explainer:
         ``grammar="fallback"`` (default) first lets the model answer freely — the few-shot prompt makes it
         write the JSON object, and grammar-constrained sampling halves llama.cpp's generation speed
         (measured 12–16 vs 28 tok/s on the 0.5B) — and re-asks under the JSON-schema grammar only when
-        the free answer does not validate. ``grammar="always"`` constrains every call.
+        the free answer does not validate: not the JSON object, no real evidence cited, or prose that asserts
+        another label than the fused one. ``grammar="always"`` constrains every call. Raises ``ValueError``
+        when no answer validates (the graph then uses the template explanation and says so).
         """
         ids = [e.id for e in result.evidence]
         llm = self._llm_getter()
         msgs = self.messages(turn, result, recall)
-        data = None
-        if self.grammar != "always":
-            data = parse_explanation(llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content)  # one line
-            if data is not None and ids and not set(data.cited_evidence_ids) & set(ids):
-                data = None  # cites no real evidence (small models copy the example's ids): ask under the schema
+        for constrained in ([False, True] if self.grammar != "always" else [True]):
+            out = self._attempt(llm, msgs, ids, result.label, constrained)
+            if out is not None:
+                return out
+        raise ValueError("the LLM gave no valid explanation (not the JSON object, no real citation, or it argued "
+                         "for another label)")
+
+    def _attempt(self, llm: Any, msgs: list[Any], ids: list[str], label: str,
+                 constrained: bool) -> tuple[str, list[str]] | None:
+        """One LLM answer, validated: the JSON object, citing real evidence, explaining ``label`` and no other."""
+        if constrained:
+            content = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs).content
+        else:  # one line of free JSON
+            content = llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content
+        data = parse_explanation(content)
         if data is None:
-            msg = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs)
-            data = parse_explanation(msg.content)
-            if data is None:
-                raise ValueError("the LLM answer is not the requested JSON object")
+            return None
+        if not constrained and ids and not set(data.cited_evidence_ids) & set(ids):
+            return None  # cites no real evidence (small models copy the example's ids): ask under the schema
         text, in_prose = clean_citations(data.explanation, ids)
-        cited = [i for i in data.cited_evidence_ids if i in ids] + in_prose
         if len(text) < 10:
-            raise ValueError("empty explanation")
-        if not re.search(rf"\b{result.label}\b", text, re.IGNORECASE):
-            text = f"{result.label.capitalize()}: {text}"  # always name the fused label the prose explains
+            return None
+        if asserted_labels(text) - {label}:
+            return None  # "... so it is labeled joy" under an anger label: the prose contradicts the answer
+        if not mentions_label(text.lower(), label):
+            text = f"{label.capitalize()}: {text}"  # always name the fused label the prose explains
+        cited = [i for i in data.cited_evidence_ids if i in ids] + in_prose
         return text, list(dict.fromkeys(cited))
 
     @staticmethod

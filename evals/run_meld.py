@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import subprocess
 import time
 from collections import defaultdict
@@ -37,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.config import REPO_ROOT, Settings
+from agent.explain import ID_IN_TEXT, asserted_labels, mentions_label
 from agent.inputs import clean_text, make_turn
 from agent.memory import MemoryRecall, RecalledTurn
 from evals.meld import Utterance, dialogues, load_split
@@ -176,36 +176,6 @@ def conv_id(u: Utterance) -> str:
 
 
 # ---- explanation checks ----------------------------------------------------------------------
-#: Words that name each label in prose (the label itself plus its common adjective/noun forms).
-LABEL_WORDS: dict[str, tuple[str, ...]] = {
-    "neutral": ("neutral", "neutrality"),
-    "joy": ("joy", "joyful", "joyous", "happy", "happiness"),
-    "surprise": ("surprise", "surprised", "surprising"),
-    "anger": ("anger", "angry", "angered"),
-    "sadness": ("sadness", "sad"),
-    "disgust": ("disgust", "disgusted", "disgusting"),
-    "fear": ("fear", "fearful", "afraid", "scared"),
-}
-_ASSERT = (r"(?:label(?:ed|led)?|classif(?:ied|y)|categori[sz]ed|emotion|answer|verdict|final label|tagged)"
-           r"(?:\s+(?:is|was|as|should\s+be|would\s+be|of|=|:))+\s+\"?'?")
-_ID = re.compile(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]")
-
-
-def _mentions(text: str, label: str) -> bool:
-    return any(re.search(rf"\b{w}\b", text) for w in LABEL_WORDS[label])
-
-
-def asserted_labels(text: str) -> set[str]:
-    """Labels the prose asserts as the answer: ``labeled (as) X``, ``the emotion is X``, ``classified as X``..."""
-    low = text.lower()
-    out = set()
-    for lab, words in LABEL_WORDS.items():
-        for w in words:
-            if re.search(_ASSERT + rf"{w}\b", low):
-                out.add(lab)
-    return out
-
-
 def explanation_checks(result: dict[str, Any]) -> dict[str, Any] | None:
     """The two checks on one stored result (``None`` when it has no explanation).
 
@@ -221,11 +191,11 @@ def explanation_checks(result: dict[str, Any]) -> dict[str, Any] | None:
         return None
     label = result["label"]
     low = text.lower()
-    mentioned = _mentions(low, label)
+    mentioned = mentions_label(low, label)
     others = asserted_labels(text) - {label}
     ids = {e["id"] for e in result.get("evidence", [])}
     listed = list(result.get("cited_evidence_ids") or [])
-    prose = _ID.findall(text)
+    prose = ID_IN_TEXT.findall(text)
     invalid = sorted({c for c in listed + prose if c not in ids})
     return {"agrees": bool(mentioned and not others), "label_mentioned": mentioned,
             "other_labels_asserted": sorted(others), "citations_valid": not invalid, "invalid_ids": invalid,

@@ -73,3 +73,21 @@ def test_free_answer_citing_only_invented_ids_is_retried_under_the_schema():
     fake = FakeListChatModel(responses=[bad, good])
     text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
     assert cited == ["text-abc123"] and fake.i == 0  # both answers consumed (the list wrapped around)
+
+
+def test_answer_that_argues_for_another_label_is_re_asked_then_refused():
+    from agent.explain import asserted_labels
+
+    contradicting = json.dumps({"explanation": "The words sound upbeat [text-abc123], so it is labeled as joy.",
+                                "cited_evidence_ids": ["text-abc123"]})
+    good = json.dumps({"explanation": "Raised complaints [text-abc123] point to anger.",
+                       "cited_evidence_ids": ["text-abc123"]})
+    assert asserted_labels(json.loads(contradicting)["explanation"]) == {"joy"}
+    text, cited = Explainer(lambda: FakeListChatModel(responses=[contradicting, good])).explain(
+        TurnInput(text="x"), result(), MemoryRecall())
+    assert "anger" in text and "joy" not in text and cited == ["text-abc123"]
+    import pytest
+
+    with pytest.raises(ValueError, match="another label"):
+        Explainer(lambda: FakeListChatModel(responses=[contradicting])).explain(TurnInput(text="x"), result(),
+                                                                               MemoryRecall())
