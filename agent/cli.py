@@ -42,6 +42,10 @@ def print_result(result, as_json: bool) -> None:  # noqa: ANN001 - FusedResult
         notes = "; ".join([str(c) for c in e.cues[:3]] + [f"[yellow]{w}[/yellow]" for w in e.warnings])
         table.add_row(e.id, e.expert, e.modality, top, f"{e.confidence:.2f}", notes, f"{e.latency_ms:.0f}")
     console.print(table)
+    adj = result.adjudication
+    if adj is not None and adj.status != "not_needed":
+        console.print(f"LLM adjudication {' / '.join(adj.candidates)} (margin {adj.margin:.2f}): "
+                      + (f"picked {adj.chosen}" if adj.status == "applied" else "failed, fused label kept"))
     if result.contributions:
         console.print("contributions: " + ", ".join(f"{m} {s:.0%}" for m, s in result.contributions.items()))
     if result.explanation:
@@ -64,6 +68,9 @@ def analyze(
     speaker: Optional[str] = typer.Option(None, "--speaker", "-s", help="Who is speaking."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Ask the LLM for an explanation."),
     planner: Optional[str] = typer.Option(None, help="'auto' (default) or 'llm'."),
+    adjudicate: Optional[bool] = typer.Option(None, "--adjudicate/--no-adjudicate",
+                                              help="On a close call the LLM picks between the fused top-2 labels "
+                                                   "(default off: it lowered MELD dev W-F1)."),
     llm: Optional[str] = typer.Option(None, help="LLM: registry name or .gguf path (default: settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print the FusedResult as JSON."),
 ) -> None:
@@ -79,13 +86,13 @@ def analyze(
         raw = text_file.read_bytes()
     turn = make_turn(text=raw, audio=audio, image=image, video=video, conversation_id=conversation,
                      speaker=speaker, max_chars=settings.max_text_chars)
-    if explain or planner == "llm":
+    if explain or planner == "llm" or (settings.adjudicate if adjudicate is None else adjudicate):
         from agent.llm import resolve_gguf
 
         if not settings.llm_url:
             resolve_gguf(settings.llm, settings)  # a bad --llm is a user error, not a silent fallback
     agent = EmotionAgent(settings, memory=conversation is not None)
-    result = agent.analyze(turn, explain=explain, planner=planner)
+    result = agent.analyze(turn, explain=explain, planner=planner, adjudicate=adjudicate)
     print_result(result, as_json)
 
 
