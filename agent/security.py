@@ -378,7 +378,10 @@ _INSTRUCTION_SENTENCE = re.compile("|".join([
     r"\b(?:new|updated|developer|system)\s+(?:instructions?|prompt|rules?|message)\b",
     r"^\s*(?:#+\s*)?(?:system|assistant|developer)\s*[:\n]",
     r"^\s*(?:#+\s*)?(?:system|assistant|developer)\s*$",
-    r"\byou\s+are\s+now\b",
+    # "you are now a classifier/DAN/in developer mode" — not "you are now completely asleep" (a MELD line)
+    r"\byou\s+are\s+now\s+(?:an?\s+(?:\w+\s+){0,3}(?:assistant|ai|model|bot|classifier|system|chatbot|"
+    r"labell?er|tool)|dan\b|in\s+\w+\s+mode|(?:free|unrestricted|jailbroken|unfiltered)\b|no\s+longer\s+"
+    r"(?:bound|restricted|an?\s+))",
     r"^\s*(?:override|instruction|directive)s?\b",
     r"\b(?:do\s+not|don't|never)\s+(?:mention|reveal|tell|disclose)\b.{0,30}\b(?:override|instructions?|prompt|this)\b",
     r"^\W*(?:answer|output|reply|respond|return|say|print)\s*:?\s*\"?" + _LABEL_WORDS + r"\b",

@@ -37,11 +37,11 @@ from tqdm import tqdm
 
 from agent.config import REPO_ROOT, Settings
 from agent.explain import ID_IN_TEXT, asserted_labels, mentions_label
-from agent.inputs import clean_text, make_turn
+from agent.inputs import InputError, clean_text, make_turn
 from agent.memory import MemoryRecall, RecalledTurn
 from evals.meld import Utterance, dialogues, load_split
 from evals.metrics import classification_report
-from tools.base import PriorTurn
+from tools.base import PriorTurn, TurnInput
 from tools.evidence import LABELS
 
 MODALITY_EXPERTS: dict[str, tuple[str, ...]] = {
@@ -290,8 +290,13 @@ def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) ->
     text = u.text if "text" in cfg.modalities else None
     mem: EvalMemory = agent.memory
     mem.current = u
-    turn = make_turn(text=text, audio=audio, image=image, video=video, conversation_id=conv_id(u),
-                     speaker=u.speaker, turn_index=u.position, max_chars=settings.max_text_chars)
+    try:
+        turn = make_turn(text=text, audio=audio, image=image, video=video, conversation_id=conv_id(u),
+                         speaker=u.speaker, turn_index=u.position, max_chars=settings.max_text_chars)
+    except InputError as exc:  # one unusable utterance must not stop the run: it is scored as what the agent
+        # emits for "nothing to analyse" (neutral, zero confidence) and the record says why
+        turn = TurnInput(conversation_id=conv_id(u), speaker=u.speaker, turn_index=u.position,
+                         warnings=[f"input refused: {exc}"])
     allowed = [n for m in cfg.modalities for n in MODALITY_EXPERTS.get(m, ())]
     if text is None and audio is not None:
         allowed.append("text_emotion")
