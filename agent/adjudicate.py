@@ -72,7 +72,7 @@ class Adjudicator:
         """Ask the LLM when the fused margin is below ``threshold``; never raises."""
         threshold = self.threshold if threshold is None else threshold
         candidates, margin = top_two(result.distribution)
-        adj = Adjudication(candidates=candidates, margin=round(margin, 4), threshold=threshold,
+        adj = Adjudication(candidates=candidates, margin=margin, threshold=threshold,
                            fused_label=result.label)
         if margin >= threshold or not result.evidence:
             return adj

@@ -590,10 +590,12 @@ def adjudication_summary(records: list[dict[str, Any]], bootstrap: int = 0) -> d
     asked = [a for a in adj if a and a["status"] != "not_needed"]
     curve = []
     for t in (0.0, *sorted({t for t in ADJUDICATION_THRESHOLDS if t < run_margin} | {run_margin})):
-        pred = [a["chosen"] if a and a["status"] == "applied" and a["margin"] < t else f
-                for a, f in zip(adj, fused)]
+        def within(a: dict[str, Any], t: float = t) -> bool:  # at the run's own margin: exactly the turns it asked about
+            return a["status"] != "not_needed" if t == run_margin else a["margin"] < t
+
+        pred = [a["chosen"] if a and a["status"] == "applied" and within(a) else f for a, f in zip(adj, fused)]
         rep = report_with_ci(gold, pred, bootstrap=bootstrap)
-        curve.append({"margin": t, "adjudicated": sum(1 for a in asked if a["margin"] < t),
+        curve.append({"margin": t, "adjudicated": sum(1 for a in asked if within(a)),
                       "changed": sum(1 for p, f in zip(pred, fused) if p != f),
                       "weighted_f1": rep["weighted_f1"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]})
     changed = [(a, r) for a, r in zip(adj, records) if a and a["changed"]]
