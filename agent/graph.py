@@ -6,8 +6,9 @@ experts — ``auto``: every expert whose input is present, by stage (transcripti
 duplicate calls dropped; ``tools`` is LangGraph's ToolNode (a round's calls run in parallel);
 ``collect`` turns tool results into evidence; ``fuse`` computes the label from the evidence
 (never from LLM text); ``adjudicate`` (off by default) lets the LLM pick between the fused
-top-2 labels when their margin is small, under a schema whose only values are those two; ``explain`` has the LLM justify that label under a JSON schema whose
-citations can only be ids of real evidence; ``remember`` stores the turn in Chroma.
+top-2 labels when their margin is small — its answer must be exactly one of those two, else the
+fused label stays; ``explain`` has the LLM justify the label under a JSON schema whose citations
+can only be ids of real evidence; ``remember`` stores the turn in Chroma.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import threading
 import time
 from typing import Any
 
-from agent.config import Settings
 from agent.adjudicate import Adjudicator
+from agent.config import Settings
 from agent.explain import Explainer
 from agent.graph import build_graph
 from agent.llm import build_chat_model
