@@ -12,14 +12,13 @@ warnings.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent import prompts
-from agent.explain import MAX_UTTERANCE_CHARS, _memory_block, evidence_line
+from agent.explain import first_json_object, turn_prompt_fields
 from agent.fusion import support_shares
 from agent.memory import MemoryRecall
 from tools.base import TurnInput
@@ -39,14 +38,7 @@ def adjudication_schema(candidates: list[str]) -> dict[str, Any]:
 
 def parse_choice(content: Any, candidates: list[str]) -> str | None:
     """The candidate named by the answer's JSON object ``{"label": ...}``; ``None`` unless exactly a candidate."""
-    raw = content if isinstance(content, str) else ""
-    start, end = raw.find("{"), raw.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        data = json.loads(raw[start:end + 1])
-    except ValueError:
-        return None
+    data = first_json_object(content)
     label = data.get("label") if isinstance(data, dict) else None
     return label if isinstance(label, str) and label in candidates else None
 
@@ -59,12 +51,8 @@ class Adjudicator:
         self.grammar = grammar
 
     def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall, candidates: list[str]) -> list[Any]:
-        user = prompts.render(
-            "adjudicate_user", candidates=" or ".join(candidates),
-            evidence="\n".join(evidence_line(e) for e in result.evidence) or "(no evidence)",
-            memory=_memory_block(recall),
-            utterance=(turn.spoken_text() or "(no words: audio/visual only)")[:MAX_UTTERANCE_CHARS],
-        )
+        user = prompts.render("adjudicate_user", candidates=" or ".join(candidates),
+                              **turn_prompt_fields(turn, result, recall))
         return [SystemMessage(prompts.load("adjudicate_system")), HumanMessage(user)]
 
     def choose(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall,

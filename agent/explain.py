@@ -96,6 +96,14 @@ def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
     return schema
 
 
+def turn_prompt_fields(turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> dict[str, str]:
+    """The per-turn parts of an LLM prompt about a fused result (explanation, adjudication): evidence lines,
+    the conversation so far and the user's words (truncated; they go inside ``<utterance>`` tags as data)."""
+    return {"evidence": "\n".join(evidence_line(e) for e in result.evidence) or "(no evidence)",
+            "memory": _memory_block(recall),
+            "utterance": (turn.spoken_text() or "(no words: audio/visual only)")[:MAX_UTTERANCE_CHARS]}
+
+
 def _memory_block(recall: MemoryRecall) -> str:
     lines = [f"- {t.speaker or 'someone'}: \"{t.text[:160]}\" ({t.label})" for t in recall.previous]
     lines += [f"- earlier, similar: \"{t.text[:120]}\" ({t.label})" for t in recall.similar]
@@ -119,14 +127,25 @@ def evidence_line(e: EmotionEvidence) -> str:
     return line
 
 
-def parse_explanation(content: Any) -> Explanation | None:
-    """The first JSON object in ``content`` as an :class:`Explanation`, or None."""
+def first_json_object(content: Any) -> Any | None:
+    """The JSON object an LLM answer contains (from its first ``{`` to its last ``}``), or None."""
     raw = content if isinstance(content, str) else ""
     start, end = raw.find("{"), raw.rfind("}")
     if start < 0 or end <= start:
         return None
     try:
-        return Explanation.model_validate(json.loads(raw[start:end + 1], strict=False))
+        return json.loads(raw[start:end + 1], strict=False)
+    except ValueError:
+        return None
+
+
+def parse_explanation(content: Any) -> Explanation | None:
+    """The first JSON object in ``content`` as an :class:`Explanation`, or None."""
+    data = first_json_object(content)
+    if data is None:
+        return None
+    try:
+        return Explanation.model_validate(data)
     except (ValueError, TypeError):
         return None
 
@@ -138,12 +157,8 @@ class Explainer:
         self.grammar = grammar
 
     def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> list[Any]:
-        utterance = (turn.spoken_text() or "(no words: audio/visual only)")[:MAX_UTTERANCE_CHARS]
-        user = prompts.render(
-            "explain_user", label=result.label, confidence=f"{result.confidence:.2f}",
-            evidence="\n".join(evidence_line(e) for e in result.evidence) or "(no evidence)",
-            memory=_memory_block(recall), utterance=utterance,
-        )
+        user = prompts.render("explain_user", label=result.label, confidence=f"{result.confidence:.2f}",
+                              **turn_prompt_fields(turn, result, recall))
         return [SystemMessage(prompts.load("explain_system")), HumanMessage(user)]
 
     def explain(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> tuple[str, list[str]]:

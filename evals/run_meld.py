@@ -365,7 +365,7 @@ def check_workers(workers: Any) -> int:
     return workers
 
 
-def worker_agents(agent: Any, n: int, utts: list[Utterance], settings: Settings, cfg: RunConfig) -> list[Any]:
+def worker_agents(agent: Any, n: int, settings: Settings, cfg: RunConfig) -> list[Any]:
     """``agent`` plus ``n - 1`` more agents for worker threads: each its own graph and :class:`EvalMemory`
     (``current``/``last_recall`` are per turn), all sharing ``agent``'s experts (and so its expert cache), its
     explainer (same token limit and grammar mode) and its LLM: a worker's ``llm`` *is* ``agent.llm``, built
@@ -517,7 +517,7 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
                                                  dynamic_ncols=True) as bar:
                 if n > 1:
                     bar.set_postfix_str(f"{n} workers", refresh=False)
-                    written = run_parallel(todo, worker_agents(agent, n, utts, settings, cfg), cfg, settings, fh,
+                    written = run_parallel(todo, worker_agents(agent, n, settings, cfg), cfg, settings, fh,
                                            bar, stop_after)
                 else:
                     for u in todo:
