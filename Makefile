@@ -49,7 +49,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup
-	$(BIN)/python -m evals.bench_agent
+	$(BIN)/python -m emotion_agent.evals.bench_agent
 
 clean:
 	rm -rf $(VENV) .pytest_cache

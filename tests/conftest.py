@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from agent.config import Settings  # noqa: E402
+from emotion_agent.tools.settings import Settings  # noqa: E402
 
 TEST_LLM = os.environ.get("EMOTION_AGENT_TEST_LLM", "qwen2.5-coder-0.5b")
 

@@ -6,10 +6,10 @@ import dataclasses
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agent.adjudicate import Adjudicator, adjudication_schema, top_two
-from agent.memory import MemoryRecall
-from tools.base import TurnInput
-from tools.evidence import EmotionEvidence, FusedResult
+from emotion_agent.agent.adjudicate import Adjudicator, adjudication_schema, top_two
+from emotion_agent.agent.recall import MemoryRecall
+from emotion_agent.tools.base import TurnInput
+from emotion_agent.tools.evidence import EmotionEvidence, FusedResult
 
 
 def close_call(label="neutral", dist=None):
@@ -49,9 +49,9 @@ def test_wide_margin_is_not_adjudicated_and_bad_answers_keep_the_fused_label():
 def test_adjudication_on_real_meld_turns_with_the_real_llm(settings, data_dir, tmp_path):
     """Margin 1.0 adjudicates every turn: each label is one of its two fused candidates, and the run's
     records re-score the whole margin curve."""
-    from evals.run_meld import read_records, run
+    from emotion_agent.evals.run_meld import read_records, run
 
-    s = dataclasses.replace(settings, data_dir=data_dir)
+    s = settings.replace(data_dir=data_dir)
     summary = run("dev", limit=4, out=tmp_path / "adj", settings=s, cache_path=tmp_path / "cache.sqlite",
                   progress=False, adjudicate=True, adjudicate_margin=1.0)
     recs = read_records(tmp_path / "adj" / "records.jsonl")

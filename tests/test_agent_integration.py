@@ -9,18 +9,18 @@ import sys
 
 import pytest
 
-from agent.inputs import make_turn
-from agent.memory import MemoryRecall
-from agent.runtime import EmotionAgent
-from tools.base import TurnInput
-from tools.evidence import LABELS
+from emotion_agent.agent.inputs import make_turn
+from emotion_agent.agent.recall import MemoryRecall
+from emotion_agent.agent.runtime import EmotionAgent
+from emotion_agent.tools.base import TurnInput
+from emotion_agent.tools.evidence import LABELS
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    from agent.config import Settings
+    from emotion_agent.tools.settings import Settings
     from tests.conftest import TEST_LLM
 
     settings = Settings.from_env(memory_dir=tmp_path_factory.mktemp("mem"), llm=TEST_LLM, chroma_url=None,
@@ -82,7 +82,7 @@ def test_expert_restriction_with_no_usable_expert_gives_zero_confidence(agent):
 
 
 def _cli(args, env):
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "emotion_agent", *args], capture_output=True, text=True, env=env,
                           timeout=600)
 
 

@@ -18,9 +18,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from agent.config import Settings  # noqa: E402
-from tools.base import TurnInput  # noqa: E402
-from tools.evidence import LABELS  # noqa: E402
+from emotion_agent.tools.settings import Settings  # noqa: E402
+from emotion_agent.tools.base import TurnInput  # noqa: E402
+from emotion_agent.tools.evidence import LABELS  # noqa: E402
 
 RAVDESS_KIDS = "ravdess/03-01-05-02-01-01-17.flac"  # angry, strong, "Kids are talking by the door"
 # clearly acted clips (strong intensity): (path, expected label)
@@ -72,7 +72,7 @@ def _valid_distribution(ev) -> None:
 # -- fast tests -------------------------------------------------------------------------------------------
 
 def test_prosody_pitch_of_a_tone_and_silence():
-    from tools.prosody import prosody, readable_cues
+    from emotion_agent.tools.prosody import prosody, readable_cues
 
     t = np.arange(32_000) / 16_000
     tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
@@ -83,7 +83,7 @@ def test_prosody_pitch_of_a_tone_and_silence():
 
 
 def test_wer():
-    from tools.transcribe import wer
+    from emotion_agent.tools.transcribe import wer
 
     assert wer("Kids are talking by the door", "kids are talking by the door.") == 0.0
     assert wer("I’m sorry", "I'm sorry") == 0.0
@@ -91,8 +91,8 @@ def test_wer():
 
 
 def test_whisper_assets_registered():
-    from agent.assets import REGISTRY
-    from tools import audio_assets  # noqa: F401
+    from emotion_agent.tools.assets import REGISTRY
+    from emotion_agent.tools import audio_assets  # noqa: F401
 
     base = REGISTRY["whisper-base"]
     model_bin = next(f for f in base.files if f.target == "model.bin")
@@ -101,8 +101,8 @@ def test_whisper_assets_registered():
 
 
 def test_bad_files_give_clear_warnings(bad_files, audio_settings):
-    from tools.speech_emotion import SpeechEmotionExpert
-    from tools.transcribe import TranscribeExpert
+    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
+    from emotion_agent.tools.transcribe import TranscribeExpert
 
     for expert in (TranscribeExpert(audio_settings), SpeechEmotionExpert(audio_settings)):
         empty, text = (expert.analyze(TurnInput(audio_path=p)) for p in bad_files)
@@ -111,8 +111,8 @@ def test_bad_files_give_clear_warnings(bad_files, audio_settings):
 
 
 def test_too_long_is_refused(tmp_path, audio_settings):
-    from tools.speech_emotion import SpeechEmotionExpert
-    from tools.transcribe import TranscribeExpert
+    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
+    from emotion_agent.tools.transcribe import TranscribeExpert
 
     p = tmp_path / "long.wav"
     t = np.arange(3 * 16_000) / 16_000
@@ -125,8 +125,8 @@ def test_too_long_is_refused(tmp_path, audio_settings):
 
 def test_silence_is_low_confidence_with_warning(silence_wav, audio_settings):
     """Silence is detected before any model runs: no guess, a warning."""
-    from tools.speech_emotion import SpeechEmotionExpert
-    from tools.transcribe import TranscribeExpert
+    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
+    from emotion_agent.tools.transcribe import TranscribeExpert
 
     ser = SpeechEmotionExpert(audio_settings).analyze(TurnInput(audio_path=silence_wav))
     assert ser.confidence <= 0.2 and ser.warnings and "silent" in ser.warnings[0]
@@ -139,7 +139,7 @@ def test_silence_is_low_confidence_with_warning(silence_wav, audio_settings):
 
 @pytest.mark.slow
 def test_transcribe_ravdess_clip(speech_dir, audio_settings):
-    from tools.transcribe import TranscribeExpert, words
+    from emotion_agent.tools.transcribe import TranscribeExpert, words
 
     ev = TranscribeExpert(audio_settings).analyze(TurnInput(audio_path=speech_dir / RAVDESS_KIDS))
     assert ev.modality == "transcript" and ev.confidence == 0.0 and not ev.warnings
@@ -153,7 +153,7 @@ def test_transcribe_ravdess_clip(speech_dir, audio_settings):
 
 @pytest.mark.slow
 def test_openai_whisper_conversion_gives_same_words(speech_dir, audio_settings):
-    from tools.transcribe import TranscribeExpert, words
+    from emotion_agent.tools.transcribe import TranscribeExpert, words
 
     turn = TurnInput(audio_path=speech_dir / "ravdess/03-01-03-02-02-01-08.flac")
     fw = TranscribeExpert(audio_settings, backend="faster-whisper").analyze(turn)
@@ -165,7 +165,7 @@ def test_openai_whisper_conversion_gives_same_words(speech_dir, audio_settings):
 
 @pytest.mark.slow
 def test_speech_emotion_head_on_acted_clips(speech_dir, audio_settings):
-    from tools.speech_emotion import SpeechEmotionExpert
+    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
 
     expert = SpeechEmotionExpert(audio_settings)
     right = 0
@@ -185,7 +185,7 @@ def test_tiny_wav2vec2_checkpoint_backend(tmp_path, speech_dir):
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
-    from tools.speech_emotion import SpeechEmotionExpert
+    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
 
     torch.manual_seed(0)
     labels = ["neu", "hap", "ang", "sad", "bored", "interest"]

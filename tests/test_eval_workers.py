@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.run_meld import RunConfigError, read_records, run
+from emotion_agent.evals.run_meld import RunConfigError, read_records, run
 
 LIMIT = 12
 
@@ -19,7 +19,7 @@ LIMIT = 12
 @pytest.fixture
 def harness(settings, data_dir, tmp_path):
     """Settings on the real data + a private expert cache."""
-    return dataclasses.replace(settings, data_dir=data_dir), tmp_path / "expert_cache.sqlite"
+    return settings.replace(data_dir=data_dir), tmp_path / "expert_cache.sqlite"
 
 
 def keys(path: Path) -> list[str]:
@@ -63,7 +63,7 @@ def test_crash_and_resume_with_three_workers(harness, tmp_path):
 
 
 def test_a_failing_worker_keeps_the_written_records_and_reraises(harness, tmp_path, monkeypatch):
-    import evals.run_meld as rm
+    import emotion_agent.evals.run_meld as rm
 
     settings, cache = harness
     out = tmp_path / "run"

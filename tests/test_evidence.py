@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from tools.evidence import LABELS, EmotionEvidence, FusedResult, normalize
+from emotion_agent.tools.evidence import LABELS, EmotionEvidence, FusedResult, normalize
 
 
 def make(dist, **kw):

@@ -2,10 +2,10 @@ import json
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agent.explain import Explainer, clean_citations, explanation_schema
-from agent.memory import MemoryRecall
-from tools.base import TurnInput
-from tools.evidence import EmotionEvidence, FusedResult
+from emotion_agent.agent.explain import Explainer, clean_citations, explanation_schema
+from emotion_agent.agent.recall import MemoryRecall
+from emotion_agent.tools.base import TurnInput
+from emotion_agent.tools.evidence import EmotionEvidence, FusedResult
 
 
 def result():
@@ -76,7 +76,7 @@ def test_free_answer_citing_only_invented_ids_is_retried_under_the_schema():
 
 
 def test_answer_that_argues_for_another_label_is_re_asked_then_refused():
-    from agent.explain import asserted_labels
+    from emotion_agent.agent.explain import asserted_labels
 
     contradicting = json.dumps({"explanation": "The words sound upbeat [text-abc123], so it is labeled as joy.",
                                 "cited_evidence_ids": ["text-abc123"]})

@@ -1,7 +1,7 @@
 import pytest
 
-from agent.fusion import fuse
-from tools.evidence import EmotionEvidence
+from emotion_agent.agent.fusion import fuse
+from emotion_agent.tools.evidence import EmotionEvidence
 
 
 def ev(modality, dist, conf, id_):
@@ -41,9 +41,9 @@ def test_unknown_policy_is_an_error():
 # ---- learned late fusion ---------------------------------------------------------------------
 import numpy as np  # noqa: E402
 
-from agent import fusion as fusion_mod  # noqa: E402
-from agent.memory import MemoryRecall, RecalledTurn  # noqa: E402
-from tools.evidence import LABELS  # noqa: E402
+from emotion_agent.agent import fusion as fusion_mod  # noqa: E402
+from emotion_agent.agent.recall import MemoryRecall, RecalledTurn  # noqa: E402
+from emotion_agent.tools.evidence import LABELS  # noqa: E402
 
 
 def _weights(path, k=2, bias_label="sadness", version=fusion_mod.FEATURE_VERSION):
@@ -109,7 +109,7 @@ def test_speaker_and_position_features():
 
 
 def test_turn_reaches_the_learned_fusion_and_old_or_broken_weights_are_handled(tmp_path, monkeypatch):
-    from tools.base import TurnInput
+    from emotion_agent.tools.base import TurnInput
 
     # v1 file (no feature_version, fewer columns) still loads and predicts
     monkeypatch.setattr(fusion_mod, "LEARNED_WEIGHTS", _weights(tmp_path / "v1.npz", version=1))

@@ -1,8 +1,8 @@
 import pytest
 
-from agent import assets
-from agent.assets import Asset, AssetError, AssetFile
-from agent.inputs import InputError, clean_text, make_turn
+from emotion_agent.tools import assets
+from emotion_agent.tools.assets import Asset, AssetError, AssetFile
+from emotion_agent.agent.inputs import InputError, clean_text, make_turn
 
 
 def test_whitespace_only_text_is_a_user_error():

@@ -1,5 +1,5 @@
-from evals.meld import dialogues, load_split, parse_timestamp, previous_turns
-from evals.run_meld import stratified_sample
+from emotion_agent.evals.meld import dialogues, load_split, parse_timestamp, previous_turns
+from emotion_agent.evals.run_meld import stratified_sample
 
 
 def test_timestamps_with_odd_formats():

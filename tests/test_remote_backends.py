@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from agent.config import Settings
-from agent.llm import LLMError
-from agent.llm_remote import ChatOpenAICompatible
+from emotion_agent.tools.settings import Settings
+from emotion_agent.agent.llm import LLMError
+from emotion_agent.agent.llm_remote import ChatOpenAICompatible
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def llm_url(tmp_path_factory):
-    from agent.assets import ensure
+    from emotion_agent.tools.assets import ensure
 
     gguf = ensure("smollm2-135m", Settings.from_env())
     port = _free_port()
@@ -148,11 +148,11 @@ def test_unreachable_llm_server_is_a_clear_error():
 
 
 def test_service_on_remote_llm_and_chroma_server_same_data_as_embedded(llm_url, tmp_path):
-    from agent.memory import ConversationMemory
-    from agent.runtime import EmotionAgent
-    from agent.server import ServiceConfig, create_app
-    from agent.security import ApiKeys
-    from tools.registry import build_experts
+    from emotion_agent.agent.memory import ConversationMemory
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.service.server import ServiceConfig, create_app
+    from emotion_agent.service.security import ApiKeys
+    from emotion_agent.tools.registry import build_experts
 
     store = tmp_path / "chroma"
     # a turn written by the embedded client first
@@ -192,10 +192,10 @@ def test_service_on_remote_llm_and_chroma_server_same_data_as_embedded(llm_url, 
 
 
 def test_chroma_server_down_gives_503_then_recovers(tmp_path):
-    from agent.runtime import EmotionAgent
-    from agent.server import ServiceConfig, create_app
-    from agent.security import ApiKeys
-    from tools.registry import build_experts
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.service.server import ServiceConfig, create_app
+    from emotion_agent.service.security import ApiKeys
+    from emotion_agent.tools.registry import build_experts
 
     port = _free_port()
     chroma = _start_chroma(tmp_path / "c", port)
@@ -220,7 +220,7 @@ def test_chroma_server_down_gives_503_then_recovers(tmp_path):
 
 def test_eval_meld_two_workers_explain_on_the_llm_server(llm_url, data_dir, tmp_path):
     """``eval meld --workers 2 --explain`` against the shared server: both workers call it, every record explained."""
-    from evals.run_meld import read_records, run
+    from emotion_agent.evals.run_meld import read_records, run
 
     settings = Settings.from_env(memory_dir=tmp_path / "m", chroma_url=None, llm_url=llm_url, llm="smollm2-135m",
                                  data_dir=data_dir)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.config import Settings
-from agent.reply_hint import reply_hint
-from agent.security import ApiKeys, Limits, check_auth_config, sniff, strip_injections
-from agent.server import ServiceConfig, create_app
+from emotion_agent.tools.settings import Settings
+from emotion_agent.agent.reply_hint import reply_hint
+from emotion_agent.agent.injection import strip_injections
+from emotion_agent.service.security import ApiKeys, Limits, check_auth_config, sniff
+from emotion_agent.service.server import ServiceConfig, create_app
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +30,14 @@ B = {"X-API-Key": BOB}
 CORPUS = Path(__file__).with_name("injection_corpus.jsonl")
 
 
-from evals.fault_test import png as _png  # noqa: E402 - one builder for tests and the fault script
-from evals.fault_test import wav as _wav  # noqa: E402
+from emotion_agent.evals.fault_test import png as _png  # noqa: E402 - one builder for tests and the fault script
+from emotion_agent.evals.fault_test import wav as _wav  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    from agent.runtime import EmotionAgent
-    from tools.registry import build_experts
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.tools.registry import build_experts
 
     # one llama.cpp thread: on 2 shared cores a second thread mostly spins (measured 10x slower under load)
     settings = Settings.from_env(memory_dir=tmp_path_factory.mktemp("mem"), llm="smollm2-135m", llm_threads=1,
@@ -324,6 +325,6 @@ def test_no_secrets_or_user_text_in_logs(client, caplog):
 
 def test_serve_refuses_no_auth_off_loopback():
     env = {k: v for k, v in os.environ.items() if k != "EMOTION_AGENT_API_KEYS"}
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "serve", "--host", "0.0.0.0", "--allow-no-auth"],
+    r = subprocess.run([sys.executable, "-m", "emotion_agent", "serve", "--host", "0.0.0.0", "--allow-no-auth"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "loopback" in r.stderr and "Traceback" not in r.stderr

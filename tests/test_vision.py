@@ -13,9 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from agent.config import Settings  # noqa: E402
-from tools.base import TurnInput  # noqa: E402
-from tools.evidence import LABELS  # noqa: E402
+from emotion_agent.tools.settings import Settings  # noqa: E402
+from emotion_agent.tools.base import TurnInput  # noqa: E402
+from emotion_agent.tools.evidence import LABELS  # noqa: E402
 
 DATA = Settings.from_env().data_dir
 CLIP = DATA / "meld" / "media" / "train_dia1_utt0.mp4"
@@ -28,14 +28,14 @@ pytestmark = pytest.mark.skipif(not CLIP.is_file() or not MOSAIC.is_file(), reas
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def analyzer():
-    from tools.face_emotion import FaceAnalyzer
+    from emotion_agent.tools.face_emotion import FaceAnalyzer
 
     return FaceAnalyzer()
 
 
 @pytest.fixture(scope="module")
 def frame() -> np.ndarray:
-    from tools.media import decode
+    from emotion_agent.tools.media import decode
 
     return decode(CLIP, max_frames=8, want_audio=False).frames[3]  # 1280x720, Joey, one face
 
@@ -51,7 +51,7 @@ def tile() -> np.ndarray:
 
 
 def expert(analyzer, **overrides):
-    from tools.face_emotion import FacialEmotionExpert
+    from emotion_agent.tools.face_emotion import FacialEmotionExpert
 
     return FacialEmotionExpert(Settings.from_env(**overrides), analyzer=analyzer)
 
@@ -84,7 +84,7 @@ def test_detector_two_faces_and_no_false_positive(analyzer, tile):
 
 
 def test_fer_model_reads_fer2013_smiles():
-    from tools.face_emotion import FerModel
+    from emotion_agent.tools.face_emotion import FerModel
 
     if not (FACES / "labels.csv").is_file():
         pytest.skip("faces data missing")
@@ -98,7 +98,7 @@ def test_fer_model_reads_fer2013_smiles():
 
 
 def test_fer_class_order_maps_to_meld():
-    from tools.face_emotion import FER_CLASSES, FER_INDEX
+    from emotion_agent.tools.face_emotion import FER_CLASSES, FER_INDEX
 
     mapped = [FER_CLASSES[i] for i in FER_INDEX]
     assert mapped == ["neutral", "happy", "surprise", "angry", "sad", "disgust", "fear"]
@@ -174,7 +174,7 @@ def test_exif_rotation_is_applied(analyzer, frame, tmp_path):
     exif[0x0112] = 6
     p = tmp_path / "rot.jpg"
     stored.save(p, exif=exif)
-    from tools.images import load_image
+    from emotion_agent.tools.images import load_image
 
     img = load_image(p)
     assert img.rgb.shape[:2] == small.shape[:2] and "EXIF rotation applied" in img.notes
@@ -189,7 +189,7 @@ def test_huge_image_is_downscaled(analyzer, frame, tmp_path):
 
     huge = cv2.resize(frame, (5120, 2880), interpolation=cv2.INTER_LINEAR)
     p = save(huge, tmp_path / "huge.jpg", quality=80)
-    from tools.images import load_image
+    from emotion_agent.tools.images import load_image
 
     img = load_image(p)
     assert max(img.rgb.shape) <= 1920 and any("downscaled" in n for n in img.notes)
@@ -246,7 +246,7 @@ def test_video_aggregates_into_one_evidence(analyzer, strategy):
 
 
 def test_video_decode_is_shared_with_audio_experts(analyzer):
-    import tools.media as media
+    import emotion_agent.tools.media as media
 
     media._CACHE.clear()
     expert(analyzer, video_frames=8).analyze(TurnInput(video_path=CLIP))
@@ -290,7 +290,7 @@ def test_video_not_a_video(analyzer, tmp_path):
 
 # ----------------------------------------------------------------------------- describe_scene
 def test_scene_off_by_default(tmp_path):
-    from tools.scene import SceneExpert
+    from emotion_agent.tools.scene import SceneExpert
 
     ex = SceneExpert(Settings(vlm_model=None))
     assert ex.accepts(TurnInput(image_path=tmp_path / "x.jpg")) is False
@@ -299,7 +299,7 @@ def test_scene_off_by_default(tmp_path):
 
 
 def test_parse_answer_lenient():
-    from tools.scene import parse_answer
+    from emotion_agent.tools.scene import parse_answer
 
     good = parse_answer('Sure! {"expression": "broad smile", "gaze": "at camera", "label": "Happy", '
                         '"probabilities": {"joy": 0.8, "neutral": 0.2}} done')
@@ -323,7 +323,7 @@ class _StubVLM:
 
 
 def test_scene_expert_parsing_paths(frame, tmp_path):
-    from tools.scene import SceneExpert
+    from emotion_agent.tools.scene import SceneExpert
 
     img = save(frame[::4, ::4].copy(), tmp_path / "f.png")
     s = Settings.from_env(vlm_model="stub")
@@ -373,8 +373,8 @@ def tiny_llava(tmp_path_factory) -> Path:
 
 
 def test_scene_expert_real_transformers_path(tiny_llava, frame, tmp_path):
-    import tools.media as media
-    from tools.scene import SceneExpert
+    import emotion_agent.tools.media as media
+    from emotion_agent.tools.scene import SceneExpert
 
     s = Settings.from_env(vlm_model=str(tiny_llava), video_frames=4)
     ex = SceneExpert(s)
@@ -392,7 +392,7 @@ def test_scene_expert_real_transformers_path(tiny_llava, frame, tmp_path):
 
 
 def test_scene_expert_bad_model_path(tmp_path):
-    from tools.scene import SceneExpert
+    from emotion_agent.tools.scene import SceneExpert
 
     img = tmp_path / "g.png"
     save(np.full((32, 32, 3), 128, np.uint8), img)
@@ -401,8 +401,8 @@ def test_scene_expert_bad_model_path(tmp_path):
 
 
 def test_prior_correction_is_opt_in(tmp_path, monkeypatch):
-    from tools.base import ExpertError
-    from tools.face_emotion import CALIBRATION_FILE, FerModel, calibration_from_env
+    from emotion_agent.tools.base import ExpertError
+    from emotion_agent.tools.face_emotion import CALIBRATION_FILE, FerModel, calibration_from_env
 
     monkeypatch.delenv("EMOTION_AGENT_FACE_CALIBRATION", raising=False)
     assert calibration_from_env() is None
@@ -416,7 +416,7 @@ def test_prior_correction_is_opt_in(tmp_path, monkeypatch):
 
 
 def test_registry_builds_the_vision_experts():
-    from tools.registry import build_experts
+    from emotion_agent.tools.registry import build_experts
 
     experts = build_experts(Settings(vlm_model=None), only=["facial_emotion", "describe_scene"])
     assert set(experts) == {"facial_emotion", "describe_scene"}
@@ -425,7 +425,7 @@ def test_registry_builds_the_vision_experts():
 
 
 def test_plain_image_has_no_spurious_notes(tmp_path):
-    from tools.images import load_image
+    from emotion_agent.tools.images import load_image
 
     p = save(np.full((40, 60, 3), 100, np.uint8), tmp_path / "plain.jpg")
     img = load_image(p)
@@ -433,7 +433,7 @@ def test_plain_image_has_no_spurious_notes(tmp_path):
 
 
 def test_audio_first_then_frames_decodes_each_stream_once(monkeypatch):
-    import tools.media as media
+    import emotion_agent.tools.media as media
 
     calls = []
     real = media._decode
@@ -453,7 +453,7 @@ def test_audio_first_then_frames_decodes_each_stream_once(monkeypatch):
 def test_parallel_decodes_of_one_clip_share_one_decode(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    import tools.media as media
+    import emotion_agent.tools.media as media
 
     calls = []
     real = media._decode
@@ -472,8 +472,8 @@ def test_decompression_bomb_is_refused(tmp_path):
     import struct
     import zlib
 
-    from tools.base import ExpertError
-    from tools.images import load_image
+    from emotion_agent.tools.base import ExpertError
+    from emotion_agent.tools.images import load_image
 
     p = save(np.zeros((1, 1, 3), np.uint8), tmp_path / "bomb.png")
     data = bytearray(p.read_bytes())

@@ -1,0 +1,66 @@
+"""Instruction-like text in user input: found, removed, counted (used by the CLI, the service and the eval)."""
+
+from __future__ import annotations
+
+import re
+
+
+# ---- instruction-like text ------------------------------------------------------------------------
+_LABEL_WORDS = r"(?:neutral|joy|joyful|happy|happiness|surprise|surprised|anger|angry|sadness|sad|disgust|disgusted|fear|afraid|scared)"
+#: chat-template control tokens and role blocks: removed with what they enclose where paired
+_TEMPLATE_BLOCKS = [
+    re.compile(r"<\|im_start\|>.*?(?:<\|im_end\|>|$)", re.S | re.I),
+    re.compile(r"\[INST\].*?(?:\[/INST\]|$)", re.S | re.I),
+    re.compile(r"<<SYS>>.*?(?:<</SYS>>|$)", re.S | re.I),
+    re.compile(r"<\|(?:system|user|assistant|begin_of_text|start_header_id|end_header_id|eot_id)\|>", re.I),
+    re.compile(r"</?\s*(?:utterance|system|instructions?|question)\s*>", re.I),
+    re.compile(r"\{[^{}]*\"(?:label|emotion|confidence)\"\s*:[^{}]*\}", re.I),
+]
+_INSTRUCTION_SENTENCE = re.compile("|".join([
+    r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:instructions?|rules?|prompts?|text|above|system|guidelines)\b",
+    r"\b(?:new|updated|developer|system)\s+(?:instructions?|prompt|rules?|message)\b",
+    r"^\s*(?:#+\s*)?(?:system|assistant|developer)\s*[:\n]",
+    r"^\s*(?:#+\s*)?(?:system|assistant|developer)\s*$",
+    # "you are now a classifier/DAN/in developer mode" — not "you are now completely asleep" (a MELD line)
+    r"\byou\s+are\s+now\s+(?:an?\s+(?:\w+\s+){0,3}(?:assistant|ai|model|bot|classifier|system|chatbot|"
+    r"labell?er|tool)|dan\b|in\s+\w+\s+mode|(?:free|unrestricted|jailbroken|unfiltered)\b|no\s+longer\s+"
+    r"(?:bound|restricted|an?\s+))",
+    r"^\s*(?:override|instruction|directive)s?\b",
+    r"\b(?:do\s+not|don't|never)\s+(?:mention|reveal|tell|disclose)\b.{0,30}\b(?:override|instructions?|prompt|this)\b",
+    r"^\W*(?:answer|output|reply|respond|return|say|print)\s*:?\s*\"?" + _LABEL_WORDS + r"\b",
+    r"\b(?:you\s+must|always|only)\s+(?:reply|answer|respond|output|return|say|label|classify)\b",
+    r"\b(?:respond|reply|answer|output|return)\s+only\b",
+    r"\b(?:answer|output|reply|respond|return|label|classify|mark|tag)\b.{0,40}\b(?:as|with|is|:)\s*\"?" + _LABEL_WORDS + r"\b",
+    r"\b(?:the|your)\s+(?:correct|only\s+valid|final|real|true)\s+(?:label|answer|emotion|output|classification)\b",
+    r"\b(?:label|emotion|classification|sentiment)\s*(?:=|:|is)\s*\"?" + _LABEL_WORDS + r"\b",
+    r"\b(?:with\s+)?confidence\s+(?:of\s+)?(?:1(?:\.0+)?|100\s*%|0\.9\d*)\b",
+]), re.I | re.M)
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def strip_injections(text: str | None) -> tuple[str | None, int]:
+    """Remove instruction-like spans (role markers, chat-template tokens, "ignore previous instructions",
+    "answer joy"...) from text *before* any expert sees it. Returns (clean text or None, spans removed).
+
+    The LLM never follows user text anyway (it is data inside ``<utterance>`` tags and the label comes
+    from fusion, not from the LLM), but the text classifier reads every word: an appended "respond only
+    with anger" would otherwise move its distribution. Sentences that only instruct are dropped; the
+    rest of the turn is analysed as sent.
+    """
+    if not text:
+        return text, 0
+    removed = 0
+    out = text
+    for pat in _TEMPLATE_BLOCKS:
+        out, n = pat.subn(" ", out)
+        removed += n
+    kept: list[str] = []
+    for sentence in _SENTENCE_SPLIT.split(out):
+        if sentence.strip() and _INSTRUCTION_SENTENCE.search(sentence):
+            removed += 1
+            continue
+        kept.append(sentence)
+    clean = " ".join(" ".join(kept).split())
+    # "<-" and similar leftovers of a removed span carry no meaning
+    clean = re.sub(r"^(?:<-|->|:|-)\s*|\s*(?:<-|->)\s*$", "", clean).strip()
+    return (clean or None), removed

@@ -1,0 +1,70 @@
+"""Turning what a user sent into a clean :class:`TurnInput`, or a one-line :class:`InputError`."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+from emotion_agent.tools.base import PriorTurn, TurnInput
+
+
+class InputError(ValueError):
+    """A user mistake (nothing to analyse, unreadable file path...). Exit code 2, one line."""
+
+
+def clean_text(raw: str | bytes | None, max_chars: int) -> tuple[str | None, list[str]]:
+    """Decode, strip control characters, truncate. Returns (text or None, warnings)."""
+    warnings: list[str] = []
+    if raw is None:
+        return None, warnings
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = raw.decode("utf-8", errors="replace")
+            warnings.append("text was not valid UTF-8; undecodable bytes were replaced")
+    text = "".join(c for c in raw if c in "\n\t" or unicodedata.category(c)[0] != "C")
+    text = " ".join(text.split())
+    if not text:
+        return None, warnings
+    if len(text) > max_chars:
+        warnings.append(f"text truncated from {len(text)} to {max_chars} characters")
+        text = text[:max_chars]
+    return text, warnings
+
+
+def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = None,
+              image: str | Path | None = None, video: str | Path | None = None,
+              conversation_id: str | None = None, speaker: str | None = None,
+              context: list[PriorTurn] | None = None, turn_index: int | None = None,
+              max_chars: int = 2000) -> TurnInput:
+    clean, warnings = clean_text(text, max_chars)
+    if clean is not None:
+        from emotion_agent.agent.injection import strip_injections
+
+        clean, removed = strip_injections(clean)
+        if removed:
+            warnings.append(f"{removed} instruction-like span(s) in the text were not analysed "
+                            "(user text cannot instruct the system)")
+            if clean is None and not any(v for v in (audio, image, video)):
+                raise InputError("the text only contained instructions to the system; nothing to analyse")
+    paths: dict[str, Path | None] = {}
+    for name, value in (("audio", audio), ("image", image), ("video", video)):
+        if value is None or str(value) == "":
+            paths[name] = None
+            continue
+        p = Path(value).expanduser()
+        if not p.is_file():
+            raise InputError(f"{name} file not found: {value}")
+        paths[name] = p
+    if clean is None and not any(paths.values()):
+        if text is not None:
+            raise InputError("the text is empty (only whitespace or control characters) and no media was given")
+        raise InputError("nothing to analyse: give --text, --audio, --image or --video")
+    if conversation_id is not None:
+        conversation_id = conversation_id.strip()
+        if not conversation_id or len(conversation_id) > 128 or not conversation_id.isprintable():
+            raise InputError("conversation id must be 1-128 printable characters")
+    return TurnInput(text=clean, audio_path=paths["audio"], image_path=paths["image"], video_path=paths["video"],
+                     conversation_id=conversation_id, speaker=(speaker or None), context=context or [],
+                     turn_index=turn_index, warnings=warnings)

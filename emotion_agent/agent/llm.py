@@ -1,0 +1,268 @@
+"""LLM backend: llama.cpp (in process) behind a LangChain chat model.
+
+* :data:`LLM_REGISTRY` — packaged GGUF chat models (assembled by :mod:`tools.assets`);
+  any local ``.gguf`` path or ``hf:<repo_id>:<filename>`` hub id works too.
+* :class:`ChatLlamaCpp` — a small ``BaseChatModel`` over ``llama_cpp.Llama``: the model's own
+  chat template, tool calls produced under a JSON-schema grammar (so even small models emit
+  well-formed calls), ``with_structured_output`` constrained by the schema, and a RAM prompt
+  cache so the fixed instruction prefix is evaluated once, not per turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from emotion_agent.tools.assets import AssetError, ensure
+from emotion_agent.tools.settings import Settings
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    name: str
+    asset: str
+    note: str
+
+
+LLM_REGISTRY: dict[str, LLMSpec] = {
+    "qwen2.5-coder-1.5b": LLMSpec("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b",
+                                  "best quality of the packaged models; ~2 GB RSS, ~12 tok/s on 2 cores"),
+    "qwen2.5-coder-0.5b": LLMSpec("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b",
+                                  "default: fast enough for per-turn explanations; ~0.7 GB RSS"),
+    "smollm2-135m": LLMSpec("smollm2-135m", "smollm2-135m",
+                            "fastest and smallest; weak at tool choice; fine for smoke tests"),
+}
+
+
+class LLMError(RuntimeError):
+    """The LLM could not be loaded or did not answer; message is user-facing."""
+
+
+def resolve_gguf(spec: str, settings: Settings) -> Path | str:
+    """Registry name → assembled file; ``.gguf`` path → itself; ``hf:repo:file`` → kept for download."""
+    if spec in LLM_REGISTRY:
+        return ensure(LLM_REGISTRY[spec].asset, settings)
+    if spec.startswith("hf:"):
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    raise AssetError(
+        f"LLM '{spec}' is not a known model ({', '.join(LLM_REGISTRY)}), an existing .gguf file, "
+        "or a hub id written hf:<repo_id>:<filename>"
+    )
+
+
+_LOADED: dict[tuple[str, int, int], Any] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_llama(spec: str, settings: Settings) -> Any:
+    """Load (once per process) a ``llama_cpp.Llama`` for ``spec`` with a RAM prompt cache."""
+    key = (spec, settings.llm_threads, settings.llm_ctx)
+    with _LOAD_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise LLMError("llama-cpp-python is not installed; run `make setup`") from exc
+        target = resolve_gguf(spec, settings)
+        common = dict(n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
+                      n_threads_batch=settings.llm_threads, verbose=False, seed=0)
+        if isinstance(target, str) and target.startswith("hf:"):
+            _, repo, filename = target.split(":", 2)
+            llm = llama_cpp.Llama.from_pretrained(repo_id=repo, filename=filename, **common)
+        else:
+            llm = llama_cpp.Llama(model_path=str(target), **common)
+        if settings.llm_prompt_cache_mb > 0:
+            llm.set_cache(sized_ram_cache(settings.llm_prompt_cache_mb))
+        _LOADED[key] = llm
+        return llm
+
+
+def sized_ram_cache(capacity_mb: int) -> Any:
+    """A llama.cpp prompt cache whose size counts what it really holds.
+
+    ``LlamaRAMCache`` counts only the KV-state bytes of an entry, but each entry also keeps the logits
+    (n_batch x vocab float32: ~100 MB for SmolLM2, ~310 MB for Qwen2.5): a "256 MB" cache grew a
+    service by ~120 MB per explanation (measured). Off by default: llama.cpp already reuses the KV
+    cache for the prefix shared with the previous call (our fixed instructions); the RAM cache only
+    helps when different prompts alternate (the ``llm`` planner and the explainer).
+    """
+    import llama_cpp
+
+    class SizedRAMCache(llama_cpp.LlamaRAMCache):
+        true_size = True
+
+        @property
+        def cache_size(self) -> int:
+            return sum(int(s.llama_state_size) + s.scores.nbytes + s.input_ids.nbytes
+                       for s in self.cache_state.values())
+
+    return SizedRAMCache(capacity_bytes=int(capacity_mb) << 20)
+
+
+def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages → OpenAI-style dicts the chat template understands."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.content if isinstance(m.content, str) else json.dumps(m.content)
+        if isinstance(m, SystemMessage):
+            out.append({"role": "system", "content": content})
+        elif isinstance(m, HumanMessage):
+            out.append({"role": "user", "content": content})
+        elif isinstance(m, AIMessage):
+            text = content
+            if m.tool_calls:
+                calls = [{"name": c["name"], "args": c["args"]} for c in m.tool_calls]
+                text = (text + "\n" if text else "") + json.dumps({"tool_calls": calls})
+            out.append({"role": "assistant", "content": text})
+        elif isinstance(m, ToolMessage):
+            # Templates differ in tool-role support; a user turn works with every template.
+            out.append({"role": "user", "content": f"Result of {m.name or 'tool'}: {content}"})
+        else:
+            out.append({"role": "user", "content": content})
+    return out
+
+
+def tool_call_schema(tools: Sequence[dict[str, Any]], allow_none: bool) -> dict[str, Any]:
+    """JSON schema for ``{"tool_calls": [...]}`` where each call is one of ``tools`` with its args."""
+    variants = []
+    for t in tools:
+        fn = t["function"]
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        params = {**params, "additionalProperties": False}
+        variants.append({
+            "type": "object",
+            "properties": {"name": {"type": "string", "enum": [fn["name"]]}, "args": params},
+            "required": ["name", "args"],
+        })
+    return {
+        "type": "object",
+        "properties": {"tool_calls": {"type": "array", "items": {"anyOf": variants},
+                                      "minItems": 0 if allow_none else 1, "maxItems": max(1, len(tools))}},
+        "required": ["tool_calls"],
+    }
+
+
+def call_options(kwargs: dict[str, Any], default_max_tokens: int) -> tuple[list[dict[str, Any]] | None,
+                                                                          dict[str, Any] | None, int]:
+    """(tools, JSON schema to constrain the answer, max_tokens) from a chat model call's kwargs.
+
+    With tools bound, the schema is the tool-call schema (at least one call when ``tool_choice`` is
+    "any"/"required"); otherwise it is the ``json_schema`` given, if any.
+    """
+    tools: list[dict[str, Any]] | None = kwargs.get("tools")
+    schema: dict[str, Any] | None = kwargs.get("json_schema")
+    if tools:
+        schema = tool_call_schema(tools, allow_none=kwargs.get("tool_choice", "auto") not in ("any", "required"))
+    return tools, schema, int(kwargs.get("max_tokens", default_max_tokens))
+
+
+class ChatLlamaCpp(BaseChatModel):
+    """LangChain chat model over an in-process llama.cpp model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str = "qwen2.5-coder-0.5b"
+    settings: Settings | None = None
+    temperature: float = 0.0
+    max_tokens: int = 256
+    _llama: Any = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    last_stats: dict[str, float] = {}
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp-local"
+
+    @property
+    def llama(self) -> Any:
+        if self._llama is None:
+            self._llama = load_llama(self.model, self.settings or Settings.from_env())
+        return self._llama
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        tools, schema, max_tokens = call_options(kwargs, self.max_tokens)
+        chat = to_openai_messages(messages)
+        request: dict[str, Any] = dict(messages=chat, temperature=self.temperature, max_tokens=max_tokens,
+                                       stop=stop, seed=0)
+        if schema is not None:
+            request["response_format"] = {"type": "json_object", "schema": schema}
+        start = time.perf_counter()
+        with self._lock:
+            try:
+                resp = self.llama.create_chat_completion(**request)
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise LLMError(f"LLM call failed: {exc}") from exc
+        elapsed = time.perf_counter() - start
+        text = resp["choices"][0]["message"].get("content") or ""
+        usage = resp.get("usage", {})
+        self.last_stats = {"seconds": elapsed, "prompt_tokens": usage.get("prompt_tokens", 0),
+                           "completion_tokens": usage.get("completion_tokens", 0)}
+        message = self._to_message(text, tools) if tools else AIMessage(content=text)
+        message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model}
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    @staticmethod
+    def _to_message(text: str, tools: list[dict[str, Any]]) -> AIMessage:
+        known = {t["function"]["name"] for t in tools}
+        try:
+            data = json.loads(text)
+            raw_calls = data.get("tool_calls", []) if isinstance(data, dict) else []
+        except json.JSONDecodeError:
+            raw_calls = []
+        calls, seen = [], set()
+        for c in raw_calls:
+            if not isinstance(c, dict) or c.get("name") not in known:
+                continue
+            args = c.get("args") if isinstance(c.get("args"), dict) else {}
+            sig = (c["name"], json.dumps(args, sort_keys=True))
+            if sig in seen:  # the same call twice in one round is one call
+                continue
+            seen.add(sig)
+            calls.append({"name": c["name"], "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"})
+        return AIMessage(content="", tool_calls=calls)
+
+    def bind_tools(self, tools: Sequence[BaseTool | dict[str, Any] | type | Callable[..., Any]],
+                   *, tool_choice: str | None = None, **kwargs: Any) -> Runnable:
+        formatted = []
+        for t in tools:
+            if isinstance(t, BaseTool):
+                # Only the arguments the model may set (injected state is hidden from it).
+                formatted.append(convert_to_openai_tool(t.tool_call_schema))
+                formatted[-1]["function"]["name"] = t.name
+                formatted[-1]["function"]["description"] = t.description
+            else:
+                formatted.append(convert_to_openai_tool(t))
+        return self.bind(tools=formatted, tool_choice=tool_choice or "auto", **kwargs)
+
+    def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable:
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise TypeError("with_structured_output takes a pydantic model class")
+        json_schema = schema.model_json_schema()
+
+        def parse(msg: AIMessage) -> BaseModel:
+            try:
+                return schema.model_validate_json(msg.content if isinstance(msg.content, str) else "")
+            except Exception as exc:
+                raise LLMError(f"LLM output did not match {schema.__name__}: {exc}") from exc
+
+        return self.bind(json_schema=json_schema, **kwargs) | RunnableLambda(parse)

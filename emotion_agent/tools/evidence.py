@@ -1,0 +1,187 @@
+"""Typed evidence: what every expert returns and what the agent emits.
+
+Evidence is data, not plumbing: these pydantic models are the contract between the
+modality experts (``tools/``), the fusion step, the explanation and the run records.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+#: MELD's seven emotion classes, in MELD's own order.
+LABELS: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
+Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
+Modality = Literal["text", "audio", "vision", "transcript", "memory"]
+
+#: Sentiment of each emotion, as MELD's annotators grouped them (surprise is mixed; MELD maps it per
+#: utterance, we treat it as neutral-valence for the 3-class derived score).
+SENTIMENT: dict[str, str] = {
+    "neutral": "neutral",
+    "joy": "positive",
+    "surprise": "neutral",
+    "anger": "negative",
+    "sadness": "negative",
+    "disgust": "negative",
+    "fear": "negative",
+}
+
+
+def uniform() -> dict[str, float]:
+    """A flat distribution over the seven labels (what an expert says when it knows nothing)."""
+    return {label: 1.0 / len(LABELS) for label in LABELS}
+
+
+def normalize(dist: dict[str, float]) -> dict[str, float]:
+    """Return ``dist`` over exactly :data:`LABELS`, non-negative and summing to one.
+
+    Missing labels get zero mass; an all-zero or non-finite input becomes uniform.
+    """
+    clean = {label: float(dist.get(label, 0.0)) for label in LABELS}
+    clean = {k: (v if math.isfinite(v) and v > 0 else 0.0) for k, v in clean.items()}
+    total = sum(clean.values())
+    if total <= 0:
+        return uniform()
+    return {k: v / total for k, v in clean.items()}
+
+
+def new_id(prefix: str) -> str:
+    """Short unique id for an evidence item, e.g. ``text-3f9a1c``."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+class Cue(BaseModel):
+    """One short, human-readable fact an expert observed, with its value when it has one."""
+
+    name: str = Field(description="What was observed, e.g. 'exclamation marks' or 'pitch mean'.")
+    value: str | float | int | None = Field(default=None, description="The measured value, if any.")
+    detail: str | None = Field(default=None, description="Reading of the value, e.g. 'high', '30 % above mean'.")
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        if self.value is not None:
+            parts.append(f"= {self.value}")
+        if self.detail:
+            parts.append(f"({self.detail})")
+        return " ".join(parts)
+
+
+class EmotionEvidence(BaseModel):
+    """What one expert concluded about one turn, in one modality."""
+
+    id: str = Field(description="Unique id the explanation cites, e.g. 'text-3f9a1c'.")
+    modality: Modality
+    expert: str = Field(description="Expert name, e.g. 'text_emotion'.")
+    model_id: str = Field(description="Model the expert ran: package/file or user path/hub id.")
+    distribution: dict[str, float] = Field(description="Probability over the 7 MELD labels.")
+    label: Label = Field(description="Top label of the distribution.")
+    confidence: float = Field(ge=0.0, le=1.0, description="How much to trust this evidence (0 = ignore).")
+    cues: list[Cue] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    latency_ms: float = Field(default=0.0, ge=0.0)
+    extra: dict[str, object] = Field(default_factory=dict, description="Expert-specific payload (e.g. transcript).")
+
+    @field_validator("distribution")
+    @classmethod
+    def _normalize(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(LABELS)
+        if unknown:
+            raise ValueError(f"unknown labels in distribution: {sorted(unknown)}")
+        return normalize(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_label(cls, data: object) -> object:
+        if isinstance(data, dict) and "distribution" in data and "label" not in data:
+            dist = normalize(data["distribution"])
+            data = {**data, "label": max(dist, key=dist.__getitem__)}
+        return data
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < 0.2 or bool(self.warnings)
+
+    @classmethod
+    def uninformative(
+        cls, *, modality: Modality, expert: str, model_id: str, warning: str, latency_ms: float = 0.0,
+        **extra: object,
+    ) -> "EmotionEvidence":
+        """Evidence that carries no information (zero confidence, uniform) plus why."""
+        return cls(
+            id=new_id(expert.split("_")[0]),
+            modality=modality,
+            expert=expert,
+            model_id=model_id,
+            distribution=uniform(),
+            label="neutral",
+            confidence=0.0,
+            warnings=[warning],
+            latency_ms=latency_ms,
+            extra=dict(extra),
+        )
+
+
+class Explanation(BaseModel):
+    """What the LLM writes, under a JSON schema: prose plus the evidence ids it relies on."""
+
+    explanation: str = Field(description="Two or three sentences on why the fused label fits, citing evidence.")
+    cited_evidence_ids: list[str] = Field(default_factory=list, description="Ids of evidence items used.")
+
+
+class Adjudication(BaseModel):
+    """The LLM's pick between the fused top-2 labels when fusion is unsure (``agent/adjudicate.py``)."""
+
+    candidates: list[Label] = Field(description="Fused top-2 labels, best first.")
+    margin: float = Field(description="Fused probability of the first candidate minus the second.")
+    threshold: float = Field(description="Adjudication runs when margin < threshold.")
+    fused_label: Label
+    chosen: Label | None = Field(default=None, description="The LLM's pick (always one of the candidates).")
+    changed: bool = False
+    status: Literal["applied", "not_needed", "failed"] = "not_needed"
+    detail: str | None = None
+    latency_ms: float = 0.0
+
+
+class ModalityView(BaseModel):
+    """What one modality on its own says (used to report modalities that disagree)."""
+
+    modality: str
+    expert: str
+    label: Label
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class FusedResult(BaseModel):
+    """The agent's answer for one turn."""
+
+    label: Label
+    confidence: float = Field(ge=0.0, le=1.0)
+    distribution: dict[str, float]
+    evidence: list[EmotionEvidence] = Field(default_factory=list)
+    contributions: dict[str, float] = Field(
+        default_factory=dict, description="Share of the fused decision each modality carried (sums to 1)."
+    )
+    fusion_policy: str = Field(default="weighted", description="Which fusion produced the label.")
+    disagreement: list[ModalityView] = Field(
+        default_factory=list, description="Set when modalities are sure of different labels: each one's reading.")
+    adjudication: Adjudication | None = Field(default=None, description="Set when LLM adjudication was on.")
+    explanation: str | None = None
+    cited_evidence_ids: list[str] = Field(default_factory=list)
+    explanation_source: Literal["llm", "template"] | None = None
+    memory_used: list[str] = Field(default_factory=list, description="Ids of remembered turns recalled for this turn.")
+    warnings: list[str] = Field(default_factory=list)
+    conversation_id: str | None = None
+    speaker: str | None = None
+    turn_index: int | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage latency.")
+
+    @field_validator("distribution")
+    @classmethod
+    def _normalize(cls, v: dict[str, float]) -> dict[str, float]:
+        return normalize(v)
+
+    def evidence_by_id(self) -> dict[str, EmotionEvidence]:
+        return {e.id: e for e in self.evidence}
