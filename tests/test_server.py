@@ -211,22 +211,21 @@ def test_timeout_and_busy_give_clear_json_errors(agent):
 def test_model_work_is_serialized_through_one_worker(client, agent, monkeypatch):
     active, peak, threads = [0], [0], set()
     lock = threading.Lock()
-    graph = agent.graph
+    label_first = agent.label_first
 
-    class Tracking:
-        def invoke(self, *a, **kw):
+    def tracking(*a, **kw):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            threads.add(threading.get_ident())
+        try:
+            time.sleep(0.05)
+            return label_first(*a, **kw)
+        finally:
             with lock:
-                active[0] += 1
-                peak[0] = max(peak[0], active[0])
-                threads.add(threading.get_ident())
-            try:
-                time.sleep(0.05)
-                return graph.invoke(*a, **kw)
-            finally:
-                with lock:
-                    active[0] -= 1
+                active[0] -= 1
 
-    monkeypatch.setattr(agent, "graph", Tracking())
+    monkeypatch.setattr(agent, "label_first", tracking)
     results: list[int] = []
     workers = [threading.Thread(target=lambda i=i: results.append(
         client.post("/v1/analyze", json={"text": f"parallel request {i}"}, headers=A).status_code)) for i in range(6)]

@@ -5,11 +5,16 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
+from emotion_agent.tools.media_checks import MediaCheckError, check_file
 from emotion_agent.tools.base import PriorTurn, TurnInput
 
 
 class InputError(ValueError):
     """A user mistake (nothing to analyse, unreadable file path...). Exit code 2, one line."""
+
+
+class MediaInputError(MediaCheckError, InputError):
+    """No usable input: every media file was refused by the media checks (carries the HTTP status)."""
 
 
 def clean_text(raw: str | bytes | None, max_chars: int) -> tuple[str | None, list[str]]:
@@ -37,7 +42,14 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
               image: str | Path | None = None, video: str | Path | None = None,
               conversation_id: str | None = None, speaker: str | None = None,
               context: list[PriorTurn] | None = None, turn_index: int | None = None,
-              max_chars: int = 2000) -> TurnInput:
+              max_chars: int = 2000, check_media: bool = True) -> TurnInput:
+    """A validated turn: text cleaned and stripped of instructions, each media file sniffed and decoded.
+
+    A file that is missing, empty, corrupt, truncated, renamed or too large is dropped with a warning when
+    something else in the turn is usable; when nothing usable is left, the first file's
+    :class:`MediaInputError` (an :class:`InputError` with its HTTP status) says why. ``check_media=False``
+    only checks that the files exist (the HTTP service runs the same checks on its worker lane).
+    """
     clean, warnings = clean_text(text, max_chars)
     if clean is not None:
         from emotion_agent.agent.injection import strip_injections
@@ -49,14 +61,28 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
             if clean is None and not any(v for v in (audio, image, video)):
                 raise InputError("the text only contained instructions to the system; nothing to analyse")
     paths: dict[str, Path | None] = {}
+    refused: list[MediaCheckError] = []
     for name, value in (("audio", audio), ("image", image), ("video", video)):
         if value is None or str(value) == "":
             paths[name] = None
             continue
         p = Path(value).expanduser()
-        if not p.is_file():
-            raise InputError(f"{name} file not found: {value}")
+        try:
+            if check_media:
+                check_file(p, name)
+            elif not p.is_file():
+                raise MediaCheckError(404, f"{name} file not found: {value}", "not_found")
+        except MediaCheckError as exc:
+            refused.append(exc)
+            paths[name] = None
+            continue
         paths[name] = p
+    if refused:
+        if clean is None and not any(paths.values()):
+            # nothing usable: a user error (exit 2 / its HTTP status), never a neutral answer
+            first = refused[0]
+            raise MediaInputError(first.status, "; ".join(r.message for r in refused), first.code)
+        warnings.extend(f"input not analysed: {r.message}" for r in refused)
     if clean is None and not any(paths.values()):
         if text is not None:
             raise InputError("the text is empty (only whitespace or control characters) and no media was given")

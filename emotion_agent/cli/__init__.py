@@ -12,6 +12,7 @@ import os
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from emotion_agent.cli import agent_commands
 from emotion_agent.console import UserError, err
@@ -43,6 +44,7 @@ def main() -> None:
     from emotion_agent.agent.memory import MemoryStoreError
     from emotion_agent.evals.meld import MeldError
     from emotion_agent.tools.assets import AssetError
+    from emotion_agent.tools.media_checks import MediaCheckError
     from emotion_agent.tools.settings import SettingsError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,9 +53,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except (UserError, InputError, AssetError, MeldError, LLMError, MemoryStoreError, SettingsError,
+    except (UserError, InputError, AssetError, MeldError, LLMError, MemoryStoreError, SettingsError, MediaCheckError,
             FileNotFoundError) as exc:
         sys.stderr.write("error: " + " ".join(str(exc).split()) + "\n")
+        sys.exit(2)
+    except ValidationError as exc:  # a setting with a bad value (EMOTION_AGENT_*): say which, exit 2
+        sys.stderr.write("error: invalid setting: " + " ".join(str(exc).split())[:300] + "\n")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

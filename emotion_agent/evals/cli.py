@@ -96,6 +96,41 @@ def eval_meld(
         print_ablations(rows)
 
 
+@eval_app.command("media")
+def eval_media(
+    task: str = typer.Argument(..., help="speech (RAVDESS + EmoDB, leave-speakers-out), faces (FER2013 crops) or "
+                                         "nonspeech (generated tones, noise, silence)."),
+    limit: Optional[int] = typer.Option(None, help="Class-balanced sample of N items (fixed seed)."),
+    corpus: str = typer.Option("all", help="speech only: ravdess, emodb or all."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<task>-<corpus>-<limit>). "
+                                                  "Rerun the same command to resume."),
+    heads: Optional[Path] = typer.Option(None, help="speech only: folder of fold heads (default "
+                                                    "<cache>/speech_fold_heads; made by train_speech_head "
+                                                    "--fold-heads)."),
+) -> None:
+    """Score the agent on speech clips, face crops or non-speech audio through EmotionAgent.analyze."""
+    from emotion_agent.evals.paths import runs_dir
+    from emotion_agent.evals.run_media import MediaEvalError, iter_rows, run
+
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be a positive number")
+    folder = out or runs_dir() / f"{task}-{corpus}-{limit or 'all'}"
+    try:
+        summary = run(task, out=folder, settings=settings_from(), limit=limit, corpus=corpus, heads=heads)
+    except MediaEvalError as exc:
+        raise UserError(str(exc)) from exc
+    if task == "nonspeech":
+        console.print(f"{summary['n']} non-speech inputs: {summary['confident_labels']} labelled with confidence > "
+                      f"{summary['limit']} (max {summary['max_confidence']:.2f})")
+    else:
+        table = Table("row", "n", "accuracy", "macro-F1", "W-F1", title=f"{task}: ablation")
+        for name, row in iter_rows(summary):
+            table.add_row(name, str(summary["n"]), _fmt(row["accuracy"]), _fmt(row["macro_f1"]),
+                          _fmt(row["weighted_f1"]))
+        console.print(table)
+    console.print(f"records and summary in {folder}")
+
+
 def print_summary(summary: dict) -> None:
     m = summary["metrics"]
     b = summary["always_neutral"]

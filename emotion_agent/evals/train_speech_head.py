@@ -173,6 +173,37 @@ def meld_clip_predictions(settings: Settings) -> list[dict]:
     return rows
 
 
+def save_head(path: Path, x: np.ndarray, y: np.ndarray, c: float, model: str, layers: list[int],
+              pools: tuple[str, ...], n_layers: int, trained_on: str, cv_accuracy: float | None) -> None:
+    """Fit the logistic head on (x, y) and write it in the .npz format the speech expert loads."""
+    scaler, clf = fit_lr(x, y, c)
+    coef = np.zeros((len(LABELS), x.shape[1]), dtype=np.float32)
+    icpt = np.full(len(LABELS), -30.0, dtype=np.float32)
+    coef[clf.classes_] = clf.coef_
+    icpt[clf.classes_] = clf.intercept_
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"cv_ravdess_accuracy": np.array(cv_accuracy)} if cv_accuracy is not None else {}
+    np.savez_compressed(
+        path, mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32), coef=coef,
+        intercept=icpt, labels=np.array(LABELS), encoder=np.array(model), layers=np.array(layers, dtype=np.int32),
+        pools=np.array(pools), n_layers=np.array(n_layers), prosody=np.array(True), trained_on=np.array(trained_on),
+        **extra)
+
+
+def write_fold_heads(folder: Path, rows: list[dict], x: np.ndarray, y: np.ndarray, fold: np.ndarray, c: float,
+                     model: str, layers: list[int], pools: tuple[str, ...], n_layers: int) -> None:
+    """``fold<k>.npz`` trained without fold k's speakers, and ``folds.json`` mapping each speaker to its fold."""
+    speakers: dict[str, int] = {}
+    for r, f in zip(rows, fold):
+        speakers[f"{r['corpus']}:{r['speaker']}"] = int(f)
+    for f in sorted(set(int(v) for v in fold)):
+        held = sorted(s for s, k in speakers.items() if k == f)
+        save_head(folder / f"fold{f}.npz", x[fold != f], y[fold != f], c, model, layers, pools, n_layers,
+                  f"RAVDESS + EmoDB without {', '.join(held)}", None)
+    (folder / "folds.json").write_text(json.dumps(speakers, indent=1))
+    print(f"wrote {len(set(fold))} fold heads to {folder}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="whisper-base")
@@ -181,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--C", type=float, default=0.02, help="inverse L2 strength (0: pick among 0.005-0.05 by CV)")
     ap.add_argument("--search", action="store_true", help="compare layer/pool variants (slow)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--fold-heads", type=Path, default=None,
+                    help="Write one head per speaker-disjoint fold (trained without that fold's speakers) into this "
+                         "folder, for the leave-speakers-out agent eval (emotion-agent eval speech), then stop.")
     args = ap.parse_args(argv)
 
     settings = Settings.from_env()
@@ -227,23 +261,13 @@ def main(argv: list[str] | None = None) -> None:
                     "trained on RAVDESS+EmoDB of the other folds; RAVDESS 'calm' counted as neutral",
         "labels": list(LABELS), "results": best, "search": search or VARIANTS_MEASURED,
     }
+    if args.fold_heads:
+        write_fold_heads(args.fold_heads, rows, x, y, fold, best_c, args.model, layers, pools, n_layers)
+        return
     if not args.no_save:
-        scaler, clf = fit_lr(x, y, best_c)
-        coef = np.zeros((len(LABELS), x.shape[1]), dtype=np.float32)
-        icpt = np.full(len(LABELS), -30.0, dtype=np.float32)
-        coef[clf.classes_] = clf.coef_
-        icpt[clf.classes_] = clf.intercept_
-        WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            WEIGHTS_DIR / "speech_head.npz",
-            mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32),
-            coef=coef, intercept=icpt,
-            labels=np.array(LABELS), encoder=np.array(args.model), layers=np.array(layers, dtype=np.int32),
-            pools=np.array(pools), n_layers=np.array(n_layers), prosody=np.array(True),
-            trained_on=np.array(f"RAVDESS actors 1-20 + EmoDB, {len(rows)} clips"),
-            cv_ravdess_accuracy=np.array(best["ravdess"]["accuracy"]),
-        )
         head = WEIGHTS_DIR / "speech_head.npz"
+        save_head(head, x, y, best_c, args.model, layers, pools, n_layers,
+                  f"RAVDESS actors 1-20 + EmoDB, {len(rows)} clips", best["ravdess"]["accuracy"])
         print(f"wrote {head} ({head.stat().st_size / 1e3:.0f} kB)")
     if not args.no_save:
         out["meld_clips"] = meld_clip_predictions(settings)

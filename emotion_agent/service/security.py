@@ -28,12 +28,19 @@ SPEAKER_MAX = 64
 TENANT_SEP = "~"
 
 
-class SecurityError(Exception):
-    """A request refused for a safety reason; ``status`` is the HTTP code, ``message`` user-facing."""
+from emotion_agent.tools.media_checks import (  # noqa: E402 - one validation for the CLI and the API
+    ALLOWED,
+    KINDS,
+    Limits,
+    MediaCheckError,
+    describe,
+    probe,
+    sniff,
+)
 
-    def __init__(self, status: int, message: str, code: str):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+#: A request refused for a safety reason (``status`` is the HTTP code); the media checks raise the same type.
+SecurityError = MediaCheckError
+__all__ = ["ALLOWED", "KINDS", "Limits", "SecurityError", "describe", "probe", "sniff"]
 
 
 # ---- API keys ---------------------------------------------------------------------------------
@@ -148,77 +155,6 @@ def validate_speaker(speaker: str | None) -> str | None:
 
 
 # ---- uploads ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Limits:
-    max_upload_bytes: int = 25 * 1024 * 1024       # per file
-    max_request_bytes: int = 60 * 1024 * 1024      # whole body
-    max_json_bytes: int = 64 * 1024
-    max_audio_s: float = 60.0
-    max_video_s: float = 60.0
-    max_image_pixels: int = 40_000_000
-
-
-#: kind → (extension, allowed slots)
-_KINDS = {
-    "wav": ("audio", ".wav"), "flac": ("audio", ".flac"), "ogg": ("audio", ".ogg"), "mp3": ("audio", ".mp3"),
-    "m4a": ("audio", ".m4a"), "webm": ("video", ".webm"), "mp4": ("video", ".mp4"), "mov": ("video", ".mov"),
-    "mkv": ("video", ".mkv"), "avi": ("video", ".avi"),
-    "jpeg": ("image", ".jpg"), "png": ("image", ".png"), "gif": ("image", ".gif"), "webp": ("image", ".webp"),
-    "bmp": ("image", ".bmp"),
-}
-ALLOWED = {"audio": {"wav", "flac", "ogg", "mp3", "m4a", "mp4", "webm"},
-           "image": {"jpeg", "png", "webp", "bmp", "gif"},
-           "video": {"mp4", "mov", "webm", "mkv", "avi"}}
-
-
-def sniff(head: bytes) -> str | None:
-    """Container type from the first bytes, or None when unknown (the name/content type are ignored)."""
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return "wav"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "avi"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
-        return "mp3"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"BM") and len(head) >= 14:
-        return "bmp"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"M4A ", b"M4B "):
-            return "m4a"
-        if brand == b"qt  ":
-            return "mov"
-        return "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm" if b"webm" in head[:64] else "mkv"
-    return None
-
-
-def describe(head: bytes) -> str:
-    if head.startswith(b"MZ"):
-        return "a Windows executable"
-    if head.startswith(b"\x7fELF"):
-        return "an ELF executable"
-    if head.startswith(b"%PDF"):
-        return "a PDF document"
-    if head.startswith(b"PK\x03\x04"):
-        return "a ZIP archive"
-    if head.startswith(b"#!"):
-        return "a script"
-    return "an unrecognised format"
-
-
 UPLOAD_PREFIX = "emotion-agent-upload-"
 
 
@@ -255,76 +191,3 @@ def sweep_stale_uploads(older_than_s: float = 3600.0) -> int:
         except OSError:
             continue
     return removed
-
-
-def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
-    """Check a saved upload really decodes and is within limits. Returns its duration (audio/video)."""
-    if slot == "image":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > limits.max_image_pixels:
-                    raise SecurityError(413, f"image is {w}x{h}; at most {limits.max_image_pixels} pixels",
-                                        "image_too_large")
-                im.load()  # raises on truncated data
-        except SecurityError:
-            raise
-        except Exception as exc:
-            raise SecurityError(422, f"the image could not be decoded (truncated or corrupt {kind}): "
-                                     f"{_short(exc)}", "bad_media") from exc
-        return None
-    if kind == "wav":
-        _check_riff_size(path)
-    import av
-
-    max_s = limits.max_audio_s if slot == "audio" else limits.max_video_s
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            streams = [s for s in container.streams if s.type in ("audio", "video")]
-            if slot == "audio" and not container.streams.audio:
-                raise SecurityError(422, "the audio upload has no audio stream", "bad_media")
-            if slot == "video" and not container.streams.video:
-                raise SecurityError(422, "the video upload has no video stream", "bad_media")
-            declared = container.duration / 1e6 if container.duration else None
-            if declared is not None and declared > max_s + 0.5:
-                raise SecurityError(413, f"{slot} is {declared:.1f} s long; at most {max_s:.0f} s",
-                                    "too_long")
-            # Demux + decode everything: truncated or corrupt files fail here, not inside an expert.
-            seconds, decoded = 0.0, 0
-            for frame in container.decode(*streams[:2]):
-                decoded += 1
-                if frame.time is not None:
-                    seconds = max(seconds, float(frame.time))
-                if seconds > max_s + 0.5:
-                    raise SecurityError(413, f"{slot} is longer than {max_s:.0f} s", "too_long")
-            if decoded == 0:
-                raise SecurityError(422, f"the {slot} upload contains no decodable data (empty or truncated)",
-                                    "bad_media")
-            if declared and seconds > 0 and seconds + 0.5 < declared * 0.8:
-                raise SecurityError(422, f"the {slot} upload is truncated: it declares {declared:.1f} s but only "
-                                         f"{seconds:.1f} s could be decoded", "truncated")
-            return declared if declared is not None else seconds
-    except SecurityError:
-        raise
-    except Exception as exc:
-        raise SecurityError(422, f"the {slot} upload could not be decoded (truncated or corrupt {kind}): "
-                                 f"{_short(exc)}", "bad_media") from exc
-
-
-def _check_riff_size(path: Path) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(12)
-    declared = int.from_bytes(head[4:8], "little") + 8
-    if declared > size and declared != 0xFFFFFFFF + 8:  # streaming writers put 0xFFFFFFFF
-        raise SecurityError(422, f"the WAV file is truncated: its header declares {declared} bytes but "
-                                 f"{size} arrived", "truncated")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).split("\n")[0]
-    # Never echo server paths back to the client.
-    text = re.sub(r"(/[^\s'\"]+)+", "<file>", text)
-    return text[:160] or type(exc).__name__

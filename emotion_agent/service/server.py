@@ -54,7 +54,7 @@ from emotion_agent.service.security import (
     Limits,
     SecurityError,
     UploadDir,
-    _KINDS,
+    KINDS,
     describe,
     presented_key,
     probe,
@@ -589,11 +589,11 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             raise SecurityError(422, f"the {slot} upload is empty", "empty_upload")
         kind = sniff(head)
         if kind is None or kind not in ALLOWED[slot]:
-            what = describe(head) if kind is None else f"{kind} ({_KINDS[kind][0]})"
+            what = describe(head) if kind is None else f"{kind} ({KINDS[kind][0]})"
             raise SecurityError(415, f"the {slot} upload is {what}, not an accepted {slot} format "
                                      f"({', '.join(sorted(ALLOWED[slot]))}); the file name and declared type "
                                      "are ignored", "unsupported_media_type")
-        path = upload.file(slot, _KINDS[kind][1])
+        path = upload.file(slot, KINDS[kind][1])
         size = len(head)
         with path.open("wb") as out:
             out.write(head)
@@ -625,7 +625,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         try:
             turn = make_turn(text=text, audio=paths.get("audio"), image=paths.get("image"),
                              video=paths.get("video"), conversation_id=scoped_id(t, cid) if cid else None,
-                             speaker=speaker, max_chars=settings.max_text_chars)
+                             speaker=speaker, max_chars=settings.max_text_chars, check_media=False)
         except InputError as exc:
             raise ServiceError(422, str(exc), "invalid_request") from None
         return turn, warnings

@@ -26,6 +26,7 @@ GrammarMode = Literal["fallback", "always"]
 AsrBackend = Literal["faster-whisper", "whisper"]
 FrameStrategy = Literal["uniform", "middle", "expressive"]
 FaceSelect = Literal["largest", "central"]
+TextModel = Literal["mpnet-lora", "minilm-head"]
 
 
 class SettingsError(ValueError):
@@ -77,7 +78,13 @@ class Settings(BaseSettings):
     context_turns: int = Field(default=3, ge=0, description="Previous turns of the conversation to use.")
     max_text_chars: int = Field(default=2000, ge=1, description="Longer text is truncated with a warning.")
     max_tool_rounds: int = Field(default=3, ge=1, description="Hard cap on LLM planner tool rounds.")
-    text_weights: Path | None = Field(default=None, description="Text expert head (.npz); packaged default.")
+    text_model: TextModel = Field(default="mpnet-lora", description="Text expert: 'mpnet-lora' (fine-tuned mpnet "
+                                  "with the dialogue as context) or 'minilm-head' (frozen MiniLM + linear head).")
+    text_base: str = Field(default="all-mpnet-base-v2", description="Base encoder of the fine-tuned text expert: "
+                           "registry name, local folder or hub id.")
+    text_adapter: Path | None = Field(default=None, description="Fine-tuned adapter (.safetensors); packaged "
+                                      "default.")
+    text_weights: Path | None = Field(default=None, description="MiniLM text head (.npz); packaged default.")
     # audio experts
     asr_backend: AsrBackend = Field(default="faster-whisper", description="'faster-whisper' or 'whisper'.")
     asr_model: str = Field(default="whisper-tiny.en", description="Registry name, local path or hub id.")
@@ -90,7 +97,7 @@ class Settings(BaseSettings):
     face_select: FaceSelect = Field(default="largest", description="Primary face rule: 'largest' or 'central'.")
     vlm_model: str | None = Field(default=None, description="VLM path/hub id; describe_scene off if unset.")
 
-    @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", mode="before")
+    @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
         if isinstance(value, str):

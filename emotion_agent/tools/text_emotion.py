@@ -1,13 +1,20 @@
 """Text expert: emotion of an utterance from its words (and the dialogue so far).
 
-A linear classifier over MiniLM sentence embeddings of the utterance, a recency-weighted
-embedding of the previous turns and a few surface features; trained on MELD train, tuned
-on dev (``python -m emotion_agent.evals.train_text_expert``). Weights are a small ``.npz`` in
-``tools/weights/`` (or a user path), applied in numpy — no pickle, no torch.
+Two models, chosen by ``settings.text_model``:
+
+* ``mpnet-lora`` (default): all-mpnet-base-v2 fine-tuned with LoRA on MELD train, EmoBERTa-style input
+  (past turns with speaker names, a separator, then "Speaker: utterance"); chosen on MELD dev
+  (``python -m emotion_agent.evals.train_text_finetune``). The adapter + head ship in the package
+  (``tools/weights/text_mpnet_lora.safetensors``, a few MB); the base comes from the packaged asset or
+  any folder / hub id in ``settings.text_base``.
+* ``minilm-head``: a linear classifier over frozen MiniLM int8 embeddings of the utterance, a recency-
+  weighted embedding of the previous turns and surface features (``evals/train_text_expert.py``),
+  applied in numpy.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +28,62 @@ from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, new_id
 from emotion_agent.tools.text_features import build_features, context_vector, non_english_share, readable_cues
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "text_emotion.npz"
+DEFAULT_ADAPTER = WEIGHTS_DIR / "text_mpnet_lora.safetensors"
+_MPNET: dict[tuple[str, str], "MpnetTextModel"] = {}
+_MPNET_LOCK = threading.Lock()
+
+
+class MpnetTextModel:
+    """The fine-tuned mpnet classifier (adapters merged), with its dev-fitted softmax temperature."""
+
+    def __init__(self, base: str, adapter: Path):
+        from emotion_agent.tools.mpnet_classifier import load_finetuned
+
+        if not adapter.is_file():
+            raise ExpertError(f"fine-tuned text adapter not found at {adapter}; train it with `python -m "
+                              "emotion_agent.evals.train_text_finetune --export`, set EMOTION_AGENT_TEXT_ADAPTER, "
+                              "or use EMOTION_AGENT_TEXT_MODEL=minilm-head")
+        self.tokenizer, self.model, self.meta = load_finetuned(base, adapter, len(LABELS))
+        labels = self.meta.get("labels", ",".join(LABELS)).split(",")
+        if labels != list(LABELS):
+            raise ExpertError(f"{adapter}: label order {labels} differs from MELD's {list(LABELS)}")
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        self.lock = threading.Lock()
+
+    def predict_proba(self, context: list[tuple[str | None, str]], speaker: str | None, text: str) -> np.ndarray:
+        """Distribution over LABELS for ``text`` said by ``speaker`` after ``context`` (oldest first)."""
+        import torch
+
+        from emotion_agent.tools.mpnet_classifier import collate, encode
+        from emotion_agent.tools.whisper_encoder import torch_threads
+
+        row = encode(self.tokenizer, [(s or "", t) for s, t in context], speaker, text, self.model.cfg.max_len)
+        with self.lock, torch_threads(), torch.inference_mode():
+            logits = self.model(**collate([row], self.tokenizer.pad_token_id))[0].numpy().astype(np.float64)
+        z = logits / self.temperature
+        z -= z.max()
+        p = np.exp(z)
+        return p / p.sum()
+
+
+def shared_mpnet(base: str, adapter: Path, settings: Settings) -> MpnetTextModel:
+    """One loaded model per (base, adapter) per process (experts, eval workers and the service share it)."""
+    from emotion_agent.tools.assets import REGISTRY, AssetError, ensure
+    from emotion_agent.tools.registry import import_asset_modules
+
+    import_asset_modules()
+    key = (base, str(adapter))
+    with _MPNET_LOCK:
+        if key not in _MPNET:
+            if base in REGISTRY:
+                try:
+                    folder = str(ensure(base, settings, quiet=True))
+                except AssetError as exc:
+                    raise ExpertError(str(exc)) from None
+            else:
+                folder = base  # a local folder or a hub id (needs the network)
+            _MPNET[key] = MpnetTextModel(folder, adapter)
+        return _MPNET[key]
 
 
 class TextClassifier:
@@ -62,15 +125,27 @@ class TextEmotionExpert(Expert):
     stage: ClassVar[int] = 1
 
     def __init__(self, settings: Settings | None = None, weights: Path | None = None,
-                 embedder: MiniLMEmbedder | None = None):
+                 embedder: MiniLMEmbedder | None = None, model: str | None = None):
         self.settings = settings or Settings.from_env()
+        self.kind = model or self.settings.text_model
+        if self.kind == "mpnet-lora" and self.settings.text_adapter is None and not DEFAULT_ADAPTER.is_file():
+            self.kind = "minilm-head"  # this build ships no fine-tuned adapter: the MiniLM head is the text expert
         self.weights_path = Path(weights or self.settings.text_weights or DEFAULT_WEIGHTS)
+        self.adapter_path = Path(self.settings.text_adapter or DEFAULT_ADAPTER)
         self._embedder = embedder
         self._clf: TextClassifier | None = None
 
     @property
     def model_id(self) -> str:
+        """Which text model runs."""
+        if self.kind == "mpnet-lora":
+            return f"{self.settings.text_base} + LoRA ({self.adapter_path.name})"
         return f"minilm-l6-int8 + linear head ({self.weights_path.name})"
+
+    @property
+    def mpnet(self) -> MpnetTextModel:
+        """The fine-tuned model (loaded on first use)."""
+        return shared_mpnet(self.settings.text_base, self.adapter_path, self.settings)
 
     @property
     def embedder(self) -> MiniLMEmbedder:
@@ -85,6 +160,10 @@ class TextEmotionExpert(Expert):
         return self._clf
 
     def warmup(self) -> None:
+        """Load the model now."""
+        if self.kind == "mpnet-lora":
+            self.mpnet.predict_proba([], None, "warm up")
+            return
         self.classifier
         self.embedder.embed(["warm up"])
 
@@ -98,11 +177,18 @@ class TextEmotionExpert(Expert):
         if not any(ch.isalpha() for ch in text):
             raise ExpertError("the text has no words (only punctuation, digits or symbols)")
         source = "text" if turn.text and turn.text.strip() else "transcript"
-        clf = self.classifier
-        context = [t.text for t in turn.context[-clf.context_k:]] if clf.context_k else []
-        embs = self.embedder.embed([text, *context])
-        ctx = context_vector(embs[1:] if context else None, self.embedder.dim)
-        proba = clf.predict_proba(build_features(embs[0], ctx, text)[None, :])[0]
+        if self.kind == "mpnet-lora":
+            model = self.mpnet
+            k = model.model.cfg.context_turns
+            context = [t.text for t in turn.context[-k:]] if k else []
+            proba = model.predict_proba([(t.speaker, t.text) for t in turn.context[-k:]] if k else [],
+                                        turn.speaker, text)
+        else:
+            clf = self.classifier
+            context = [t.text for t in turn.context[-clf.context_k:]] if clf.context_k else []
+            embs = self.embedder.embed([text, *context])
+            ctx = context_vector(embs[1:] if context else None, self.embedder.dim)
+            proba = clf.predict_proba(build_features(embs[0], ctx, text)[None, :])[0]
         dist = {label: float(p) for label, p in zip(LABELS, proba)}
         warnings: list[str] = []
         confidence = float(proba.max())
@@ -118,5 +204,5 @@ class TextEmotionExpert(Expert):
             id=new_id("text"), modality="text" if source == "text" else "transcript",
             expert=self.name, model_id=self.model_id, distribution=dist,
             confidence=min(max(confidence, 0.0), 1.0), cues=cues, warnings=warnings,
-            extra={"source": source, "chars": len(text)},
+            extra={"source": source, "chars": len(text), "context_in_model": self.kind == "mpnet-lora"},
         )

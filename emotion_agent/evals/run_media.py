@@ -1,0 +1,306 @@
+"""Speech, face and non-speech evals through the full agent path (``EmotionAgent.analyze``), resumable.
+
+* ``speech``: labelled clips of ``<data>/speech`` (RAVDESS actors 1–20, EmoDB), leave-speakers-out: each
+  clip is analysed by an agent whose speech head was trained without that clip's speakers (fold heads from
+  ``python -m emotion_agent.evals.train_speech_head --fold-heads DIR``). Only the audio is given, as a user
+  would: Whisper transcribes it, the text expert reads the transcript, the voice head reads the voice.
+* ``faces``: the labelled crops of ``<data>/faces`` through ``analyze --image``'s path (detector, padding,
+  crop fallback), class-balanced.
+* ``nonspeech``: generated tones, chords, noise, clicks and silence; none may get a label with confidence > 0.4.
+
+Every run writes ``records.jsonl`` (one line per item, fsync'ed; a rerun skips what is there) and
+``summary.json`` with the per-modality ablation read off the same records (words only / voice only /
+face only / fused), confusion matrices and a plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from emotion_agent.evals.metrics import classification_report
+from emotion_agent.tools.evidence import LABELS
+from emotion_agent.tools.settings import Settings
+
+TASKS = ("speech", "faces", "nonspeech")
+#: Non-speech inputs must never get a label this confident.
+NONSPEECH_MAX_CONFIDENCE = 0.4
+
+
+class MediaEvalError(ValueError):
+    """The eval cannot run (missing data or fold heads); the message says what to do."""
+
+
+# ---- datasets ----------------------------------------------------------------------------------
+def speech_items(data_dir: Path, corpus: str = "all") -> list[dict[str, Any]]:
+    """Labelled speech clips with a MELD emotion: path, gold, corpus, speaker key."""
+    labels = data_dir / "speech" / "labels.csv"
+    if not labels.is_file():
+        raise MediaEvalError(f"{labels} not found (set EMOTION_AGENT_DATA_DIR)")
+    out = []
+    with labels.open(encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if r["emotion"] in LABELS and corpus in ("all", r["corpus"]):
+                out.append({"key": r["path"], "path": str(data_dir / "speech" / r["path"]), "gold": r["emotion"],
+                            "corpus": r["corpus"], "speaker": f"{r['corpus']}:{r['speaker']}"})
+    return out
+
+
+def face_items(data_dir: Path) -> list[dict[str, Any]]:
+    """Labelled face crops: path, gold."""
+    labels = data_dir / "faces" / "labels.csv"
+    if not labels.is_file():
+        raise MediaEvalError(f"{labels} not found (set EMOTION_AGENT_DATA_DIR)")
+    with labels.open(encoding="utf-8") as fh:
+        return [{"key": r["path"], "path": str(data_dir / "faces" / r["path"]), "gold": r["emotion"]}
+                for r in csv.DictReader(fh) if r["emotion"] in LABELS]
+
+
+def nonspeech_items(folder: Path, seed: int = 7) -> list[dict[str, Any]]:
+    """Generate (once) WAVs with no speech: tones, chords, sweeps, noises, clicks, silence, DC."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sr = 16_000
+
+    def t(sec: float) -> np.ndarray:
+        return np.arange(int(sec * sr)) / sr
+
+    signals: dict[str, Callable[[], tuple[np.ndarray, int]]] = {
+        "tone_440": lambda: (0.5 * np.sin(2 * np.pi * 440 * t(3)), sr),
+        "tone_200_quiet": lambda: (0.05 * np.sin(2 * np.pi * 200 * t(4)), sr),
+        "tone_1k_48k": lambda: (0.4 * np.sin(2 * np.pi * 1000 * np.arange(48_000 * 3) / 48_000), 48_000),
+        "chord_major": lambda: (sum(0.2 * np.sin(2 * np.pi * f * t(4)) for f in (261.6, 329.6, 392.0)), sr),
+        "melody": lambda: (np.concatenate([0.3 * np.sin(2 * np.pi * f * t(0.4)) for f in
+                                           (262, 294, 330, 349, 392, 440, 494, 523)]), sr),
+        "sweep": lambda: (0.4 * np.sin(2 * np.pi * (100 + 1500 * t(3) / 3) * t(3)), sr),
+        "white_noise": lambda: (0.3 * rng.standard_normal(int(5 * sr)), sr),
+        "white_noise_8s_384k": lambda: (0.3 * rng.standard_normal(8 * 384_000), 384_000),
+        "pink_noise": lambda: (np.cumsum(rng.standard_normal(int(4 * sr))) * 0.002, sr),
+        "clicks": lambda: (np.where(np.arange(int(3 * sr)) % 4000 == 0, 0.9, 0.0), sr),
+        "silence": lambda: (np.zeros(int(3 * sr)), sr),
+        "constant_6s": lambda: (np.full(int(6 * sr), 0.3), sr),
+        "hum_50hz": lambda: (0.3 * np.sin(2 * np.pi * 50 * t(4)), sr),
+        "drum_like": lambda: (np.concatenate([np.exp(-np.arange(4000) / 400) * rng.standard_normal(4000) * 0.8
+                                              for _ in range(12)]), sr),
+    }
+    items = []
+    for name, make in signals.items():
+        path = folder / f"{name}.wav"
+        if not path.is_file():
+            x, rate = make()
+            sf.write(path, np.clip(np.asarray(x, dtype=np.float32), -1, 1), rate)
+        items.append({"key": name, "path": str(path), "gold": None})
+    return items
+
+
+def balanced(items: list[dict[str, Any]], limit: int | None, seed: int = 13) -> list[dict[str, Any]]:
+    """At most ``limit`` items, as even across gold labels as the data allows (fixed seed)."""
+    if not limit or limit >= len(items):
+        return items
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        by[str(it["gold"])].append(it)
+    rng = random.Random(seed)
+    for v in by.values():
+        rng.shuffle(v)
+    out: list[dict[str, Any]] = []
+    while len(out) < limit and any(by.values()):
+        for k in sorted(by):
+            if by[k] and len(out) < limit:
+                out.append(by[k].pop())
+    return out
+
+
+# ---- solver --------------------------------------------------------------------------------------
+def fold_heads(folder: Path) -> dict[str, Path]:
+    """Speaker key → the fold head trained without that speaker."""
+    mapping = folder / "folds.json"
+    if not mapping.is_file():
+        raise MediaEvalError(f"no fold heads in {folder}: run python -m emotion_agent.evals.train_speech_head "
+                             f"--fold-heads {folder}")
+    return {spk: folder / f"fold{f}.npz" for spk, f in json.loads(mapping.read_text()).items()}
+
+
+def top(e: dict[str, Any] | None) -> str | None:
+    """Top label of an evidence record (None when absent or uninformative)."""
+    if not e or e.get("confidence", 0.0) <= 0.0:
+        return None
+    d = e["distribution"]
+    return max(d, key=d.__getitem__)
+
+
+def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any]:
+    """One JSONL record: the gold label, the fused result and each modality's own reading."""
+    ev = {e.expert: e.model_dump(mode="json") for e in result.evidence}
+    return {
+        "key": item["key"], "gold": item["gold"], "corpus": item.get("corpus"), "speaker": item.get("speaker"),
+        "label": result.label, "confidence": result.confidence, "distribution": result.distribution,
+        "voice": top(ev.get("speech_emotion")), "words": top(ev.get("text_emotion")),
+        "face": top(ev.get("facial_emotion")),
+        "transcript": (ev.get("transcribe") or {}).get("extra", {}).get("transcript"),
+        "face_detection": (ev.get("facial_emotion") or {}).get("extra", {}).get("detection", "detector")
+        if ev.get("facial_emotion") and (ev["facial_emotion"]["extra"].get("n_faces") or 0) > 0 else "none",
+        "disagreement": [v.model_dump() for v in result.disagreement], "warnings": result.warnings,
+        "contributions": result.contributions, "wall_s": round(wall_s, 3),
+    }
+
+
+def read_done(path: Path) -> dict[str, dict[str, Any]]:
+    """Records already written (unreadable lines are skipped; the item is simply redone)."""
+    done: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("key"), str):
+                done[rec["key"]] = rec
+    return done
+
+
+def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, corpus: str = "all",
+        heads: Path | None = None) -> dict[str, Any]:
+    """Run (or resume) one media eval into ``out``; returns the summary."""
+    from emotion_agent.agent.inputs import make_turn
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.tools.registry import build_experts
+    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
+
+    if task not in TASKS:
+        raise MediaEvalError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
+    data_dir = settings.require_data_dir() if task != "nonspeech" else settings.data_dir
+    if task == "speech":
+        items = balanced(speech_items(data_dir, corpus), limit)
+        head_of = fold_heads(heads or settings.cache_dir / "speech_fold_heads")
+    elif task == "faces":
+        items = balanced(face_items(data_dir), limit)
+        head_of = {}
+    else:
+        items = nonspeech_items(out / "inputs")
+        head_of = {}
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "records.jsonl"
+    done = read_done(records_path)
+    todo = [it for it in items if it["key"] not in done]
+    experts = build_experts(settings)
+    agents: dict[Path | None, EmotionAgent] = {}
+
+    def agent_for(item: dict[str, Any]) -> EmotionAgent:
+        head = head_of.get(item.get("speaker") or "") if task == "speech" else None
+        if task == "speech" and head is None:
+            raise MediaEvalError(f"no fold head covers speaker {item.get('speaker')}")
+        if head not in agents:
+            ex = dict(experts)
+            if head is not None:
+                ex["speech_emotion"] = SpeechEmotionExpert(settings, weights=head)
+            agents[head] = EmotionAgent(settings, memory=False, experts=ex)
+        return agents[head]
+
+    with records_path.open("a", encoding="utf-8") as fh, tqdm(total=len(items), initial=len(items) - len(todo),
+                                                             desc=f"eval {task}", unit="item") as bar:
+        for item in todo:
+            kind = "image" if task == "faces" else "audio"
+            turn = make_turn(**{kind: item["path"]})
+            t0 = time.perf_counter()
+            result = agent_for(item).analyze(turn, explain=False, remember=False)
+            rec = record_of(item, result, time.perf_counter() - t0)
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            done[item["key"]] = rec
+            bar.update(1)
+    records = [done[it["key"]] for it in items if it["key"] in done]
+    summary = summarize(task, records)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if task != "nonspeech":
+        plot(summary, out / "confusion.png", task)
+    return summary
+
+
+# ---- scorers -------------------------------------------------------------------------------------
+def rows_for(task: str) -> list[tuple[str, str]]:
+    """(ablation row, record field) per task: each modality alone and the fused label."""
+    if task == "speech":
+        return [("fused (agent)", "label"), ("voice only", "voice"), ("words only (transcript)", "words")]
+    return [("fused (agent)", "label"), ("face only", "face")]
+
+
+def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and confusion per ablation row (an absent modality counts as neutral), plus extras."""
+    summary: dict[str, Any] = {"task": task, "n": len(records)}
+    walls = sorted(r["wall_s"] for r in records)
+    if walls:
+        summary["latency_s"] = {"p50": walls[len(walls) // 2], "p95": walls[min(len(walls) - 1, int(0.95 * len(walls)))]}
+    if task == "nonspeech":
+        confident = [r for r in records if r["confidence"] > NONSPEECH_MAX_CONFIDENCE]
+        summary.update(max_confidence=max((r["confidence"] for r in records), default=0.0),
+                       confident_labels=len(confident), limit=NONSPEECH_MAX_CONFIDENCE,
+                       items={r["key"]: [r["label"], round(r["confidence"], 3)] for r in records})
+        return summary
+    gold = [r["gold"] for r in records]
+    summary["rows"] = {}
+    for name, field in rows_for(task):
+        pred = [r.get(field) or "neutral" for r in records]
+        rep = classification_report(gold, pred, bootstrap=200)
+        summary["rows"][name] = {"accuracy": rep.get("accuracy"), "weighted_f1_ci95": rep.get("weighted_f1_ci95"), "macro_f1": rep.get("macro_f1"),
+                                 "weighted_f1": rep.get("weighted_f1"), "confusion": rep.get("confusion"),
+                                 "per_class": rep.get("per_class")}
+    if task == "speech":
+        for corpus in sorted({r["corpus"] for r in records}):
+            sub = [r for r in records if r["corpus"] == corpus]
+            summary[f"{corpus}_fused_accuracy"] = classification_report([r["gold"] for r in sub],
+                                                                        [r["label"] for r in sub], bootstrap=0)["accuracy"]
+            summary[f"{corpus}_voice_accuracy"] = classification_report(
+                [r["gold"] for r in sub], [r["voice"] or "neutral" for r in sub], bootstrap=0)["accuracy"]
+        summary["voice_disagreed_with_words"] = sum(1 for r in records if r["disagreement"])
+    if task == "faces":
+        kinds: dict[str, int] = defaultdict(int)
+        for r in records:
+            kinds[r["face_detection"]] += 1
+        summary["face_detection"] = dict(kinds)
+    return summary
+
+
+def plot(summary: dict[str, Any], path: Path, task: str) -> None:
+    """Confusion matrices of the ablation rows, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4.6))
+    for ax, (name, row) in zip(np.atleast_1d(axes), rows.items()):
+        cm = np.array(row["confusion"]["matrix"] if isinstance(row["confusion"], dict) else row["confusion"])
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
+        ax.set_yticks(range(len(LABELS)), LABELS)
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+        ax.set_title(f"{name}: acc {row['accuracy'] or 0:.1f}%")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+    fig.suptitle(f"{task}: {summary['n']} items through EmotionAgent.analyze")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def iter_rows(summary: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ablation rows of a summary, in order."""
+    yield from summary.get("rows", {}).items()
