@@ -67,6 +67,8 @@ CROP_ASPECT = (0.7, 1.45)
 #: at least PAD_MIN_SIDE before a second detection (BlazeFace misses faces that fill the whole frame).
 PAD_SHARE = 0.35
 PAD_MIN_SIDE = 256
+#: A face found after padding whose box is at least this share of the image's side makes it a tight crop.
+TIGHT_CROP_SHARE = 0.5
 MIN_FACE_PX = 24  # faces smaller than this (in the original image) are still read, with a warning
 #: Readable names of what each label looks like on a face (for cues).
 LOOK = {"neutral": "neutral face", "joy": "smile", "surprise": "surprised face", "anger": "angry face",
@@ -374,8 +376,19 @@ class FacialEmotionExpert(Expert):
         looks_like_crop = max(h, w) <= CROP_MAX_SIDE and CROP_ASPECT[0] <= w / max(h, 1) <= CROP_ASPECT[1]
         if reading.primary_face is None and (looks_like_crop or min(h, w) < PAD_MIN_SIDE):
             reading = self.analyzer.analyze_padded(img.rgb, self.rule)
-            if reading.primary_face is not None:
-                notes.append("face found after padding the image (tight crop)")
+            found = reading.primary_face
+            if found is not None and looks_like_crop and found.size_px >= TIGHT_CROP_SHARE * min(h, w):
+                # The face fills the image: it is a tight crop. Reading the crop as given is more accurate than
+                # re-cropping around the padded detection (FER2013 crops: 56 % vs 53 %), so keep the detection
+                # as confirmation and read the whole image.
+                whole = self.analyzer.read_whole(img.rgb)
+                reading.faces[reading.primary] = FaceReading(box=found.box, score=found.score, size_px=whole.size_px,
+                                                             distribution=whole.distribution)
+                notes.append("the image is a tight face crop (face found after padding); read as given")
+                extra.update(n_faces=len(reading.faces), primary=reading.primary,
+                             faces=[f.as_dict() for f in reading.faces], detection="padded, read as a crop")
+            elif found is not None:
+                notes.append("face found after padding the image")
                 extra.update(n_faces=len(reading.faces), primary=reading.primary,
                              faces=[f.as_dict() for f in reading.faces], detection="padded")
         face = reading.primary_face
