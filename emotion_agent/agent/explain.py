@@ -13,10 +13,19 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from emotion_agent.agent.compose import compose
+from emotion_agent.agent.faithfulness import (  # noqa: F401 - re-exported for the eval
+    ID_IN_TEXT,
+    LABEL_WORDS,
+    asserted_labels,
+    last_complete_sentences,
+    mentions_label,
+    problems,
+)
 from emotion_agent.tools import prompts
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
-from emotion_agent.tools.evidence import EmotionEvidence, Explanation, FusedResult
+from emotion_agent.tools.evidence import EmotionEvidence, Explanation, FusedResult, WordWeight
 
 MAX_UTTERANCE_CHARS = 600
 
@@ -37,40 +46,6 @@ def clean_citations(text: str, ids: list[str]) -> tuple[str, list[str]]:
     cleaned = _ID_IN_PROSE.sub(keep, text)
     cleaned = re.sub(r"\s+([,.;:])", r"\1", " ".join(cleaned.split()))
     return cleaned, found
-
-
-# ---- does the prose agree with the label? (used by the explainer and by the eval's checks) -------
-#: Words that name each label in prose (the label itself plus its common adjective/noun forms).
-LABEL_WORDS: dict[str, tuple[str, ...]] = {
-    "neutral": ("neutral", "neutrality"),
-    "joy": ("joy", "joyful", "joyous", "happy", "happiness"),
-    "surprise": ("surprise", "surprised", "surprising"),
-    "anger": ("anger", "angry", "angered"),
-    "sadness": ("sadness", "sad"),
-    "disgust": ("disgust", "disgusted", "disgusting"),
-    "fear": ("fear", "fearful", "afraid", "scared"),
-}
-_ASSERT = (r"(?:label(?:ed|led)?|classif(?:ied|y)|categori[sz]ed|emotion|answer|verdict|final label|tagged)"
-           r"(?:\s+(?:is|was|as|should\s+be|would\s+be|of|=|:))+\s+\"?'?")
-#: Any bracketed evidence-id-like token in prose (the checks count invented ones too).
-ID_IN_TEXT = re.compile(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]")
-
-
-def mentions_label(text: str, label: str) -> bool:
-    """``text`` (lower case) names ``label`` or one of its forms, as a whole word."""
-    return any(re.search(rf"\b{w}\b", text) for w in LABEL_WORDS[label])
-
-
-def asserted_labels(text: str) -> set[str]:
-    """Labels the prose asserts as the answer: ``labeled (as) X``, ``the emotion is X``, ``classified as X``..."""
-    low = text.lower()
-    out = set()
-    for lab, words in LABEL_WORDS.items():
-        for w in words:
-            if re.search(_ASSERT + rf"{w}\b", low):
-                out.add(lab)
-    return out
-
 
 
 def cited_answer_schema(evidence_ids: list[str], text_field: str = "explanation") -> dict[str, Any]:
@@ -155,88 +130,98 @@ class ExplanationError(ValueError):
 
 
 class Explainer:
-    """Writes the cited explanation of a fused result: LLM prose checked against the evidence, or a template."""
+    """Writes the explanation of a fused result: the composer's facts, rephrased by the LLM when it passes every
+    faithfulness check, else the composer's own text (marked ``template``)."""
 
-    def __init__(self, llm_getter: Any, max_tokens: int = 120, grammar: str = "fallback"):
+    def __init__(self, llm_getter: Any, max_tokens: int = 160, grammar: str = "fallback", use_llm: bool = True):
         self._llm_getter = llm_getter
         self.max_tokens = max_tokens
         self.grammar = grammar
+        self.use_llm = use_llm
 
     def explain_result(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> FusedResult:
-        """``result`` with its explanation: the LLM's when it validates, else the template's, marked as such."""
+        """``result`` with its explanation and citations; the source says whether the LLM's prose was kept."""
         from emotion_agent.agent.llm import LLMError
 
+        composed, composed_ids = compose(turn, result, recall, attributions_of(result))
         warnings = list(result.warnings)
-        try:
-            text, cited = self.explain(turn, result, recall)
-            source = "llm"
-        except (ExplanationError, LLMError, ValueError, RuntimeError, OSError) as exc:
-            text, cited = self.fallback(result)
-            source = "template"
-            warnings.append(f"LLM explanation failed ({type(exc).__name__}); template explanation used")
+        text, cited, source = composed, composed_ids, "template"
+        if self.use_llm:
+            try:
+                text, cited = self.explain(turn, result, recall, facts=composed)
+                source = "llm"
+            except (ExplanationError, LLMError, ValueError, RuntimeError, OSError) as exc:
+                text, cited = composed, composed_ids
+                warnings.append(f"LLM explanation not used ({str(exc)[:120]}); composed from the evidence")
         return result.model_copy(update={"explanation": text, "cited_evidence_ids": cited,
                                          "explanation_source": source, "warnings": warnings})
 
-    def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> list[Any]:
+    def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall, facts: str = "") -> list[Any]:
+        """System instructions, then this turn's facts and the utterance (as data) for the LLM."""
         user = prompts.render("explain_user", label=result.label, confidence=f"{result.confidence:.2f}",
+                              facts=facts or compose(turn, result, recall, attributions_of(result))[0],
                               **turn_prompt_fields(turn, result, recall))
         return [SystemMessage(prompts.load("explain_system")), HumanMessage(user)]
 
-    def explain(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> tuple[str, list[str]]:
-        """LLM explanation validated against :class:`Explanation`; citations limited to real evidence ids.
+    def explain(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall,
+                facts: str = "") -> tuple[str, list[str]]:
+        """The LLM's rephrasing of the facts, accepted only when it passes :func:`faithfulness.problems`.
 
-        ``grammar="fallback"`` (default) first lets the model answer freely — the few-shot prompt makes it
-        write the JSON object, and grammar-constrained sampling halves llama.cpp's generation speed
-        (measured 12–16 vs 28 tok/s on the 0.5B) — and re-asks under the JSON-schema grammar only when
-        the free answer does not validate: not the JSON object, no real evidence cited, or prose that asserts
-        another label than the fused one. ``grammar="always"`` constrains every call. Raises ``ValueError``
-        when no answer validates (the graph then uses the template explanation and says so).
+        ``grammar="fallback"`` (default) first lets the model answer freely and re-asks under the JSON-schema
+        grammar only when the free answer fails; ``"always"`` constrains every call. Raises
+        :class:`ExplanationError` (with the last reason) when no answer passes.
         """
         ids = [e.id for e in result.evidence]
         llm = self._llm_getter()
-        msgs = self.messages(turn, result, recall)
+        msgs = self.messages(turn, result, recall, facts)
+        reason = "no answer"
         for constrained in ([False, True] if self.grammar != "always" else [True]):
-            out = self._attempt(llm, msgs, ids, result.label, constrained)
+            out, reason = self._attempt(llm, msgs, ids, turn, result, constrained)
             if out is not None:
                 return out
-        raise ExplanationError("the LLM gave no valid explanation (not the JSON object, no real citation, or it argued "
-                         "for another label)")
+        raise ExplanationError(f"the LLM gave no acceptable explanation: {reason}")
 
-    def _attempt(self, llm: Any, msgs: list[Any], ids: list[str], label: str,
-                 constrained: bool) -> tuple[str, list[str]] | None:
-        """One LLM answer, validated: the JSON object, citing real evidence, explaining ``label`` and no other."""
+    def _attempt(self, llm: Any, msgs: list[Any], ids: list[str], turn: TurnInput, result: FusedResult,
+                 constrained: bool) -> tuple[tuple[str, list[str]] | None, str]:
+        """One LLM answer and, when it fails, why."""
         if constrained:
             content = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs).content
         else:  # one line of free JSON
             content = llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content
         data = parse_explanation(content)
         if data is None:
-            return None
-        if not constrained and ids and not set(data.cited_evidence_ids) & set(ids):
-            return None  # cites no real evidence (small models copy the example's ids): ask under the schema
+            return None, "not the JSON object (or cut off)"
         text, in_prose = clean_citations(data.explanation, ids)
+        text = ID_IN_TEXT.sub("", text)  # prose carries no raw ids: they go in the citation list
+        text = re.sub(r"\s+([,.;:])", r"\1", " ".join(text.split()))
+        text = last_complete_sentences(text) or text
         if len(text) < 10:
-            return None
-        if asserted_labels(text) - {label}:
-            return None  # "... so it is labeled joy" under an anger label: the prose contradicts the answer
-        if not mentions_label(text.lower(), label):
-            text = f"{label.capitalize()}: {text}"  # always name the fused label the prose explains
+            return None, "too short"
+        if not mentions_label(text.lower(), result.label):
+            text = f"{result.label.capitalize()}: {text}"  # always name the fused label the prose explains
+        issues = problems(text, result, turn.spoken_text(), example=example_answer(),
+                          removed_instructions=" ".join(turn.removed_instructions))
+        if issues:
+            return None, issues[0]
         cited = [i for i in data.cited_evidence_ids if i in ids] + in_prose
-        return text, list(dict.fromkeys(cited))
+        return (text, list(dict.fromkeys(cited or ids))), ""
 
     @staticmethod
     def fallback(result: FusedResult) -> tuple[str, list[str]]:
-        """Deterministic explanation from the evidence (used when the LLM is off or fails)."""
-        support = sorted(((e.distribution[result.label] * e.confidence, e) for e in result.evidence
-                          if e.confidence > 0), key=lambda t: -t[0])
-        top = [e for _, e in support[:2]]
-        top_text = "; ".join(
-            f"[{e.id}] {e.expert} gives {result.label} {e.distribution[result.label]:.2f}"
-            + (f" ({', '.join(str(c) for c in e.cues[:2])})" if e.cues else "") for e in top) or "none"
-        weak = [e for e in result.evidence if e.low_confidence]
-        weak_text = (" Weak or missing: " + "; ".join(f"[{e.id}] {e.expert}: {', '.join(e.warnings) or 'low confidence'}"
-                                                       for e in weak) + ".") if weak else ""
-        text = prompts.render("explain_fallback", label=result.label, confidence=f"{result.confidence:.2f}",
-                              policy=result.fusion_policy, n_evidence=len(result.evidence), top_support=top_text,
-                              weak=weak_text)
-        return text, [e.id for e in top]
+        """The composer's explanation when only the result is at hand (no turn or recall)."""
+        return compose(TurnInput(), result, None, attributions_of(result))
+
+
+def example_answer() -> str:
+    """The example answer inside the system prompt (an answer copying it is refused)."""
+    system = prompts.load("explain_system")
+    return system.rsplit("Answer:", 1)[-1] if "Answer:" in system else ""
+
+
+def attributions_of(result: FusedResult) -> list[WordWeight]:
+    """The word attributions the explain node attached to the text evidence (empty when none)."""
+    for e in result.evidence:
+        raw = e.extra.get("attributions")
+        if e.modality in ("text", "transcript") and isinstance(raw, list):
+            return [WordWeight.model_validate(w) for w in raw]
+    return []

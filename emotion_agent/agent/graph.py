@@ -231,9 +231,31 @@ def explain(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]
     """Node: write the cited explanation (LLM prose checked against the evidence, or the composer's text)."""
     start = time.perf_counter()
     ctx = runtime.context
-    result = ctx.explainer.explain_result(effective_turn(state), state["result"],
-                                          state.get("recall") or MemoryRecall())
+    turn = effective_turn(state)
+    result = with_attributions(ctx, turn, state["result"])
+    result = ctx.explainer.explain_result(turn, result, state.get("recall") or MemoryRecall())
     return {"result": result, "timings": {"explain": _ms(start)}}
+
+
+def with_attributions(ctx: AgentContext, turn: TurnInput, result: FusedResult) -> FusedResult:
+    """The result with word attributions (occlusion toward the fused label) on its text evidence, when the
+    text expert can give them; computed here, not per label, because only explanations need them."""
+    expert = ctx.experts.get("text_emotion")
+    attribute = getattr(expert, "attributions", None)
+    if attribute is None:
+        return result
+    evidence = []
+    for e in result.evidence:
+        if e.expert == "text_emotion" and e.confidence > 0 and "attributions" not in e.extra:
+            try:
+                weights = attribute(turn, result.label)
+            except Exception as exc:  # attributions are an extra: their failure must not lose the explanation
+                log.warning("word attributions failed: %s", exc)
+                weights = []
+            e = e.model_copy(update={"extra": {**e.extra, "attributions": [w.model_dump() for w in weights],
+                                               "attributions_toward": result.label}})
+        evidence.append(e)
+    return result.model_copy(update={"evidence": evidence})
 
 
 def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:

@@ -51,10 +51,13 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
     only checks that the files exist (the HTTP service runs the same checks on its worker lane).
     """
     clean, warnings = clean_text(text, max_chars)
+    clean_given = clean is not None
+    spans: list[str] = []
     if clean is not None:
-        from emotion_agent.agent.injection import strip_injections
+        from emotion_agent.agent.injection import strip_injection_spans
 
-        clean, removed = strip_injections(clean)
+        clean, spans = strip_injection_spans(clean)
+        removed = len(spans)
         if removed:
             warnings.append(f"{removed} instruction-like span(s) in the text were not analysed "
                             "(user text cannot instruct the system)")
@@ -93,4 +96,5 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
             raise InputError("conversation id must be 1-128 printable characters")
     return TurnInput(text=clean, audio_path=paths["audio"], image_path=paths["image"], video_path=paths["video"],
                      conversation_id=conversation_id, speaker=(speaker or None), context=context or [],
-                     turn_index=turn_index, warnings=warnings)
+                     turn_index=turn_index, warnings=warnings,
+                     removed_instructions=spans if clean_given else [])

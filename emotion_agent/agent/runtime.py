@@ -40,7 +40,8 @@ class EmotionAgent:
         self.memory = ConversationMemory(self.settings) if memory else None
         self._llm = llm
         self._llm_lock = threading.Lock()
-        self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar)
+        self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar,
+                                   use_llm=self.settings.explain_llm)
         self.adjudicator = Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
                                        grammar=self.settings.explain_grammar)
         self.graph = graph

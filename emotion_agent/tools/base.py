@@ -43,6 +43,8 @@ class TurnInput(BaseModel):
     turn_index: int | None = None
     context: list[PriorTurn] = Field(default_factory=list, description="Previous turns, oldest first.")
     warnings: list[str] = Field(default_factory=list, description="Problems found while reading the input.")
+    removed_instructions: list[str] = Field(default_factory=list,
+                                            description="Instruction-like spans removed from the text (never analysed).")
     #: Filled by the transcription expert when the turn had audio and no text.
     transcript: str | None = None
 

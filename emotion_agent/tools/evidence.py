@@ -145,6 +145,13 @@ class Adjudication(BaseModel):
     latency_ms: float = 0.0
 
 
+class WordWeight(BaseModel):
+    """How much one word of the utterance moved the text expert toward a label (occlusion: drop it, re-score)."""
+
+    word: str
+    weight: float = Field(description="Probability of the label with the word minus without it.")
+
+
 class ModalityView(BaseModel):
     """What one modality on its own says (used to report modalities that disagree)."""
 

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
                                                         "when their margin is small (off: lower on MELD dev).")
     adjudicate_margin: float = Field(default=0.1, ge=0.0, le=1.0,
                                      description="Adjudicate when top-1 minus top-2 < this.")
-    explain: bool = Field(default=True, description="Ask the LLM for an explanation.")
+    explain: bool = Field(default=True, description="Explain each label (composed from the evidence).")
+    explain_llm: bool = Field(default=True, description="Let the LLM rephrase the composed explanation (kept "
+                                                        "only when it passes the faithfulness checks).")
     explain_grammar: GrammarMode = Field(default="fallback", description="'fallback': free JSON, grammar only "
                                                                         "if invalid (2x faster); 'always'.")
     context_turns: int = Field(default=3, ge=0, description="Previous turns of the conversation to use.")

@@ -24,11 +24,13 @@ from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
 from emotion_agent.tools.embedding import MiniLMEmbedder, shared_embedder
-from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, new_id
+from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, WordWeight, new_id
 from emotion_agent.tools.text_features import build_features, context_vector, non_english_share, readable_cues
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "text_emotion.npz"
 DEFAULT_ADAPTER = WEIGHTS_DIR / "text_mpnet_lora.safetensors"
+#: Longer utterances get no word attributions (one classifier pass per word).
+MAX_ATTRIBUTION_WORDS = 48
 _MPNET: dict[tuple[str, str], "MpnetTextModel"] = {}
 _MPNET_LOCK = threading.Lock()
 
@@ -52,18 +54,24 @@ class MpnetTextModel:
 
     def predict_proba(self, context: list[tuple[str | None, str]], speaker: str | None, text: str) -> np.ndarray:
         """Distribution over LABELS for ``text`` said by ``speaker`` after ``context`` (oldest first)."""
+        return self.predict_many(context, speaker, [text])[0]
+
+    def predict_many(self, context: list[tuple[str | None, str]], speaker: str | None,
+                     texts: list[str]) -> np.ndarray:
+        """Distributions for several versions of the current utterance in one batch (same context)."""
         import torch
 
         from emotion_agent.tools.mpnet_classifier import collate, encode
         from emotion_agent.tools.whisper_encoder import torch_threads
 
-        row = encode(self.tokenizer, [(s or "", t) for s, t in context], speaker, text, self.model.cfg.max_len)
+        past = [(s or "", t) for s, t in context]
+        rows = [encode(self.tokenizer, past, speaker, t, self.model.cfg.max_len) for t in texts]
         with self.lock, torch_threads(), torch.inference_mode():
-            logits = self.model(**collate([row], self.tokenizer.pad_token_id))[0].numpy().astype(np.float64)
+            logits = self.model(**collate(rows, self.tokenizer.pad_token_id)).numpy().astype(np.float64)
         z = logits / self.temperature
-        z -= z.max()
+        z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
-        return p / p.sum()
+        return p / p.sum(axis=1, keepdims=True)
 
 
 def shared_mpnet(base: str, adapter: Path, settings: Settings) -> MpnetTextModel:
@@ -169,6 +177,33 @@ class TextEmotionExpert(Expert):
 
     def accepts(self, turn: TurnInput) -> bool:
         return turn.spoken_text() is not None
+
+    def _distributions(self, turn: TurnInput, texts: list[str]) -> np.ndarray:
+        """This expert's distributions for several versions of the turn's utterance (same context)."""
+        if self.kind == "mpnet-lora":
+            model = self.mpnet
+            k = model.model.cfg.context_turns
+            return model.predict_many([(t.speaker, t.text) for t in turn.context[-k:]] if k else [],
+                                      turn.speaker, texts)
+        clf = self.classifier
+        context = [t.text for t in turn.context[-clf.context_k:]] if clf.context_k else []
+        embs = self.embedder.embed([*texts, *context])
+        ctx = context_vector(embs[len(texts):] if context else None, self.embedder.dim)
+        feats = np.stack([build_features(embs[i], ctx, t) for i, t in enumerate(texts)])
+        return clf.predict_proba(feats)
+
+    def attributions(self, turn: TurnInput, label: str, max_words: int = MAX_ATTRIBUTION_WORDS) -> list[WordWeight]:
+        """Occlusion over this expert's own classifier: how much ``label``'s probability drops when each word
+        is removed (positive = the word pushed toward ``label``). Faithful by construction; one batched pass."""
+        text = turn.spoken_text()
+        if not text:
+            return []
+        words = text.split()
+        if not words or len(words) > max_words:
+            return []
+        variants = [text] + [" ".join(words[:i] + words[i + 1:]) or "." for i in range(len(words))]
+        probs = self._distributions(turn, variants)[:, LABELS.index(label)]
+        return [WordWeight(word=w, weight=round(float(probs[0] - probs[i + 1]), 4)) for i, w in enumerate(words)]
 
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:
         text = turn.spoken_text()

@@ -1,0 +1,96 @@
+"""Checks that an explanation says only what the evidence supports (used on every LLM answer and by the eval).
+
+Each check names one failure a reader would catch: prose that stops mid-sentence, argues for another label,
+mentions a modality the turn did not have (a "raised voice" for typed text), quotes words the speaker never
+said, copies the prompt's example, or repeats instructions found in the user's text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from emotion_agent.tools.evidence import FusedResult
+
+# ---- does the prose agree with the label? (used by the explainer and by the eval's checks) -------
+#: Words that name each label in prose (the label itself plus its common adjective/noun forms).
+LABEL_WORDS: dict[str, tuple[str, ...]] = {
+    "neutral": ("neutral", "neutrality"),
+    "joy": ("joy", "joyful", "joyous", "happy", "happiness"),
+    "surprise": ("surprise", "surprised", "surprising"),
+    "anger": ("anger", "angry", "angered"),
+    "sadness": ("sadness", "sad"),
+    "disgust": ("disgust", "disgusted", "disgusting"),
+    "fear": ("fear", "fearful", "afraid", "scared"),
+}
+_ASSERT = (r"(?:label(?:ed|led)?|classif(?:ied|y)|categori[sz]ed|emotion|answer|verdict|final label|tagged)"
+           r"(?:\s+(?:is|was|as|should\s+be|would\s+be|of|=|:))+\s+\"?'?")
+#: Any bracketed evidence-id-like token in prose (the checks count invented ones too).
+ID_IN_TEXT = re.compile(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]")
+
+
+def mentions_label(text: str, label: str) -> bool:
+    """``text`` (lower case) names ``label`` or one of its forms, as a whole word."""
+    return any(re.search(rf"\b{w}\b", text) for w in LABEL_WORDS[label])
+
+
+def asserted_labels(text: str) -> set[str]:
+    """Labels the prose asserts as the answer: ``labeled (as) X``, ``the emotion is X``, ``classified as X``..."""
+    low = text.lower()
+    out = set()
+    for lab, words in LABEL_WORDS.items():
+        for w in words:
+            if re.search(_ASSERT + rf"{w}\b", low):
+                out.add(lab)
+    return out
+
+
+_VOICE = re.compile(r"\b(?:voice|vocal|tone of voice|pitch|loud(?:ly|er|ness)?|shout\w*|yell\w*|prosody|"
+                    r"intonation|audio|sounds? (?:angry|happy|sad|scared|surprised|upset))\b", re.I)
+_FACE = re.compile(r"\b(?:face|facial|smil\w*|frown\w*|grin\w*|eyes|eyebrows?|expression)\b", re.I)
+_QUOTED = re.compile(r"[\"“‘]([^\"“”‘’]{1,60})[\"”’]|(?:^|(?<=[\s(]))'([^']{1,60})'(?=[\s.,;:!?)]|$)")
+_COMPLETE = re.compile(r"[.!?][\"')\]]?\s*$")
+
+
+def _has(result: FusedResult, *modalities: str) -> bool:
+    return any(e.modality in modalities and e.confidence > 0 for e in result.evidence)
+
+
+def ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    """Lower-case word n-grams of ``text``."""
+    words = re.findall(r"[a-z']+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def problems(text: str, result: FusedResult, utterance: str | None, *, example: str = "",
+             removed_instructions: str = "") -> list[str]:
+    """Every reason ``text`` must not be shown as the explanation of ``result`` (empty: it passes)."""
+    out: list[str] = []
+    if not text or not text.strip():
+        return ["empty"]
+    if not _COMPLETE.search(text):
+        out.append("truncated (does not end a sentence)")
+    other = asserted_labels(text) - {result.label}
+    if other:
+        out.append(f"argues for another label ({', '.join(sorted(other))})")
+    if _VOICE.search(text) and not _has(result, "audio"):
+        out.append("mentions the voice, but the turn has no voice evidence")
+    if _FACE.search(text) and not _has(result, "vision"):
+        out.append("mentions a face, but the turn has no face evidence")
+    said = (utterance or "").lower()
+    label_words = {w for words in LABEL_WORDS.values() for w in words}
+    for pair in _QUOTED.findall(text):
+        quote = (pair[0] or pair[1]).strip()
+        q = quote.lower().strip(".,;:!?")
+        if q and q not in said and q not in label_words:
+            out.append(f"quotes '{quote}', which the speaker did not say")
+    if example and ngrams(text) & (ngrams(example) - ngrams(utterance or "")):
+        out.append("copies the prompt's example")
+    if removed_instructions and ngrams(text, 3) & (ngrams(removed_instructions, 3) - ngrams(utterance or "", 3)):
+        out.append("repeats instructions from the user's text")
+    return out
+
+
+def last_complete_sentences(text: str) -> str:
+    """``text`` cut after its last complete sentence ('' when there is none)."""
+    m = list(re.finditer(r"[.!?][\"')\]]?(?=\s|$)", text))
+    return text[: m[-1].end()].strip() if m else ""
