@@ -152,6 +152,8 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "transcript": (ev.get("transcribe") or {}).get("extra", {}).get("transcript"),
         "face_detection": (ev.get("facial_emotion") or {}).get("extra", {}).get("detection", "detector")
         if ev.get("facial_emotion") and (ev["facial_emotion"]["extra"].get("n_faces") or 0) > 0 else "none",
+        "distributions": {name: {k: round(v, 4) for k, v in e["distribution"].items()} for name, e in ev.items()
+                          if e.get("confidence", 0) > 0},
         "disagreement": [v.model_dump() for v in result.disagreement], "warnings": result.warnings,
         "contributions": result.contributions, "wall_s": round(wall_s, 3),
     }
