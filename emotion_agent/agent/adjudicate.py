@@ -32,6 +32,7 @@ def top_two(distribution: dict[str, float]) -> tuple[list[str], float]:
 
 
 def adjudication_schema(candidates: list[str]) -> dict[str, Any]:
+    """JSON schema for ``{"label": ...}`` whose label must be one of ``candidates``."""
     return {"type": "object", "properties": {"label": {"type": "string", "enum": candidates}},
             "required": ["label"]}
 
@@ -44,6 +45,7 @@ def parse_choice(content: Any, candidates: list[str]) -> str | None:
 
 
 class Adjudicator:
+    """Asks the LLM to pick one of the fused top-2 labels when their margin is below threshold."""
     def __init__(self, llm_getter: Any, threshold: float = 0.1, max_tokens: int = 16, grammar: str = "fallback"):
         self._llm_getter = llm_getter
         self.threshold = threshold
@@ -51,6 +53,7 @@ class Adjudicator:
         self.grammar = grammar
 
     def messages(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall, candidates: list[str]) -> list[Any]:
+        """The system and user prompts asking the LLM to pick one of ``candidates``."""
         user = prompts.render("adjudicate_user", candidates=" or ".join(candidates),
                               **turn_prompt_fields(turn, result, recall))
         return [SystemMessage(prompts.load("adjudicate_system")), HumanMessage(user)]

@@ -33,7 +33,7 @@ from emotion_agent.tools.settings import Settings
 if TYPE_CHECKING:
     from emotion_agent.agent.adjudicate import Adjudicator
     from emotion_agent.agent.explain import Explainer
-    from emotion_agent.agent.memory import ConversationMemory
+    from emotion_agent.agent.recall import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class AgentContext:
 
     settings: Settings
     experts: dict[str, Expert]
-    memory: "ConversationMemory | None"
+    memory: "MemoryStore | None"
     explainer: "Explainer"
     adjudicator: "Adjudicator"
     #: Returns the chat model, building it on first use (only the LLM planner calls it here).

@@ -34,6 +34,7 @@ from emotion_agent.tools.settings import Settings
 
 @dataclass(frozen=True)
 class LLMSpec:
+    """A packaged LLM: its name, the asset holding its weights and a one-line note."""
     name: str
     asset: str
     note: str
@@ -108,10 +109,12 @@ def sized_ram_cache(capacity_mb: int) -> Any:
     import llama_cpp
 
     class SizedRAMCache(llama_cpp.LlamaRAMCache):
+        """``LlamaRAMCache`` whose size also counts each entry's logits and input ids."""
         true_size = True
 
         @property
         def cache_size(self) -> int:
+            """Bytes held: state, logits and input ids of every entry."""
             return sum(int(s.llama_state_size) + s.scores.nbytes + s.input_ids.nbytes
                        for s in self.cache_state.values())
 
@@ -194,6 +197,7 @@ class ChatLlamaCpp(BaseChatModel):
 
     @property
     def llama(self) -> Any:
+        """The ``llama_cpp.Llama`` model, loaded on first use."""
         if self._llama is None:
             self._llama = load_llama(self.model, self.settings or Settings.from_env())
         return self._llama
@@ -243,6 +247,7 @@ class ChatLlamaCpp(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[BaseTool | dict[str, Any] | type | Callable[..., Any]],
                    *, tool_choice: str | None = None, **kwargs: Any) -> Runnable:
+        """Bind ``tools`` in OpenAI format; calls are then sampled under the tool-call schema."""
         formatted = []
         for t in tools:
             if isinstance(t, BaseTool):
@@ -255,11 +260,13 @@ class ChatLlamaCpp(BaseChatModel):
         return self.bind(tools=formatted, tool_choice=tool_choice or "auto", **kwargs)
 
     def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable:
+        """A runnable whose answer is constrained to ``schema`` and parsed into it."""
         if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
             raise TypeError("with_structured_output takes a pydantic model class")
         json_schema = schema.model_json_schema()
 
         def parse(msg: AIMessage) -> BaseModel:
+            """Validate the answer as ``schema``; LLMError when it does not match."""
             try:
                 return schema.model_validate_json(msg.content if isinstance(msg.content, str) else "")
             except Exception as exc:

@@ -53,6 +53,7 @@ class ChatOpenAICompatible(BaseChatModel):
 
     @property
     def endpoint(self) -> str:
+        """The chat-completions URL (``/v1`` added when missing)."""
         base = self.base_url.rstrip("/")
         if not base.endswith("/v1"):
             base += "/v1"
@@ -60,6 +61,7 @@ class ChatOpenAICompatible(BaseChatModel):
 
     @property
     def client(self) -> httpx.Client:
+        """The HTTP client (with the bearer key), created on first use."""
         with self._lock:
             if self._client is None:
                 key = self.api_key.get_secret_value() if isinstance(self.api_key, SecretStr) else self.api_key
@@ -130,6 +132,7 @@ class ChatOpenAICompatible(BaseChatModel):
     with_structured_output = ChatLlamaCpp.with_structured_output
 
     def close(self) -> None:
+        """Close the HTTP client, if one was opened."""
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -36,16 +36,20 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
     @staticmethod
     def name() -> str:
+        """The name Chroma registers this embedding function under."""
         return "emotion-agent-minilm"
 
     def get_config(self) -> dict[str, Any]:
+        """The config Chroma stores with the collection (the model name)."""
         return {"model": self.model}
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> "MiniLMEmbeddingFunction":
+        """Rebuild the function from a stored config."""
         return MiniLMEmbeddingFunction(config.get("model", "minilm-l6-int8"))
 
     def default_space(self) -> str:  # type: ignore[override]
+        """The distance Chroma should use: cosine."""
         return "cosine"
 
 
@@ -87,12 +91,14 @@ class ConversationMemory:
 
     # ---- writing -------------------------------------------------------------------------
     def next_turn_index(self, conversation_id: str) -> int:
+        """One past the highest stored turn index of the conversation (0 when empty)."""
         got = self.collection.get(where={"conversation_id": _safe_id(conversation_id)}, include=["metadatas"])
         indices = [int(m["turn_index"]) for m in got["metadatas"] or []]
         return max(indices) + 1 if indices else 0
 
     def remember(self, *, conversation_id: str, turn_index: int, speaker: str | None, text: str,
                  label: str, confidence: float, record: dict[str, Any] | None = None) -> str:
+        """Store (upsert) one turn with its label and optional record; returns its id."""
         cid = _safe_id(conversation_id)
         turn_id = f"{cid}:{turn_index:06d}"
         meta: dict[str, Any] = {
@@ -106,6 +112,7 @@ class ConversationMemory:
         return turn_id
 
     def forget(self, conversation_id: str) -> int:
+        """Delete every stored turn of the conversation; returns how many there were."""
         cid = _safe_id(conversation_id)
         with self._lock:
             got = self.collection.get(where={"conversation_id": cid}, include=[])
@@ -115,6 +122,7 @@ class ConversationMemory:
 
     # ---- reading -------------------------------------------------------------------------
     def conversation(self, conversation_id: str, with_records: bool = False) -> list[dict[str, Any]]:
+        """The conversation's stored turns by turn index (with their records if asked)."""
         got = self.collection.get(where={"conversation_id": _safe_id(conversation_id)},
                                   include=["documents", "metadatas"])
         turns = []
@@ -127,6 +135,7 @@ class ConversationMemory:
         return sorted(turns, key=lambda t: t["turn_index"])
 
     def recall(self, conversation_id: str, text: str | None, *, previous: int = 3, similar: int = 2) -> MemoryRecall:
+        """The last ``previous`` turns plus up to ``similar`` older turns most like ``text``."""
         turns = self.conversation(conversation_id)
         prev = turns[-previous:] if previous > 0 else []
         recall = MemoryRecall(previous=[RecalledTurn(conversation_id=conversation_id, **t) for t in prev])

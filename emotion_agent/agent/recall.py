@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from pydantic import BaseModel, Field
 
 
@@ -23,3 +25,17 @@ class MemoryRecall(BaseModel):
 
     previous: list[RecalledTurn] = Field(default_factory=list, description="Last turns of the conversation.")
     similar: list[RecalledTurn] = Field(default_factory=list, description="Earlier similar turns, same conversation.")
+
+
+class MemoryStore(Protocol):
+    """What the graph needs from a conversation memory (Chroma in use; the eval's MELD memory in runs)."""
+
+    def next_turn_index(self, conversation_id: str) -> int:
+        """The index the next turn of this conversation gets."""
+
+    def recall(self, conversation_id: str, text: str | None, *, previous: int = 3, similar: int = 2) -> MemoryRecall:
+        """The previous turns (and similar earlier ones) of this conversation."""
+
+    def remember(self, *, conversation_id: str, turn_index: int, speaker: str | None, text: str, label: str,
+                 confidence: float, record: dict[str, Any]) -> None:
+        """Store one analysed turn."""

@@ -33,6 +33,7 @@ _HINTS: dict[str, tuple[str, str, str]] = {
 
 
 class ReplyHint(BaseModel):
+    """Deterministic guidance for the chatbot's reply to the turn."""
     tone: str = Field(description="Tone the chatbot should take.")
     guidance: str = Field(description="What the reply should do, in a sentence.")
     certainty: str = Field(description="'high', 'medium' or 'low' — how firmly to act on the emotion.")
@@ -41,6 +42,7 @@ class ReplyHint(BaseModel):
 
 
 def reply_hint(label: str, confidence: float) -> ReplyHint:
+    """The hint for ``label`` at ``confidence``: neutral below ``LOW``, softened below ``HIGH``."""
     tone, guidance, escalate_note = _HINTS.get(label, _HINTS["neutral"])
     if confidence < LOW:
         certainty = "low"

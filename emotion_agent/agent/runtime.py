@@ -21,6 +21,7 @@ from emotion_agent.agent.explain import Explainer
 from emotion_agent.agent.graph import AgentContext, build_graph, graph
 from emotion_agent.agent.chat_model import build_chat_model
 from emotion_agent.agent.memory import ConversationMemory
+from emotion_agent.agent.recall import MemoryStore
 from emotion_agent.agent.state import TurnOptions
 from emotion_agent.tools.base import Expert, TurnInput
 from emotion_agent.tools.evidence import FusedResult
@@ -33,11 +34,14 @@ MAX_PAUSED_RUNS = 256
 class EmotionAgent:
     """Owns the models, memory and chat model; :meth:`analyze` runs one turn through the graph."""
 
-    def __init__(self, settings: Settings | None = None, *, memory: bool = True,
+    def __init__(self, settings: Settings | None = None, *, memory: "bool | MemoryStore" = True,
                  experts: dict[str, Expert] | None = None, llm: Any = None):
         self.settings = settings or Settings.from_env()
         self.experts = experts if experts is not None else build_experts(self.settings)
-        self.memory = ConversationMemory(self.settings) if memory else None
+        if isinstance(memory, bool):
+            self._memory: MemoryStore | None = ConversationMemory(self.settings) if memory else None
+        else:
+            self._memory = memory  # any object with the MemoryStore methods (the eval's MELD memory)
         self._llm = llm
         self._llm_lock = threading.Lock()
         self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar,
@@ -48,9 +52,19 @@ class EmotionAgent:
         self._paused_saver = InMemorySaver()
         self._open_runs: deque[str] = deque()
         self._paused = build_graph(checkpointer=self._paused_saver, pause_before_explain=True)
-        self.context = AgentContext(settings=self.settings, experts=self.experts, memory=self.memory,
+        self.context = AgentContext(settings=self.settings, experts=self.experts, memory=self._memory,
                                     explainer=self.explainer, adjudicator=self.adjudicator,
                                     chat_model=lambda: self.llm)
+
+    @property
+    def memory(self) -> "MemoryStore | None":
+        """The conversation memory the graph reads and writes (Chroma by default)."""
+        return self._memory
+
+    @memory.setter
+    def memory(self, store: "MemoryStore | None") -> None:
+        self._memory = store
+        self.context.memory = store
 
     @property
     def llm(self) -> Any:

@@ -25,6 +25,7 @@ DEFAULT_OUT = RESULTS_DIR / "bench_agent.json"
 
 
 def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``values`` (nearest sorted value); 0.0 when empty."""
     if not values:
         return 0.0
     s = sorted(values)
@@ -32,6 +33,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def worker(llm: str, n: int, explain_n: int) -> dict:
+    """Replay MELD dev turns with ``llm`` in this process; stage latencies, load time and RSS."""
     from emotion_agent.tools.settings import Settings
     from emotion_agent.agent.inputs import make_turn
     from emotion_agent.agent.runtime import EmotionAgent
@@ -60,6 +62,7 @@ def worker(llm: str, n: int, explain_n: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Benchmark each LLM in its own worker process; print and write the results."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50, help="turns for the label-only pass (>= 50 for p95)")
     ap.add_argument("--explain-n", type=int, default=50, help="turns for the with-explanation pass")

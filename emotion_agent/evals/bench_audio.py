@@ -50,6 +50,7 @@ LATENCY_CLIP = "probably_test_dia100_utt5.wav"  # 4.2 s of TV dialogue
 
 
 def clips(data_dir: Path) -> list[tuple[Path, str | None, str]]:
+    """(path, reference transcript or None, corpus) for the MELD, RAVDESS and EmoDB clips."""
     out: list[tuple[Path, str | None, str]] = []
     for name, ref in MELD_REFS.items():
         out.append((data_dir / "meld" / "media" / name, ref, "meld"))
@@ -61,6 +62,7 @@ def clips(data_dir: Path) -> list[tuple[Path, str | None, str]]:
 
 
 def bench_asr(backend: str, model: str, settings: Settings, items) -> dict:
+    """WER, real-time factor and per-clip results of one ASR backend and model on ``items``."""
     from emotion_agent.tools.media import decode
     from emotion_agent.tools.transcribe import TranscribeExpert, wer, words
 
@@ -144,6 +146,7 @@ def latency(settings: Settings, runs: int = 3) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Measure latency in a fresh process, benchmark the ASR configs and write the JSON results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="faster-whisper only")
     ap.add_argument("--latency-only", action="store_true")

@@ -38,6 +38,7 @@ TTA_VARIANTS = ("none", "flip", "flip+shift")
 
 
 def load_faces(data_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """The FER2013 crops in ``<data_dir>/faces`` as (N, H, W) uint8 grayscale, and gold labels."""
     from PIL import Image
 
     root = data_dir / "faces"
@@ -71,11 +72,13 @@ def fit_log_bias(probs: np.ndarray, y: np.ndarray, iters: int = 300, lr: float =
 
 
 def apply_bias(probs: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``probs`` reweighted by ``exp(b)`` and renormalised."""
     p = probs * np.exp(b)
     return p / p.sum(1, keepdims=True)
 
 
 def cv_bias(probs: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """``probs`` with the log-bias correction fitted out of fold (stratified ``folds``-fold CV)."""
     from sklearn.model_selection import StratifiedKFold
 
     out = np.empty_like(probs)
@@ -85,6 +88,7 @@ def cv_bias(probs: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> 
 
 
 def summarize(gold: list[str], probs: np.ndarray) -> dict:
+    """Accuracy, F1s, ECE, per-class recall/F1 and confusion of the argmax predictions."""
     pred = [LABELS[i] for i in probs.argmax(1)]
     rep = classification_report(gold, pred, confidence=probs.max(1).tolist(), bootstrap=0)
     return {
@@ -99,6 +103,7 @@ def summarize(gold: list[str], probs: np.ndarray) -> dict:
 
 
 def accuracy_bench(data_dir: Path, fit: bool) -> dict:
+    """Accuracy per TTA variant (and with CV prior correction); ``fit`` writes the correction."""
     from emotion_agent.tools.face_emotion import CALIBRATION_FILE, FerModel
 
     imgs, gold = load_faces(data_dir)
@@ -151,6 +156,7 @@ def detector_path(imgs: np.ndarray, y: np.ndarray) -> dict:
     yy = y[idx]
 
     def score(p: np.ndarray) -> dict:
+        """Accuracy and macro-F1 of probabilities ``p`` on the detected subset."""
         pred = p.argmax(1)
         return {"accuracy": round(100 * float((pred == yy).mean()), 2),
                 "macro_f1": round(100 * f1_score(yy, pred, average="macro"), 2)}
@@ -199,6 +205,7 @@ def head_experiment(model, imgs: np.ndarray, y: np.ndarray) -> dict:
     inp = it.get_input_details()[0]["index"]
 
     def feats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(last-block, pooled) activations of each image, one interpreter pass per image."""
         sp, lg = [], []
         for a in x:
             it.set_tensor(inp, np.ascontiguousarray(a)[None, :, :, None])
@@ -240,6 +247,7 @@ def _median_ms(fn, reps: int) -> dict[str, float]:
 
 
 def latency_bench(data_dir: Path, reps: int) -> dict:
+    """Detection, expression and whole-expert latencies on a real MELD frame and clip."""
     import emotion_agent.tools.media as media
     from emotion_agent.tools.base import TurnInput
     from emotion_agent.tools.face_emotion import FaceAnalyzer, FacialEmotionExpert, crop_face
@@ -264,12 +272,14 @@ def latency_bench(data_dir: Path, reps: int) -> dict:
         turn = TurnInput(video_path=clip)
 
         def run() -> None:
+            """Run the expert once on the clip with a cold decode cache."""
             media._CACHE.clear()  # cold decode every time (audio track decoded too: shared with audio experts)
             ev = expert.analyze(turn)
             assert ev.confidence > 0, ev.warnings
 
         out[f"video_8_frames_{strategy}_ms"] = _median_ms(run, max(3, reps // 4))
     def dec() -> None:
+        """Decode the clip cold (audio + 8 frames)."""
         media._CACHE.clear()
         media.decode(clip, max_frames=8, want_audio=True, fast_frames=True)
 
@@ -309,6 +319,7 @@ def rss_probe(data_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the face benchmarks, write the JSON results and print a summary."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS / "faces.json")

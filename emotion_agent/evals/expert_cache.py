@@ -25,7 +25,7 @@ from typing import Any
 from emotion_agent.tools.base import Expert, TurnInput
 from emotion_agent.tools.evidence import EmotionEvidence, new_id
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: the text expert reports its own context size (fine-tuned mpnet reads 3 turns)
 
 
 def file_fingerprint(path: Path | str | None) -> str | None:
@@ -64,11 +64,13 @@ class ExpertCache:
         self.misses = 0
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored value for ``key``, or None."""
         with self._lock:
             row = self._db.execute("SELECT value FROM evidence WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, expert: str, value: dict[str, Any]) -> None:
+        """Store ``value`` for ``key`` (committed every ``commit_every`` writes)."""
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?, ?)",
                              (key, expert, json.dumps(value), time.time()))
@@ -78,11 +80,13 @@ class ExpertCache:
                 self._pending = 0
 
     def flush(self) -> None:
+        """Commit pending writes."""
         with self._lock:
             self._db.commit()
             self._pending = 0
 
     def close(self) -> None:
+        """Commit and close the database."""
         self.flush()
         with self._lock:
             self._db.close()
@@ -122,7 +126,7 @@ class CachedExpert(Expert):
         self.description = inner.description  # type: ignore[misc]
         self.stage = inner.stage  # type: ignore[misc]
         weights = None
-        for attr in ("weights_path", "weights", "model_path"):
+        for attr in ("fingerprint_path", "weights_path", "weights", "model_path"):
             value = getattr(inner, attr, None)
             if isinstance(value, (str, Path)):
                 weights = value
@@ -134,26 +138,32 @@ class CachedExpert(Expert):
     def context_k(self) -> int | None:
         """How many previous turns the wrapped expert reads (None: unknown, hash them all)."""
         if self._context_k is False:
-            try:
-                self._context_k = int(self.inner.classifier.context_k)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - any expert without that notion
-                self._context_k = None
+            value = getattr(self.inner, "context_turns", None)
+            self._context_k = int(value) if isinstance(value, int) else None
         return self._context_k  # type: ignore[return-value]
 
     @property
     def model_id(self) -> str:
+        """The wrapped expert's model id."""
         return self.inner.model_id
 
     def accepts(self, turn: TurnInput) -> bool:
+        """Whether the wrapped expert accepts ``turn``."""
         return self.inner.accepts(turn)
 
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:  # pragma: no cover - analyze is overridden
         return self.inner._analyze(turn)
 
     def warmup(self) -> None:
+        """Load the wrapped expert's model."""
         self.inner.warmup()
 
+    def attributions(self, turn: TurnInput, label: str) -> Any:
+        """The wrapped expert's word attributions (never cached: only explanations ask for them)."""
+        return self.inner.attributions(turn, label)  # type: ignore[attr-defined]
+
     def analyze(self, turn: TurnInput) -> EmotionEvidence:
+        """Cached evidence (fresh id) on a hit, else the wrapped expert's evidence (then cached)."""
         start = time.perf_counter()
         key = turn_key(self.inner, turn, self._weights_fp, self.context_k())
         hit = self.cache.get(key)
@@ -176,4 +186,5 @@ class CachedExpert(Expert):
 
 
 def wrap_experts(experts: dict[str, Expert], cache: ExpertCache) -> dict[str, Expert]:
+    """Each expert wrapped in a :class:`CachedExpert` over ``cache``."""
     return {name: CachedExpert(e, cache) for name, e in experts.items()}

@@ -33,6 +33,7 @@ BIN = Path(sys.executable).parent
 
 
 def wav(seconds: float, rate: int = 16000) -> bytes:
+    """A silent 16-bit mono WAV of ``seconds`` seconds."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
@@ -43,6 +44,7 @@ def wav(seconds: float, rate: int = 16000) -> bytes:
 
 
 def png() -> bytes:
+    """A plain 64x64 PNG."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -51,6 +53,7 @@ def png() -> bytes:
 
 
 def mp4(seconds: float = 1.0) -> bytes:
+    """A small 64x64 MPEG-4 clip of ``seconds`` seconds at 10 fps."""
     import av
     import numpy as np
 
@@ -68,6 +71,7 @@ def mp4(seconds: float = 1.0) -> bytes:
 
 
 def start_chroma(path: Path, port: int) -> subprocess.Popen:
+    """Start a Chroma server on ``port`` storing in ``path``; return once it answers."""
     proc = subprocess.Popen([str(BIN / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1",
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, 120)
@@ -75,6 +79,7 @@ def start_chroma(path: Path, port: int) -> subprocess.Popen:
 
 
 def check(name: str, r: httpx.Response, want: tuple[int, ...]) -> dict[str, Any]:
+    """One case's row: ok when the status is expected, with a message and no path or traceback."""
     try:
         body = r.json()
     except ValueError:
@@ -87,6 +92,7 @@ def check(name: str, r: httpx.Response, want: tuple[int, ...]) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the fault scenarios against a spawned service and Chroma; write the JSON report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llm", default="smollm2-135m")
     ap.add_argument("--out", type=Path, default=RESULTS / "service_fault.json")
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         outcome: dict[str, Any] = {}
 
         def slow_request() -> None:
+            """Send an explained analysis and record what the client saw when the server died."""
             try:
                 r = httpx.post(server.url + "/v1/analyze", headers=H, timeout=120,
                                json={"text": "And the tracking page still says nothing.", "conversation_id": "fault-1",

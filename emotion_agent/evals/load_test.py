@@ -48,12 +48,14 @@ KINDS = ("analyze", "analyze_explain_stream", "why", "conversation", "health")
 
 # ---- spawning a server on loopback (also used by the fault test) --------------------------------------
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen | None, timeout: float, ok: tuple[int, ...] = (200,)) -> None:
+    """Poll ``url`` until its status is in ``ok``; raise if ``proc`` exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -69,6 +71,7 @@ def wait_http(url: str, proc: subprocess.Popen | None, timeout: float, ok: tuple
 
 @dataclass
 class Spawned:
+    """A service process started by :func:`spawn_server`, with what it takes to restart it."""
     proc: subprocess.Popen
     url: str
     api_key: str
@@ -77,6 +80,7 @@ class Spawned:
     args: list[str]
 
     def stop(self, sig_kill: bool = False) -> None:
+        """Terminate (or kill) the process if it is running, and wait for it to exit."""
         if self.proc.poll() is None:
             self.proc.kill() if sig_kill else self.proc.terminate()
             try:
@@ -89,6 +93,7 @@ class Spawned:
 def spawn_server(workdir: Path, *, port: int | None = None, llm: str | None = None, timeout_s: float = 60.0,
                  extra_env: dict[str, str] | None = None, api_key: str | None = None,
                  ready_timeout: float = 300.0) -> Spawned:
+    """Start ``emotion-agent serve`` on loopback with a fresh API key; return once healthy."""
     port = port or free_port()
     api_key = api_key or "load-" + secrets.token_hex(16)
     env = {**os.environ, "EMOTION_AGENT_API_KEYS": api_key, "EMOTION_AGENT_MEMORY_DIR": str(workdir / "memory"),
@@ -111,6 +116,7 @@ def spawn_server(workdir: Path, *, port: int | None = None, llm: str | None = No
 
 
 def respawn(s: Spawned, ready_timeout: float = 300.0) -> Spawned:
+    """Restart a stopped server with the same command, environment and port; wait until healthy."""
     proc = subprocess.Popen(s.args, env=s.env, stdout=s.log.open("ab"), stderr=subprocess.STDOUT,
                             cwd=Path(__file__).resolve().parent.parent)
     wait_http(s.url + "/healthz", proc, ready_timeout)
@@ -118,6 +124,7 @@ def respawn(s: Spawned, ready_timeout: float = 300.0) -> Spawned:
 
 
 def rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MB (None when unreadable)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -130,18 +137,21 @@ def rss_mb(pid: int) -> float | None:
 # ---- the load ---------------------------------------------------------------------------------------
 @dataclass
 class Stats:
+    """Latencies and errors collected by all clients, per request type."""
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     errors: dict[str, dict[str, int]] = field(default_factory=lambda: {k: {} for k in KINDS})
     first_event_ms: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
 
     def error(self, kind: str, what: str, detail: str = "") -> None:
+        """Count one error of ``kind``; keep the first 20 as samples."""
         self.errors[kind][what] = self.errors[kind].get(what, 0) + 1
         if len(self.error_samples) < 20:
             self.error_samples.append(f"{kind}: {what} {detail[:200]}")
 
 
 def pick(mix: dict[str, float], rng: random.Random) -> str:
+    """Draw a request type from ``mix`` (relative weights)."""
     r, acc = rng.random() * sum(mix.values()), 0.0
     for k, w in mix.items():
         acc += w
@@ -152,6 +162,7 @@ def pick(mix: dict[str, float], rng: random.Random) -> str:
 
 async def client_loop(i: int, url: str, headers: dict[str, str], deadline: float, mix: dict[str, float],
                       think: float, stats: Stats, run_id: str, timeout: float) -> None:
+    """One client: requests drawn from ``mix`` on its own conversation until ``deadline``."""
     rng = random.Random(i)
     conv = f"load-{run_id}-{i}"
     turns = 0
@@ -210,6 +221,7 @@ async def client_loop(i: int, url: str, headers: dict[str, str], deadline: float
 
 
 def pct(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) of ``values`` (nearest sorted value), or None when empty."""
     if not values:
         return None
     v = sorted(values)
@@ -218,6 +230,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 async def run_load(url: str, api_key: str, clients: int, duration: float, think: float, mix: dict[str, float],
                    pid: int | None, timeout: float) -> dict[str, Any]:
+    """Run ``clients`` concurrent clients for ``duration`` s; summary of latencies, errors, RSS."""
     stats = Stats()
     headers = {"Authorization": f"Bearer {api_key}"}
     run_id = secrets.token_hex(3)
@@ -227,6 +240,7 @@ async def run_load(url: str, api_key: str, clients: int, duration: float, think:
     stop = asyncio.Event()
 
     async def sample_rss() -> None:
+        """Sample the server's RSS every second until the load stops."""
         while not stop.is_set():
             if pid is not None and (m := rss_mb(pid)) is not None:
                 rss.append((round(time.monotonic() - t0, 1), round(m, 1)))
@@ -270,6 +284,7 @@ async def run_load(url: str, api_key: str, clients: int, duration: float, think:
 
 
 def parse_mix(raw: str) -> dict[str, float]:
+    """Parse ``type=weight,...`` into a dict; exit on an unknown request type."""
     mix = {}
     for part in raw.split(","):
         k, _, v = part.partition("=")
@@ -280,6 +295,7 @@ def parse_mix(raw: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the load test against ``--url`` or a spawned server and write the JSON report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="Running server (loopback only). Default: spawn one on a free port.")
     ap.add_argument("--api-key", default=os.environ.get("EMOTION_AGENT_LOAD_KEY"), help="Key for --url.")

@@ -26,6 +26,7 @@ class MeldError(ValueError):
 
 @dataclass(frozen=True)
 class Utterance:
+    """One MELD utterance: speaker, words, gold labels, timestamps and position in its dialogue."""
     split: str
     dialogue_id: int
     utterance_id: int
@@ -40,10 +41,12 @@ class Utterance:
 
     @property
     def key(self) -> str:
+        """Unique id ``<split>/dia<D>_utt<U>``."""
         return f"{self.split}/dia{self.dialogue_id}_utt{self.utterance_id}"
 
     @property
     def duration_s(self) -> float | None:
+        """End minus start time in seconds, or None when a timestamp is missing."""
         if self.start_s is None or self.end_s is None:
             return None
         return self.end_s - self.start_s
@@ -60,6 +63,7 @@ def parse_timestamp(raw: str) -> float | None:
 
 
 def csv_path(split: str, data_dir: Path) -> Path:
+    """Path of the MELD CSV for ``split``; MeldError for an unknown split."""
     if split not in SPLITS:
         raise MeldError(f"unknown MELD split '{split}' (use one of {', '.join(SPLITS)})")
     return data_dir / "meld" / f"{split}_sent_emo.csv"

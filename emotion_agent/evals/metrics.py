@@ -11,10 +11,12 @@ from emotion_agent.tools.evidence import LABELS, SENTIMENT
 
 
 def weighted_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
+    """Support-weighted F1 over MELD's labels (0-1)."""
     return float(f1_score(gold, pred, labels=list(LABELS), average="weighted", zero_division=0))
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """ECE over ``bins`` equal-width confidence bins (0-1)."""
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=float)
     if len(conf) == 0:
@@ -29,6 +31,7 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
 
 
 def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict[str, float]]:
+    """Per confidence bin: its range, count, accuracy and mean confidence."""
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=float)
     edges = np.linspace(0, 1, bins + 1)

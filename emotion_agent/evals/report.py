@@ -26,6 +26,7 @@ class ReportError(ValueError):
 
 
 def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run's summary and records; rescored from the records when the summary is stale."""
     from emotion_agent.evals.run_meld import read_records, summarize_run
 
     records = read_records(run / "records.jsonl")
@@ -59,6 +60,7 @@ def _png(fig: Any) -> bytes:
 
 
 def plot_confusion(metrics: dict[str, Any]) -> bytes:
+    """PNG of the confusion matrix (counts, coloured by row share)."""
     plt = _plt()
     m = np.array(metrics["confusion"]["matrix"], dtype=float)
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
@@ -78,6 +80,7 @@ def plot_confusion(metrics: dict[str, Any]) -> bytes:
 
 
 def plot_per_class(metrics_list: list[dict[str, Any]], names: list[str]) -> bytes:
+    """PNG of per-class F1, one bar per run and label."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / len(metrics_list)
@@ -94,6 +97,7 @@ def plot_per_class(metrics_list: list[dict[str, Any]], names: list[str]) -> byte
 
 
 def plot_ablations(rows: list[dict[str, Any]]) -> bytes:
+    """PNG of each ablation row's weighted-F1 with its 95 % interval."""
     plt = _plt()
     rows = [r for r in rows if r.get("weighted_f1") is not None]
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
@@ -113,6 +117,7 @@ def plot_ablations(rows: list[dict[str, Any]]) -> bytes:
 
 
 def plot_reliability(metrics: dict[str, Any]) -> bytes:
+    """PNG reliability diagram: accuracy against confidence per bin."""
     plt = _plt()
     bins = metrics.get("reliability", [])
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
@@ -132,6 +137,7 @@ def plot_reliability(metrics: dict[str, Any]) -> bytes:
 
 
 def plot_latency(records: list[dict[str, Any]]) -> bytes:
+    """PNG histogram of time per utterance, with p50 and p95 marked."""
     plt = _plt()
     wall = np.array([r.get("wall_ms", 0.0) for r in records])
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -156,6 +162,7 @@ def _ci(m: dict[str, Any]) -> str:
 
 
 def run_markdown(run: Path, summary: dict[str, Any], images: dict[str, str]) -> str:
+    """The Markdown report of one run (metrics, ablations, checks, latency, provenance)."""
     m = summary["metrics"]
     b = summary.get("always_neutral", {})
     c = summary.get("config", {})
@@ -233,6 +240,7 @@ def md_to_html(md: str, inline: dict[str, str], title: str) -> str:
     table: list[list[str]] = []
 
     def flush_table() -> None:
+        """Emit the buffered rows as an HTML table (first row as header)."""
         if not table:
             return
         head, *body = table
@@ -243,6 +251,7 @@ def md_to_html(md: str, inline: dict[str, str], title: str) -> str:
         table.clear()
 
     def inline_fmt(s: str) -> str:
+        """HTML-escape ``s`` and render ``**bold**`` and backtick code spans."""
         s = html.escape(s)
         import re
 
@@ -293,6 +302,7 @@ def _write(folder: Path, stem: str, md: str, pngs: dict[str, bytes], title: str)
 
 
 def report_run(run: Path, out: Path | None = None) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and figures for a run; returns the two files."""
     summary, records = load_run(run)
     m = summary["metrics"]
     pngs = {"confusion": plot_confusion(m), "per_class": plot_per_class([m], [run.name]),
@@ -305,6 +315,7 @@ def report_run(run: Path, out: Path | None = None) -> list[Path]:
 
 
 def compare_runs(a: Path, b: Path, out: Path | None = None) -> list[Path]:
+    """Write a Markdown/HTML comparison of runs ``a`` and ``b``; returns the two files."""
     sa, ra = load_run(a)
     sb, rb = load_run(b)
     ma, mb = sa["metrics"], sb["metrics"]

@@ -60,6 +60,7 @@ class RunConfigError(ValueError):
 
 @dataclass
 class RunConfig:
+    """What a MELD run asks for; the fields identify the run (see :meth:`run_id`)."""
     split: str = "dev"
     limit: int | None = None
     modalities: list[str] = field(default_factory=lambda: ["text"])
@@ -72,9 +73,11 @@ class RunConfig:
     adjudicate_margin: float = 0.1
 
     def identity(self) -> dict[str, Any]:
+        """The options as a dict (compared when a run folder is resumed)."""
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
+        """Short hash of :meth:`identity`."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -141,18 +144,22 @@ class EvalMemory:
         self.last_recall: MemoryRecall = MemoryRecall()
 
     def turn_for(self, u: Utterance, k: int) -> Any:
+        """The turn for utterance ``u`` with its previous ``k`` utterances as context."""
         prev = self.dias[u.dialogue_id][max(0, u.position - k):u.position] if k > 0 else []
         return make_turn(text=u.text, speaker=u.speaker, conversation_id=conv_id(u), turn_index=u.position,
                          context=[PriorTurn(speaker=p.speaker, text=self.clean(p.text)) for p in prev],
                          max_chars=self.settings.max_text_chars)
 
     def clean(self, text: str) -> str:
+        """``text`` cleaned as the agent cleans user text (empty string if nothing is left)."""
         return clean_text(text, self.settings.max_text_chars)[0] or ""
 
     def next_turn_index(self, conversation_id: str) -> int:
+        """The current utterance's position in its dialogue (0 when none is set)."""
         return self.current.position if self.current else 0
 
     def recall(self, conversation_id: str, text: str | None, *, previous: int = 3, similar: int = 2) -> MemoryRecall:
+        """The current dialogue's previous ``previous`` utterances, labelled by the text expert."""
         u = self.current
         if u is None or previous <= 0:
             self.last_recall = MemoryRecall()
@@ -169,10 +176,12 @@ class EvalMemory:
         return self.last_recall
 
     def remember(self, **_: Any) -> str:  # eval turns are not stored
+        """Store nothing: eval turns are not remembered."""
         return ""
 
 
 def conv_id(u: Utterance) -> str:
+    """The conversation id of ``u``'s dialogue: ``meld-<split>-dia<D>``."""
     return f"meld-{u.split}-dia{u.dialogue_id}"
 
 
@@ -271,6 +280,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
 
 
 def append_record(fh: Any, record: dict[str, Any]) -> None:
+    """Append one record as a JSON line and fsync it."""
     fh.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
     fh.flush()
     os.fsync(fh.fileno())
@@ -278,6 +288,7 @@ def append_record(fh: Any, record: dict[str, Any]) -> None:
 
 # ---- provenance ------------------------------------------------------------------------------
 def git_commit() -> dict[str, Any]:
+    """HEAD commit of the source tree and the count of modified tracked files (None on failure)."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_DIR.parent, capture_output=True, text=True,
                               timeout=10).stdout.strip()
@@ -289,6 +300,7 @@ def git_commit() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Installed version of each package in :data:`PACKAGES` (None when missing)."""
     from importlib import metadata
 
     out: dict[str, str | None] = {}
@@ -301,11 +313,13 @@ def package_versions() -> dict[str, str | None]:
 
 
 def settings_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as a JSON-ready dict (paths as strings)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()}
 
 
 # ---- the run ---------------------------------------------------------------------------------
 def build_agent(settings: Settings, cfg: RunConfig, utts: list[Utterance], cache_path: Path | None = None) -> Any:
+    """The run's agent: its experts behind the expert cache, with an :class:`EvalMemory`."""
     from emotion_agent.agent.runtime import EmotionAgent
     from emotion_agent.evals.expert_cache import ExpertCache, wrap_experts
     from emotion_agent.tools.registry import build_experts
@@ -315,13 +329,14 @@ def build_agent(settings: Settings, cfg: RunConfig, utts: list[Utterance], cache
         wanted.append("text_emotion")  # the transcript goes to the text expert
     cache = ExpertCache(cache_path or settings.cache_dir / "expert_cache.sqlite")
     experts = wrap_experts(build_experts(settings, only=wanted), cache)
-    agent = EmotionAgent(settings, memory=False, experts=experts)
-    agent.memory = EvalMemory(utts, experts.get("text_emotion"), settings, cfg.context)  # type: ignore[assignment]
+    agent = EmotionAgent(settings, memory=EvalMemory(utts, experts.get("text_emotion"), settings, cfg.context),
+                         experts=experts)
     agent.expert_cache = cache  # type: ignore[attr-defined]
     return agent
 
 
 def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) -> dict[str, Any]:
+    """Analyse ``u`` with the run's options and return its record (result, checks, timing)."""
     media = media_for(u, settings.data_dir) if set(cfg.modalities) & {"audio", "vision"} else \
         {"audio": None, "video": None, "image": None, "warnings": []}
     audio = media["audio"] if "audio" in cfg.modalities else None
@@ -366,6 +381,7 @@ def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) ->
 
 
 def select(split: str, cfg: RunConfig, settings: Settings) -> tuple[list[Utterance], list[Utterance]]:
+    """(all utterances of ``split``, the sample to run); without text only ones with media."""
     utts = load_split(split, settings.data_dir)
     pool = utts
     if "text" not in cfg.modalities:  # without words only utterances with media can be analysed
@@ -374,6 +390,7 @@ def select(split: str, cfg: RunConfig, settings: Settings) -> tuple[list[Utteran
 
 
 def check_config(out: Path, cfg: RunConfig) -> None:
+    """Write a new run folder's ``config.json``; refuse a folder made with other options."""
     path = out / "config.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -413,8 +430,10 @@ def worker_agents(agent: Any, n: int, settings: Settings, cfg: RunConfig) -> lis
     from emotion_agent.agent.runtime import EmotionAgent
 
     class WorkerAgent(EmotionAgent):
+        """An agent whose ``llm`` is the primary agent's (one LLM object for all workers)."""
         @property
         def llm(self) -> Any:
+            """The primary agent's LLM."""
             return agent.llm
 
     agents = [agent]
@@ -447,6 +466,7 @@ def run_parallel(todo: list[Utterance], agents: list[Any], cfg: RunConfig, setti
         free.put(a)
 
     def one(u: Utterance) -> dict[str, Any]:
+        """Make the record for ``u`` on whichever agent is free."""
         a = free.get()
         try:
             return make_record(u, cfg, a, settings)
@@ -466,6 +486,7 @@ def run_parallel(todo: list[Utterance], agents: list[Any], cfg: RunConfig, setti
     pool = ThreadPoolExecutor(max_workers=len(agents), thread_name_prefix="meld-worker")
 
     def submit(k: int) -> None:
+        """Submit up to ``k`` more utterances to the pool."""
         for i, u in itertools.islice(pending, k):
             inflight[pool.submit(one, u)] = i
 
@@ -604,6 +625,7 @@ def fast_bootstrap_ci(gold: list[str], pred: list[str], n: int = 1000, seed: int
 
 def report_with_ci(gold: list[str], pred: list[str], confidence: list[float] | None = None,
                    bootstrap: int = 1000) -> dict[str, Any]:
+    """Classification report with the weighted-F1 95 % CI from :func:`fast_bootstrap_ci`."""
     rep = classification_report(gold, pred, confidence=confidence, bootstrap=0)
     if bootstrap and gold:
         rep["weighted_f1_ci95"] = fast_bootstrap_ci(gold, pred, bootstrap)
@@ -631,6 +653,7 @@ def adjudication_summary(records: list[dict[str, Any]], bootstrap: int = 0) -> d
     curve = []
     for t in (0.0, *sorted({t for t in ADJUDICATION_THRESHOLDS if t < run_margin} | {run_margin})):
         def within(a: dict[str, Any], t: float = t) -> bool:  # at the run's own margin: exactly the turns it asked about
+            """Whether a run at margin ``t`` would have asked the LLM about ``a``."""
             return a["status"] != "not_needed" if t == run_margin else a["margin"] < t
 
         pred = [a["chosen"] if a and a["status"] == "applied" and within(a) else f for a, f in zip(adj, fused)]
@@ -812,4 +835,5 @@ def run_ablations(split: str, *, out: Path, limit: int | None, context: int, mod
 
 
 def labels_index() -> dict[str, int]:
+    """Each MELD label's index in :data:`LABELS`."""
     return {lab: i for i, lab in enumerate(LABELS)}

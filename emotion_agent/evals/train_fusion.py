@@ -40,12 +40,14 @@ from emotion_agent.tools.text_emotion import DEFAULT_WEIGHTS, TextClassifier
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits ``z``."""
     z = z - z.max(1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(1, keepdims=True)
 
 
 def text_hparams() -> dict:
+    """The text head's chosen hyper-parameters from ``text_expert.json`` (defaults if absent)."""
     path = RESULTS_DIR / "text_expert.json"
     if path.is_file():
         return json.loads(path.read_text())["chosen"]
@@ -77,6 +79,7 @@ def fusion_matrix(utts: list[Utterance], proba: np.ndarray, k: int, version: int
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train the learned fusion, write its weights and the dev/test report."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=LEARNED_WEIGHTS)
     ap.add_argument("--folds", type=int, default=5)

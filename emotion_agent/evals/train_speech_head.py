@@ -35,6 +35,7 @@ RESULTS = RESULTS_DIR
 
 
 def load_rows(data_dir: Path) -> list[dict]:
+    """Rows of ``speech/labels.csv`` whose emotion is a MELD label."""
     rows = []
     with (data_dir / "speech" / "labels.csv").open(encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
@@ -86,6 +87,7 @@ def folds(rows: list[dict], k: int = 5) -> list[np.ndarray]:
 
 def build(data: dict[str, np.ndarray], layers: list[int], n_layers: int, pools: tuple[str, ...],
           with_prosody: bool = True) -> np.ndarray:
+    """Feature matrix: the selected encoder pools of ``layers`` (+ prosody)."""
     from emotion_agent.tools.speech_emotion import select_pools
 
     x = select_pools(data["enc"], layers, n_layers, pools)
@@ -95,6 +97,7 @@ def build(data: dict[str, np.ndarray], layers: list[int], n_layers: int, pools: 
 
 
 def fit_lr(x: np.ndarray, y: np.ndarray, c: float):
+    """Standardise ``x`` and fit a class-balanced logistic regression; (scaler, classifier)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -105,6 +108,7 @@ def fit_lr(x: np.ndarray, y: np.ndarray, c: float):
 
 
 def evaluate(x, y, fold, corpus, c):
+    """Per-corpus accuracy, macro-F1 and confusion over the folds, and out-of-fold probabilities."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     pred = np.zeros_like(y)
@@ -205,6 +209,7 @@ def write_fold_heads(folder: Path, rows: list[dict], x: np.ndarray, y: np.ndarra
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Extract features, evaluate on speaker-disjoint folds, write the head and its results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="whisper-base")
     ap.add_argument("--layers", default="1,2,3,4,5", help="comma-separated encoder layers (0 = first block)")

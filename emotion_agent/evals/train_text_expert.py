@@ -31,6 +31,7 @@ from emotion_agent.tools.text_features import build_features, context_vector
 
 
 def embed_split(utts: list[Utterance], settings: Settings, split: str) -> np.ndarray:
+    """MiniLM embeddings of a split's utterances, cached under ``cache_dir/features``."""
     cache = settings.cache_dir / "features" / f"minilm_meld_{split}.npy"
     if cache.is_file():
         arr = np.load(cache)
@@ -47,6 +48,7 @@ def embed_split(utts: list[Utterance], settings: Settings, split: str) -> np.nda
 
 
 def featurize(utts: list[Utterance], embs: np.ndarray, k: int) -> np.ndarray:
+    """Text-head features per utterance: embedding, previous-``k``-turn context, surface cues."""
     index = {u.key: i for i, u in enumerate(utts)}
     feats = np.zeros((len(utts), embs.shape[1] * 2 + 6), dtype=np.float32)
     for turns in dialogues(utts).values():
@@ -58,12 +60,14 @@ def featurize(utts: list[Utterance], embs: np.ndarray, k: int) -> np.ndarray:
 
 
 def class_weights(y: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-sample class-imbalance weights ``(n / (K n_c)) ** alpha``."""
     counts = np.bincount(y, minlength=len(LABELS)).astype(float)
     w = (len(y) / (len(LABELS) * np.maximum(counts, 1))) ** alpha
     return w[y]
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The softmax temperature in [0.5, 3] minimising the NLL of ``logits`` on ``y``."""
     best_t, best_nll = 1.0, np.inf
     for t in np.linspace(0.5, 3.0, 26):
         z = logits / t
@@ -76,6 +80,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Grid-search the text head on dev, write its weights and the dev/test report."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="where to write the .npz weights")
     ap.add_argument("--report", type=Path, default=RESULTS_DIR / "text_expert.json")

@@ -26,6 +26,7 @@ class WhyError(ValueError):
 
 
 def find_record(run: Path, dialogue: int, utterance: int) -> dict[str, Any]:
+    """The record of (dialogue, utterance) in run folder ``run``; WhyError when absent."""
     from emotion_agent.evals.run_meld import read_records
 
     path = run / "records.jsonl"
@@ -43,6 +44,7 @@ def _top(dist: dict[str, float], k: int = 3) -> str:
 
 
 def render_why(rec: dict[str, Any], console: Console) -> None:
+    """Print one record's trail: inputs, evidence, fusion, adjudication, context, explanation."""
     res = rec["result"]
     mark = "[green]correct[/green]" if rec["correct"] else f"[red]wrong (gold {rec['gold']})[/red]"
     console.rule(f"{rec['key']} · {rec['speaker']}")
@@ -128,6 +130,7 @@ def record_for_llm(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_schema(ids: list[str]) -> dict[str, Any]:
+    """JSON schema for a ``why --ask`` answer that can cite only ``ids``."""
     from emotion_agent.agent.explain import cited_answer_schema
 
     return cited_answer_schema(ids, text_field="answer")

@@ -40,6 +40,7 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_redaction(secrets: list[str]) -> RedactingFilter:
+    """Attach a :class:`RedactingFilter` for ``secrets`` to the service's loggers; return it."""
     flt = RedactingFilter(secrets)
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "emotion_agent", "httpx"):
         logger = logging.getLogger(name)

@@ -52,6 +52,7 @@ class ApiKeys:
 
     @classmethod
     def parse(cls, raw: str | None) -> "ApiKeys":
+        """Parse a comma list of ``key`` or ``name=key`` entries; ValueError for a bad entry."""
         keys: dict[str, str] = {}
         for entry in (raw or "").split(","):
             entry = entry.strip()
@@ -71,10 +72,12 @@ class ApiKeys:
 
     @classmethod
     def from_env(cls) -> "ApiKeys":
+        """The keys configured in ``EMOTION_AGENT_API_KEYS``."""
         return cls.parse(os.environ.get("EMOTION_AGENT_API_KEYS"))
 
     @property
     def enabled(self) -> bool:
+        """Whether any key is configured (auth on)."""
         return bool(self.keys)
 
     def tenant_for(self, presented: str | None) -> str | None:
@@ -89,10 +92,12 @@ class ApiKeys:
         return found
 
     def secrets(self) -> list[str]:
+        """Every configured key (for log redaction)."""
         return list(self.keys)
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key sent as ``X-API-Key`` or as an ``Authorization: Bearer`` token, or None."""
     if x_api_key:
         return x_api_key.strip()
     if authorization:
@@ -103,6 +108,7 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address."""
     if host in ("localhost",):
         return True
     try:
@@ -125,6 +131,7 @@ def check_auth_config(host: str, keys: ApiKeys, allow_no_auth: bool) -> None:
 
 # ---- ids ----------------------------------------------------------------------------------------
 def validate_conversation_id(cid: str | None) -> str | None:
+    """``cid`` if it is a valid conversation id (None when empty); 422 otherwise."""
     if cid is None or cid == "":
         return None
     if not CONVERSATION_ID_RE.fullmatch(cid):
@@ -139,11 +146,13 @@ def scoped_id(tenant: str | None, cid: str) -> str:
 
 
 def unscoped_id(tenant: str | None, stored: str) -> str:
+    """The client's id: ``stored`` without the tenant prefix (inverse of :func:`scoped_id`)."""
     prefix = f"{tenant}{TENANT_SEP}" if tenant else ""
     return stored[len(prefix):] if prefix and stored.startswith(prefix) else stored
 
 
 def validate_speaker(speaker: str | None) -> str | None:
+    """The speaker with whitespace collapsed (None if empty); 422 if too long or unprintable."""
     if speaker is None:
         return None
     speaker = " ".join(speaker.split())
@@ -166,14 +175,17 @@ class UploadDir:
 
     @property
     def path(self) -> Path:
+        """The folder, created (0700, unpredictable name) on first access."""
         if self._path is None:
             self._path = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))  # mkdtemp: 0700, unpredictable name
         return self._path
 
     def file(self, slot: str, ext: str) -> Path:
+        """Path for the ``slot`` upload with extension ``ext`` inside the folder."""
         return self.path / f"{slot}{ext}"
 
     def cleanup(self) -> None:
+        """Remove the folder and its contents, if it was created."""
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
 

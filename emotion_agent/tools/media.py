@@ -22,6 +22,7 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 
 @dataclass
 class Media:
+    """A decoded media file: 16 kHz mono audio and sampled RGB frames with their times."""
     path: Path
     audio: np.ndarray | None  # float32, mono, 16 kHz
     duration_s: float
@@ -35,6 +36,7 @@ class Media:
 
     @property
     def has_audio(self) -> bool:
+        """Whether any audio samples were decoded."""
         return self.audio is not None and len(self.audio) > 0
 
 

@@ -47,6 +47,7 @@ def check_file(path: Path, slot: str, limits: "Limits | None" = None) -> str:
 
 @dataclass(frozen=True)
 class Limits:
+    """Size, duration and pixel limits for requests, uploads and local media files."""
     max_upload_bytes: int = 25 * 1024 * 1024       # per file
     max_request_bytes: int = 60 * 1024 * 1024      # whole body
     max_json_bytes: int = 64 * 1024
@@ -104,6 +105,7 @@ def sniff(head: bytes) -> str | None:
 
 
 def describe(head: bytes) -> str:
+    """A readable guess at what an unaccepted file is, from its first bytes (for error messages)."""
     if head.startswith(b"MZ"):
         return "a Windows executable"
     if head.startswith(b"\x7fELF"):

@@ -43,6 +43,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 @dataclass
 class Prosody:
+    """Prosodic measures of a clip (pitch, level, rate, pauses) and its feature vector."""
     duration_s: float
     features: np.ndarray                 # len(FEATURE_NAMES), float32
     silent: bool
@@ -66,6 +67,7 @@ class Prosody:
         return self.active[: n * step].reshape(n, step).any(axis=1) if n else None
 
     def as_dict(self) -> dict[str, float]:
+        """The feature vector as ``{feature name: value}`` (rounded)."""
         return {k: round(float(v), 4) for k, v in zip(FEATURE_NAMES, self.features)}
 
 
@@ -121,6 +123,7 @@ def pitch_track(x: np.ndarray, sr: int = SR) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prosody(x: np.ndarray, sr: int = SR) -> Prosody:
+    """Prosody of a mono clip at ``sr`` Hz; silent clips get zero features and ``silent=True``."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     duration = len(x) / sr
     frames = _frames(x, 400, HOP)  # 25 ms for level

@@ -56,6 +56,7 @@ SYNONYMS = {
 
 
 def canonical_label(value: Any) -> str | None:
+    """The MELD label a word or phrase names (see :data:`SYNONYMS`); None if none or ambiguous."""
     if not isinstance(value, str):
         return None
     v = value.strip().strip(".").lower()
@@ -169,6 +170,7 @@ class VLM:
         self._lock = threading.Lock()
 
     def prompt_text(self, instruction: str) -> str:
+        """The prompt for ``instruction`` about one image (the chat template when there is one)."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -176,6 +178,7 @@ class VLM:
         return f"USER: {token}\n{instruction}\nASSISTANT:"
 
     def generate(self, image, instruction: str, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+        """The VLM's greedy answer to ``instruction`` about ``image`` (one call at a time)."""
         import torch
 
         text = self.prompt_text(instruction)
@@ -197,6 +200,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 class SceneExpert(Expert):
+    """Vision-language expert: describes the person and scene of the turn's image or video."""
     name: ClassVar[str] = "describe_scene"
     modality = "vision"
     description: ClassVar[str] = (
@@ -212,13 +216,16 @@ class SceneExpert(Expert):
 
     @property
     def model_id(self) -> str:
+        """The configured VLM, or a note that describe_scene is off."""
         return str(self.settings.vlm_model or "none (describe_scene off)")
 
     def accepts(self, turn: TurnInput) -> bool:
+        """Whether a VLM is configured and the turn has an image or a video."""
         return bool(self.settings.vlm_model) and turn.has_visual()
 
     @property
     def vlm(self) -> VLM:
+        """The shared VLM for the configured model, loaded on first use."""
         if self._vlm is None:
             spec = str(self.settings.vlm_model)
             with _SHARED_LOCK:
@@ -228,6 +235,7 @@ class SceneExpert(Expert):
         return self._vlm
 
     def warmup(self) -> None:
+        """Load the VLM when one is configured."""
         if self.settings.vlm_model:
             _ = self.vlm
 

@@ -126,9 +126,11 @@ class SpeechHead:
         self.cv_accuracy = float(d["cv_ravdess_accuracy"]) if "cv_ravdess_accuracy" in d else None
 
     def features(self, pools: np.ndarray, pros: Prosody) -> np.ndarray:
+        """The head's input: its selected encoder pools followed by the prosody features."""
         return np.concatenate([select_pools(pools, self.layers, self.n_layers, self.pools)[0], pros.features])
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities over LABELS: standardise, linear layer, softmax with temperature."""
         z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
         z = z / self.temperature
         z = z - z.max(axis=-1, keepdims=True)
@@ -137,6 +139,7 @@ class SpeechHead:
 
 
 def load_head(path: Path) -> SpeechHead:
+    """The :class:`SpeechHead` at ``path``, loaded once per process."""
     key = str(Path(path).resolve())
     if key not in _HEADS:
         _HEADS[key] = SpeechHead(Path(path))
@@ -144,6 +147,7 @@ def load_head(path: Path) -> SpeechHead:
 
 
 def label_map_from_env() -> dict[str, str | None] | None:
+    """Label map from ``EMOTION_AGENT_SPEECH_LABEL_MAP`` (JSON or a JSON file); None if unset."""
     raw = os.environ.get("EMOTION_AGENT_SPEECH_LABEL_MAP")
     if not raw:
         return None
@@ -179,6 +183,7 @@ def _confidence_reading(p: float) -> str:
 
 
 class SpeechEmotionExpert(Expert):
+    """Emotion in the voice: Whisper encoder + prosody into a trained head, or an HF model."""
     name: ClassVar[str] = "speech_emotion"
     modality = "audio"
     description: ClassVar[str] = (
@@ -197,6 +202,7 @@ class SpeechEmotionExpert(Expert):
 
     @property
     def label_map(self) -> dict[str, str | None]:
+        """Model labels to MELD labels: defaults, then the environment's, then the given map."""
         mapping = dict(DEFAULT_LABEL_MAP)
         mapping.update({k.lower(): v for k, v in (label_map_from_env() or {}).items()})
         mapping.update({k.lower(): v for k, v in (self._label_map or {}).items()})
@@ -204,10 +210,12 @@ class SpeechEmotionExpert(Expert):
 
     @property
     def head(self) -> SpeechHead:
+        """The trained speech head (loaded once per process)."""
         return load_head(self.weights_path)
 
     @property
     def model_id(self) -> str:
+        """The HF checkpoint, or the encoder and head file behind the readings."""
         if self.backend == "hf":
             return f"hf-audio-classification:{self.spec}"
         try:
@@ -216,6 +224,7 @@ class SpeechEmotionExpert(Expert):
             return f"whisper encoder + speech head ({self.weights_path.name})"
 
     def warmup(self) -> None:
+        """Load the HF checkpoint, or the Whisper encoder the head was trained on."""
         if self.backend == "hf":
             _hf_model(self.spec)
         else:
@@ -224,6 +233,7 @@ class SpeechEmotionExpert(Expert):
             shared_whisper(self.head.encoder, self.settings, need_decoder=False)
 
     def accepts(self, turn: TurnInput) -> bool:
+        """Whether the turn has audio (a file or a video's track)."""
         return turn.has_audio()
 
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:

@@ -151,6 +151,18 @@ class TextEmotionExpert(Expert):
         return f"minilm-l6-int8 + linear head ({self.weights_path.name})"
 
     @property
+    def fingerprint_path(self) -> Path:
+        """The weights file that decides this expert's output (for caches)."""
+        return self.adapter_path if self.kind == "mpnet-lora" else self.weights_path
+
+    @property
+    def context_turns(self) -> int:
+        """How many previous turns this expert reads."""
+        if self.kind == "mpnet-lora":
+            return int(self.mpnet.model.cfg.context_turns)
+        return int(self.classifier.context_k)
+
+    @property
     def mpnet(self) -> MpnetTextModel:
         """The fine-tuned model (loaded on first use)."""
         return shared_mpnet(self.settings.text_base, self.adapter_path, self.settings)

@@ -38,6 +38,7 @@ _LOCK = threading.Lock()
 
 
 def cpu_threads() -> int:
+    """Threads for faster-whisper: the CPU count, at most 4."""
     return max(1, min(os.cpu_count() or 1, 4))
 
 
@@ -87,6 +88,7 @@ def _openai_whisper(spec: str, settings: Settings):
 
 
 class TranscribeExpert(Expert):
+    """Speech-to-text expert (Whisper via faster-whisper or openai-whisper)."""
     name: ClassVar[str] = "transcribe"
     modality = "transcript"
     description: ClassVar[str] = (
@@ -105,6 +107,7 @@ class TranscribeExpert(Expert):
 
     @property
     def model_id(self) -> str:
+        """The ASR backend and model as ``backend:model``."""
         return f"{self.backend}:{self.model_spec}"
 
     def _english_only(self) -> bool:
@@ -114,12 +117,14 @@ class TranscribeExpert(Expert):
         return spec.endswith(".en") or "tiny.en" in spec or "base.en" in spec or "small.en" in spec
 
     def warmup(self) -> None:
+        """Load the Whisper model."""
         if self.backend == "faster-whisper":
             _faster_whisper(self.model_spec, self.settings)
         else:
             _openai_whisper(self.model_spec, self.settings)
 
     def accepts(self, turn: TurnInput) -> bool:
+        """Whether the turn has audio (a file or a video's track)."""
         return turn.has_audio()
 
     # -- backends -------------------------------------------------------------------------------------

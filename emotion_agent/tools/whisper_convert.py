@@ -32,6 +32,7 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
 class ConversionError(RuntimeError):
+    """A CT2 Whisper model cannot be converted; the message says why."""
     pass
 
 
@@ -41,6 +42,7 @@ def read_ct2(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     pos = 0
 
     def take(fmt: str) -> tuple:
+        """Unpack ``fmt`` at the read position and move past it."""
         nonlocal pos
         size = struct.calcsize(fmt)
         out = struct.unpack_from(fmt, data, pos)
@@ -48,6 +50,7 @@ def read_ct2(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         return out
 
     def string() -> str:
+        """Read a length-prefixed, NUL-terminated UTF-8 string."""
         nonlocal pos
         (n,) = take("<H")
         s = data[pos:pos + n - 1].decode("utf-8")
@@ -109,10 +112,12 @@ def ct2_to_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict, dict[str,
     sd: dict[str, np.ndarray] = {}
 
     def ln(dst: str, src: str) -> None:
+        """Copy a CT2 layer norm (gamma, beta) to ``dst.weight`` and ``dst.bias``."""
         sd[f"{dst}.weight"] = v[f"{src}/gamma"]
         sd[f"{dst}.bias"] = v[f"{src}/beta"]
 
     def lin(dst: str, src: str, rows: slice | None = None, bias: bool = True) -> None:
+        """Copy a CT2 linear layer (optionally only ``rows``, optionally no bias) to ``dst``."""
         w = v[f"{src}/weight"]
         b = v[f"{src}/bias"]
         sd[f"{dst}.weight"] = w if rows is None else w[rows]
@@ -120,11 +125,13 @@ def ct2_to_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict, dict[str,
             sd[f"{dst}.bias"] = b if rows is None else b[rows]
 
     def split_qkv(prefix: str, src: str, d: int) -> None:
+        """Split a fused self-attention QKV projection into query, key (no bias), value."""
         lin(f"{prefix}.query", src, slice(0, d))
         lin(f"{prefix}.key", src, slice(d, 2 * d), bias=False)
         lin(f"{prefix}.value", src, slice(2 * d, 3 * d))
 
     def split_kv(prefix: str, src: str, d: int) -> None:
+        """Split a fused cross-attention KV projection into key (no bias) and value."""
         lin(f"{prefix}.key", src, slice(0, d), bias=False)
         lin(f"{prefix}.value", src, slice(d, 2 * d))
 
@@ -236,6 +243,7 @@ def load_openai_whisper(pt_path: Path | str, device: str = "cpu"):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """CLI: convert a CT2 Whisper folder or registry model to an openai-whisper ``.pt``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("source", help="CT2 Whisper folder or registry name (whisper-tiny.en, whisper-base)")
     ap.add_argument("out", help="output .pt path")

@@ -98,9 +98,11 @@ class SharedWhisper:
 
     @property
     def is_multilingual(self) -> bool:
+        """Whether the model has Whisper's multilingual vocabulary (not an ``.en`` model)."""
         return self.dims.n_vocab >= 51865
 
     def log_mel(self, audio: np.ndarray):
+        """Log-mel spectrogram of 16 kHz ``audio`` with the model's number of mel bins."""
         import torch
         import whisper
 
