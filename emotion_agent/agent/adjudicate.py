@@ -46,6 +46,7 @@ def parse_choice(content: Any, candidates: list[str]) -> str | None:
 
 class Adjudicator:
     """Asks the LLM to pick one of the fused top-2 labels when their margin is below threshold."""
+
     def __init__(self, llm_getter: Any, threshold: float = 0.1, max_tokens: int = 16, grammar: str = "fallback"):
         self._llm_getter = llm_getter
         self.threshold = threshold

@@ -35,6 +35,7 @@ from emotion_agent.tools.settings import Settings
 @dataclass(frozen=True)
 class LLMSpec:
     """A packaged LLM: its name, the asset holding its weights and a one-line note."""
+
     name: str
     asset: str
     note: str
@@ -110,6 +111,7 @@ def sized_ram_cache(capacity_mb: int) -> Any:
 
     class SizedRAMCache(llama_cpp.LlamaRAMCache):
         """``LlamaRAMCache`` whose size also counts each entry's logits and input ids."""
+
         true_size = True
 
         @property

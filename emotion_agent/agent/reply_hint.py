@@ -34,6 +34,7 @@ _HINTS: dict[str, tuple[str, str, str]] = {
 
 class ReplyHint(BaseModel):
     """Deterministic guidance for the chatbot's reply to the turn."""
+
     tone: str = Field(description="Tone the chatbot should take.")
     guidance: str = Field(description="What the reply should do, in a sentence.")
     certainty: str = Field(description="'high', 'medium' or 'low' — how firmly to act on the emotion.")

@@ -72,6 +72,7 @@ def wait_http(url: str, proc: subprocess.Popen | None, timeout: float, ok: tuple
 @dataclass
 class Spawned:
     """A service process started by :func:`spawn_server`, with what it takes to restart it."""
+
     proc: subprocess.Popen
     url: str
     api_key: str
@@ -138,6 +139,7 @@ def rss_mb(pid: int) -> float | None:
 @dataclass
 class Stats:
     """Latencies and errors collected by all clients, per request type."""
+
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     errors: dict[str, dict[str, int]] = field(default_factory=lambda: {k: {} for k in KINDS})
     first_event_ms: list[float] = field(default_factory=list)

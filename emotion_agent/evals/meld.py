@@ -27,6 +27,7 @@ class MeldError(ValueError):
 @dataclass(frozen=True)
 class Utterance:
     """One MELD utterance: speaker, words, gold labels, timestamps and position in its dialogue."""
+
     split: str
     dialogue_id: int
     utterance_id: int

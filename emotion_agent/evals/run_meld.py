@@ -61,6 +61,7 @@ class RunConfigError(ValueError):
 @dataclass
 class RunConfig:
     """What a MELD run asks for; the fields identify the run (see :meth:`run_id`)."""
+
     split: str = "dev"
     limit: int | None = None
     modalities: list[str] = field(default_factory=lambda: ["text"])
@@ -431,6 +432,7 @@ def worker_agents(agent: Any, n: int, settings: Settings, cfg: RunConfig) -> lis
 
     class WorkerAgent(EmotionAgent):
         """An agent whose ``llm`` is the primary agent's (one LLM object for all workers)."""
+
         @property
         def llm(self) -> Any:
             """The primary agent's LLM."""

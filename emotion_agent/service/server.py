@@ -111,6 +111,7 @@ class ServiceConfig:
 
 class ServiceError(Exception):
     """A request failure answered as a JSON error with HTTP ``status`` and a machine ``code``."""
+
     def __init__(self, status: int, message: str, code: str):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
@@ -203,6 +204,7 @@ class AnalyzeRequest(BaseModel):
 
 class EvidenceOut(BaseModel):
     """One expert's evidence item in an analysis response."""
+
     id: str
     modality: str
     expert: str
@@ -218,6 +220,7 @@ class EvidenceOut(BaseModel):
 
 class AnalyzeResponse(BaseModel):
     """Response of ``POST /v1/analyze``: fused label, evidence, explanation and reply hint."""
+
     request_id: str
     conversation_id: str | None
     speaker: str | None
@@ -240,6 +243,7 @@ class AnalyzeResponse(BaseModel):
 
 class TurnOut(BaseModel):
     """One stored turn of a conversation, with its label."""
+
     turn_index: int
     speaker: str | None
     text: str
@@ -250,18 +254,21 @@ class TurnOut(BaseModel):
 
 class ConversationOut(BaseModel):
     """Response of ``GET /v1/conversations/{id}``: the stored turns in order."""
+
     conversation_id: str
     turns: list[TurnOut]
 
 
 class DeletedOut(BaseModel):
     """Response of ``DELETE /v1/conversations/{id}``: how many turns were forgotten."""
+
     conversation_id: str
     deleted_turns: int
 
 
 class WhyRequest(BaseModel):
     """JSON body of ``POST /v1/why``: a question about one stored turn (default: the last)."""
+
     model_config = ConfigDict(extra="forbid")
 
     conversation_id: str
@@ -271,6 +278,7 @@ class WhyRequest(BaseModel):
 
 class WhyResponse(BaseModel):
     """Response of ``POST /v1/why``: the answer, the evidence ids it cites and its source."""
+
     conversation_id: str
     turn_index: int
     label: str
@@ -283,6 +291,7 @@ class WhyResponse(BaseModel):
 
 class ErrorBody(BaseModel):
     """Machine-readable error code, human-readable message and the request id."""
+
     code: str
     message: str
     request_id: str | None = None
@@ -290,6 +299,7 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     """JSON body of every error response: ``{"error": {code, message, request_id}}``."""
+
     error: ErrorBody
 
 

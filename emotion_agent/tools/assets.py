@@ -43,6 +43,7 @@ class AssetFile:
 @dataclass(frozen=True)
 class Asset:
     """A registry model: description, license, files, install hint and main file."""
+
     name: str
     description: str
     license: str

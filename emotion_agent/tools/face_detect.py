@@ -31,6 +31,7 @@ KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 @dataclass
 class Face:
     """One detected face: box and keypoints in input-image pixels, and its score."""
+
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
     score: float
     keypoints: np.ndarray = field(repr=False)  # (6, 2) pixels

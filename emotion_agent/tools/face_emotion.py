@@ -80,6 +80,7 @@ MAX_CANDIDATES = 32  # 'expressive' strategy: at most this many frames are decod
 @dataclass
 class FaceReading:
     """One face in a frame: box, detection score, label distribution and size in pixels."""
+
     box: tuple[float, float, float, float]
     score: float
     distribution: dict[str, float]
@@ -99,6 +100,7 @@ class FaceReading:
 @dataclass
 class FrameReading:
     """The faces read in one frame, which one is primary, and the frame's size and time."""
+
     faces: list[FaceReading] = field(default_factory=list)
     primary: int | None = None
     width: int = 0
@@ -323,6 +325,7 @@ def _face_confidence(face: FaceReading) -> float:
 
 class FacialEmotionExpert(Expert):
     """Facial-expression expert for images and video clips (BlazeFace + mini-Xception)."""
+
     name: ClassVar[str] = "facial_emotion"
     modality = "vision"
     description: ClassVar[str] = (

@@ -23,6 +23,7 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 @dataclass
 class Media:
     """A decoded media file: 16 kHz mono audio and sampled RGB frames with their times."""
+
     path: Path
     audio: np.ndarray | None  # float32, mono, 16 kHz
     duration_s: float

@@ -48,6 +48,7 @@ def check_file(path: Path, slot: str, limits: "Limits | None" = None) -> str:
 @dataclass(frozen=True)
 class Limits:
     """Size, duration and pixel limits for requests, uploads and local media files."""
+
     max_upload_bytes: int = 25 * 1024 * 1024       # per file
     max_request_bytes: int = 60 * 1024 * 1024      # whole body
     max_json_bytes: int = 64 * 1024

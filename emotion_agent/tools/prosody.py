@@ -44,6 +44,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 @dataclass
 class Prosody:
     """Prosodic measures of a clip (pitch, level, rate, pauses) and its feature vector."""
+
     duration_s: float
     features: np.ndarray                 # len(FEATURE_NAMES), float32
     silent: bool

@@ -201,6 +201,7 @@ _SHARED_LOCK = threading.Lock()
 
 class SceneExpert(Expert):
     """Vision-language expert: describes the person and scene of the turn's image or video."""
+
     name: ClassVar[str] = "describe_scene"
     modality = "vision"
     description: ClassVar[str] = (

@@ -184,6 +184,7 @@ def _confidence_reading(p: float) -> str:
 
 class SpeechEmotionExpert(Expert):
     """Emotion in the voice: Whisper encoder + prosody into a trained head, or an HF model."""
+
     name: ClassVar[str] = "speech_emotion"
     modality = "audio"
     description: ClassVar[str] = (

@@ -89,6 +89,7 @@ def _openai_whisper(spec: str, settings: Settings):
 
 class TranscribeExpert(Expert):
     """Speech-to-text expert (Whisper via faster-whisper or openai-whisper)."""
+
     name: ClassVar[str] = "transcribe"
     modality = "transcript"
     description: ClassVar[str] = (
