@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 

@@ -19,7 +19,6 @@ LIMIT = 10
 @pytest.fixture
 def harness(settings, data_dir, tmp_path):
     """Settings on the real data + a private expert cache."""
-    import dataclasses
 
     s = settings.replace(data_dir=data_dir)
     return s, tmp_path / "expert_cache.sqlite"
@@ -128,8 +127,9 @@ def test_small_run_with_explanations_and_why_ask(harness, tmp_path):
     ids = {ev["id"] for ev in rec["result"]["evidence"]}
     assert rec["result"]["explanation"] and rec["checks"] is not None
     assert set(rec["result"]["cited_evidence_ids"]) <= ids  # schema-constrained list
-    ans = answer_question(rec, "Which evidence supports the label most?", settings)
+    ans = answer_question(rec, "Which evidence supports the label most?")
     assert ans["answer"] and set(ans["cited_evidence_ids"]) <= ids
+    assert rec["text"] not in ans["answer"]  # never echoes the utterance
 
 
 def test_cli_why_unknown_utterance_is_a_one_line_user_error(harness, tmp_path):

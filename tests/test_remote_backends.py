@@ -167,7 +167,7 @@ def test_service_on_remote_llm_and_chroma_server_same_data_as_embedded(llm_url, 
         agent = EmotionAgent(settings, experts=build_experts(settings, only=["text_emotion"]))
         agent.explainer.max_tokens = 64
         assert type(agent.llm).__name__ == "ChatOpenAICompatible"
-        cfg = ServiceConfig(keys=ApiKeys.parse(""), allow_no_auth=True, request_timeout_s=120, why_max_tokens=64)
+        cfg = ServiceConfig(keys=ApiKeys.parse(""), allow_no_auth=True, request_timeout_s=120)
         with TestClient(create_app(settings, agent, config=cfg)) as c:
             h = c.get("/healthz").json()
             assert h["memory"] == "ok" and h["memory_backend"] == "chroma-server" and h["llm"] == "remote"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_agent.evals.paths import RESULTS_DIR, SOURCE_DIR, runs_dir
+from emotion_agent.evals.paths import RESULTS_DIR, SOURCE_DIR
 from emotion_agent.tools.settings import Settings
 
 RESULTS = RESULTS_DIR

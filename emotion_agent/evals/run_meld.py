@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from emotion_agent.evals.paths import RESULTS_DIR, SOURCE_DIR, runs_dir
+from emotion_agent.evals.paths import SOURCE_DIR, runs_dir
 from emotion_agent.tools.settings import Settings
 from emotion_agent.agent.explain import ID_IN_TEXT, asserted_labels, mentions_label
 from emotion_agent.agent.inputs import InputError, clean_text, make_turn

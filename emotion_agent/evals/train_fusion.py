@@ -29,7 +29,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from emotion_agent.evals.paths import RESULTS_DIR, SOURCE_DIR, runs_dir
+from emotion_agent.evals.paths import RESULTS_DIR, SOURCE_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.agent.fusion import FEATURE_VERSION, LEARNED_WEIGHTS, LearnedFusionModel, fusion_features
 from emotion_agent.evals.meld import Utterance, dialogues, load_split

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from emotion_agent.evals.paths import RESULTS_DIR, SOURCE_DIR, runs_dir
+from emotion_agent.evals.paths import RESULTS_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.evals.meld import Utterance, dialogues, load_split
 from emotion_agent.evals.metrics import classification_report, weighted_f1

@@ -5,14 +5,12 @@
 Without ``--ask`` everything shown comes straight from the record: each expert's evidence (id,
 distribution, confidence, cues, warnings, cache status), each modality's share of the fused
 label, the conversation context the agent recalled, the explanation and its checks. With
-``--ask`` the LLM answers a free-form question from the record only (``prompts/why_*.md``;
-the record is passed as data), under a JSON schema whose citations can only be the record's
-evidence ids.
+``--ask`` the shared why service (``agent/why.py``, also behind ``POST /v1/why``) answers from
+the record's evidence: contrastive questions ("why not sadness?") included.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -106,66 +104,10 @@ def _cue(c: dict[str, Any]) -> str:
     return s
 
 
-def record_for_llm(rec: dict[str, Any]) -> dict[str, Any]:
-    """The parts of the record the LLM sees (compact; numbers rounded)."""
-    res = rec["result"]
-    return {
-        "utterance": rec["text"][:600], "speaker": rec["speaker"], "gold_label": rec["gold"],
-        "fused_label": res["label"], "confidence": round(res["confidence"], 3),
-        "fused_distribution": {k: round(v, 3) for k, v in res["distribution"].items()},
-        "fusion_policy": res.get("fusion_policy"), "modality_contributions": res.get("contributions"),
-        "llm_adjudication": {k: (res.get("adjudication") or {}).get(k) for k in ("candidates", "margin", "chosen",
-                                                                                  "fused_label", "status")}
-        if (res.get("adjudication") or {}).get("status", "not_needed") != "not_needed" else None,
-        "modalities_available": rec.get("modalities_available"),
-        "evidence": [{"id": e["id"], "expert": e["expert"], "modality": e["modality"],
-                      "distribution": {k: round(v, 3) for k, v in e["distribution"].items() if v >= 0.01},
-                      "confidence": round(e["confidence"], 3), "cues": [_cue(c) for c in e.get("cues", [])[:6]],
-                      "warnings": e["warnings"]} for e in res["evidence"]],
-        "context": [{"speaker": t.get("speaker"), "text": t["text"][:160], "predicted_label": t.get("label")}
-                    for t in rec.get("context") or []],
-        "explanation": res.get("explanation"),
-        "timings_ms": {k: round(v) for k, v in res.get("timings_ms", {}).items()},
-    }
+def answer_question(rec: dict[str, Any], question: str) -> dict[str, Any]:
+    """Answer ``question`` about a run record with the shared why service (agent/why.py)."""
+    from emotion_agent.agent.why import answer_why, evidence_of
 
-
-def answer_schema(ids: list[str]) -> dict[str, Any]:
-    """JSON schema for a ``why --ask`` answer that can cite only ``ids``."""
-    from emotion_agent.agent.explain import cited_answer_schema
-
-    return cited_answer_schema(ids, text_field="answer")
-
-
-def answer_question(rec: dict[str, Any], question: str, settings: Any, llm: Any = None) -> dict[str, Any]:
-    """Ask the LLM ``question`` about ``rec``; returns answer, cited ids and whether they are all real."""
-    import re
-
-    from langchain_core.messages import HumanMessage, SystemMessage
-
-    from emotion_agent.tools import prompts
-    from emotion_agent.agent.chat_model import build_chat_model
-
-    question = " ".join(question.split())[:800]
-    if not question:
+    if not " ".join((question or "").split()):
         raise WhyError("--ask needs a question")
-    ids = [e["id"] for e in rec["result"]["evidence"]]
-    user = prompts.render("why_user", record=json.dumps(record_for_llm(rec), indent=1), question=question,
-                          evidence_ids=", ".join(ids) or "(none)")
-    model = llm or build_chat_model(settings)
-    msg = model.bind(json_schema=answer_schema(ids), max_tokens=320).invoke(
-        [SystemMessage(prompts.load("why_system")), HumanMessage(user)])
-    truncated = False
-    try:
-        data = json.loads(msg.content, strict=False)
-    except (json.JSONDecodeError, TypeError) as exc:
-        # The token budget ran out inside the answer string: keep what was written, and say so.
-        m = re.match(r'\s*\{\s*"answer"\s*:\s*"(.{20,})', str(msg.content), re.S)
-        if not m:
-            raise WhyError(f"the LLM did not return JSON: {exc}") from exc
-        data, truncated = {"answer": m.group(1).rstrip() + " …", "cited_evidence_ids": []}, True
-    text = str(data.get("answer", "")).strip()
-    cited = list(dict.fromkeys(str(c) for c in data.get("cited_evidence_ids", [])))
-    prose = list(dict.fromkeys(re.findall(r"\[([A-Za-z_]+-[0-9a-f]{4,})\]", text)))
-    return {"question": question, "answer": text, "cited_evidence_ids": cited, "ids_in_answer_text": prose,
-            "citations_valid": all(c in ids for c in [*cited, *prose]),
-            "invalid_ids": [c for c in dict.fromkeys([*cited, *prose]) if c not in ids], "truncated": truncated}
+    return answer_why(evidence_of(rec), question).model_dump()

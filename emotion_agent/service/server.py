@@ -38,13 +38,11 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emotion_agent.tools import prompts
 from emotion_agent.tools.settings import Settings
 from emotion_agent.agent.inputs import InputError, make_turn
 from emotion_agent.agent.reply_hint import ReplyHint, reply_hint
@@ -66,8 +64,8 @@ from emotion_agent.service.security import (
     validate_speaker,
 )
 from emotion_agent.agent.injection import strip_injections
+from emotion_agent.agent.why import answer_why
 from emotion_agent.service.logs import install_log_redaction
-from emotion_agent.tools.base import summarize
 from emotion_agent.tools.evidence import Adjudication, FusedResult
 
 log = logging.getLogger("emotion_agent.service.server")
@@ -89,7 +87,6 @@ class ServiceConfig:
     keys: ApiKeys = field(default_factory=ApiKeys)
     allow_no_auth: bool = False
     warmup: bool = True
-    why_max_tokens: int = 160
     #: LLM work (explanations, /why) on its own single-thread lane, so a slow explanation never holds up
     #: label-only turns; each model still sees one request at a time. False: everything on one lane.
     separate_llm_lane: bool = True
@@ -284,8 +281,10 @@ class WhyResponse(BaseModel):
     label: str
     confidence: float
     answer: str
+    contrast: str | None = Field(default=None, description="The other label the question asked about.")
     cited_evidence_ids: list[str]
-    source: Literal["llm", "template"]
+    source: Literal["evidence"] = Field(description="Answered from the stored evidence (no LLM).")
+    refused: bool = Field(default=False, description="The question held only instructions.")
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -301,13 +300,6 @@ class ErrorOut(BaseModel):
     """JSON body of every error response: ``{"error": {code, message, request_id}}``."""
 
     error: ErrorBody
-
-
-def why_schema(evidence_ids: list[str]) -> dict[str, Any]:
-    """JSON schema for a ``/v1/why`` answer whose citations can only be ``evidence_ids``."""
-    from emotion_agent.agent.explain import cited_answer_schema
-
-    return cited_answer_schema(evidence_ids, text_field="answer")
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -809,7 +801,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     @app.post("/v1/why", response_model=WhyResponse, tags=["analysis"],
               summary="Answer an analyst's question about a stored turn, from its stored record")
     async def why(body: WhyRequest, t: str | None = Depends(tenant)):
-        """Answer a question about a stored turn from its record (template if the LLM fails)."""
+        """Answer a (contrastive) question about a stored turn from its evidence (agent/why.py)."""
         cid = validate_conversation_id(body.conversation_id)
         agent = get_agent()
         memory = memory_of(agent)
@@ -828,40 +820,11 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         if not record:
             raise ServiceError(404, f"turn {turn['turn_index']} has no stored record to answer from", "not_found")
         result = FusedResult.model_validate(record)
-        question, _ = strip_injections(body.question)
-        question = question or body.question
-
-        def job() -> WhyResponse:
-            """Ask the LLM about the stored record; fall back to a template answer on failure."""
-            ids = [e.id for e in result.evidence]
-            user = prompts.render(
-                "service_why_user", turn_index=turn["turn_index"], speaker=turn.get("speaker") or "unknown",
-                label=result.label, confidence=f"{result.confidence:.2f}",
-                distribution=", ".join(f"{k} {v:.2f}" for k, v in
-                                       sorted(result.distribution.items(), key=lambda kv: -kv[1])[:3]),
-                contributions=", ".join(f"{m} {s:.0%}" for m, s in result.contributions.items()) or "none",
-                evidence="\n".join(summarize(e) for e in result.evidence) or "(no evidence)",
-                explanation=result.explanation or "(none stored)", warnings="; ".join(result.warnings) or "none",
-                utterance=(turn.get("text") or "")[:600], question=question[:500])
-            warnings: list[str] = []
-            try:
-                msg = agent.llm.bind(json_schema=why_schema(ids), max_tokens=cfg.why_max_tokens).invoke(
-                    [SystemMessage(prompts.load("service_why_system")), HumanMessage(user)])
-                data = json.loads(msg.content, strict=False)  # llama.cpp grammars let raw newlines into strings
-                answer = " ".join(str(data.get("answer", "")).split())[:700]
-                cited = list(dict.fromkeys(i for i in data.get("cited_evidence_ids", []) if i in ids))
-                if len(answer) < 10:
-                    raise ValueError("empty answer")
-                source: Literal["llm", "template"] = "llm"
-            except Exception as exc:
-                answer, cited = _why_fallback(result)
-                source = "template"
-                warnings.append(f"LLM answer failed ({type(exc).__name__}); answered from the record's evidence")
-            return WhyResponse(conversation_id=cid, turn_index=turn["turn_index"], label=result.label,
-                               confidence=round(result.confidence, 4), answer=answer, cited_evidence_ids=cited,
-                               source=source, warnings=warnings)
-
-        return await llm_worker.run(job, cfg.request_timeout_s, what="the answer")
+        ans = answer_why(result, body.question)
+        return WhyResponse(conversation_id=cid, turn_index=turn["turn_index"], label=result.label,
+                           confidence=round(result.confidence, 4), answer=ans.answer, contrast=ans.contrast,
+                           cited_evidence_ids=ans.cited_evidence_ids, source="evidence", refused=ans.refused,
+                           warnings=[])
 
     # ---- health --------------------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], summary="Liveness and readiness (no auth)")
@@ -886,17 +849,6 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app
-
-
-def _why_fallback(result: FusedResult) -> tuple[str, list[str]]:
-    ranked = sorted(result.evidence, key=lambda e: -(e.distribution.get(result.label, 0.0) * e.confidence))
-    top = ranked[:2]
-    parts = [f"[{e.id}] {e.expert} ({e.modality}) gave {result.label} {e.distribution.get(result.label, 0):.2f} "
-             f"with confidence {e.confidence:.2f}" for e in top]
-    answer = (f"The turn was labelled {result.label} (confidence {result.confidence:.2f}) by {result.fusion_policy} "
-              f"fusion. " + ("; ".join(parts) + "." if parts else "No evidence was stored.")
-              + (f" Stored explanation: {result.explanation}" if result.explanation else ""))
-    return answer[:700], [e.id for e in top]
 
 
 def _validation_message(errors: Any) -> str:
