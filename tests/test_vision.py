@@ -483,3 +483,24 @@ def test_decompression_bomb_is_refused(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(ExpertError, match="too large|megapixels"):
         load_image(p)
+
+
+def test_face_crops_are_read_through_the_image_path(analyzer, data_dir):
+    """FER2013-style 48x48 crops: found after padding or read as a crop, never thrown away."""
+    import csv
+
+    rows = list(csv.DictReader((data_dir / "faces" / "labels.csv").open()))[:12]
+    kinds = []
+    for r in rows:
+        ev = expert(analyzer).analyze(TurnInput(image_path=data_dir / "faces" / r["path"]))
+        assert ev.confidence > 0 and ev.extra["n_faces"] >= 1, ev.warnings
+        kinds.append(ev.extra.get("detection", "detector"))
+        assert any(c.name == "face crop" for c in ev.cues) or kinds[-1] == "detector"
+    assert len(kinds) == 12
+
+
+def test_small_square_non_face_is_marked_low_confidence(analyzer, tmp_path):
+    y, x = np.mgrid[0:96, 0:96]
+    img = np.stack([x * 2, y * 2, np.full_like(x, 90)], -1).astype(np.uint8)
+    ev = expert(analyzer).analyze(TurnInput(image_path=save(img, tmp_path / "icon.png")))
+    assert ev.confidence < 0.3 and any("low confidence" in w for w in ev.warnings)

@@ -68,6 +68,8 @@ CROP_ASPECT = (0.7, 1.45)
 #: at least PAD_MIN_SIDE before a second detection (BlazeFace misses faces that fill the whole frame).
 PAD_SHARE = 0.35
 PAD_MIN_SIDE = 256
+#: An image this small and square with no face box may still be a face crop (read whole, marked low-confidence).
+SMALL_CROP_SIDE = 160
 #: A face found after padding whose box is at least this share of the image's side makes it a tight crop.
 TIGHT_CROP_SHARE = 0.5
 MIN_FACE_PX = 24  # faces smaller than this (in the original image) are still read, with a warning
@@ -303,6 +305,26 @@ class FaceAnalyzer:
         return reading
 
 
+_HAAR: list = []
+
+
+def haar_confirms_face(rgb: np.ndarray) -> bool:
+    """OpenCV's Haar frontal-face cascade on the padded, upscaled image: a second opinion for tight crops."""
+    import cv2
+
+    if not _HAAR:
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        _HAAR.append(cv2.CascadeClassifier(str(path)) if path.is_file() else None)
+    cascade = _HAAR[0]
+    if cascade is None:
+        return False
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    pad = int(round(PAD_SHARE * max(gray.shape)))
+    gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    gray = cv2.resize(gray, (PAD_MIN_SIDE, PAD_MIN_SIDE), interpolation=cv2.INTER_CUBIC)
+    return len(cascade.detectMultiScale(gray, 1.1, 3, minSize=(40, 40))) > 0
+
+
 _SHARED: dict[tuple, FaceAnalyzer] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -411,10 +433,18 @@ class FacialEmotionExpert(Expert):
                 extra.update(n_faces=len(reading.faces), primary=reading.primary,
                              faces=[f.as_dict() for f in reading.faces], detection="padded")
         face = reading.primary_face
-        if face is None and looks_like_crop:
+        small_square = max(h, w) <= SMALL_CROP_SIDE and 0.8 <= w / max(h, 1) <= 1.25
+        haar_face = False
+        if face is None and small_square:
+            haar_face = haar_confirms_face(img.rgb)
             face = self.analyzer.read_whole(img.rgb)
-            notes.append("no face detected; the image was read as a face crop")
-            extra.update(n_faces=1, primary=0, detection="whole image read as a face crop")
+            notes.append("no face box found; the image was read as a face crop"
+                         + (" (a second detector saw a face)" if haar_face else ""))
+            if not haar_face:
+                warnings.append("no detector confirmed a face in this small image; it was read as a face crop "
+                                "with low confidence")
+            extra.update(n_faces=1, primary=0, detection="whole image read as a face crop",
+                         haar_confirmed=haar_face)
             reading.faces, reading.primary = [face], 0
         if face is None:
             return EmotionEvidence.uninformative(
@@ -433,7 +463,7 @@ class FacialEmotionExpert(Expert):
         cues.extend(Cue(name="face crop", detail=n) for n in notes)
         confidence = _face_confidence(face)
         if extra.get("detection") == "whole image read as a face crop":
-            confidence *= 0.8  # no detector confirmation that this is a face
+            confidence *= 0.8 if haar_face else 0.4  # BlazeFace gave no box: less sure it is a face at all
         return EmotionEvidence(
             id=new_id("face"), modality=self.modality, expert=self.name, model_id=self.model_id,
             distribution=face.distribution, confidence=confidence, cues=cues, warnings=warnings,
