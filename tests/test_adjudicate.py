@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
@@ -45,6 +46,8 @@ def test_wide_margin_is_not_adjudicated_and_bad_answers_keep_the_fused_label():
         assert a.status == "failed" and out.label == "neutral" and any("adjudication failed" in w for w in out.warnings)
 
 
+@pytest.mark.slow
+@pytest.mark.llm
 def test_adjudication_on_real_meld_turns_with_the_real_llm(settings, data_dir, tmp_path):
     """Margin 1.0 adjudicates every turn: each label is one of its two fused candidates, and the run's
     records re-score the whole margin curve."""

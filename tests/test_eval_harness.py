@@ -65,6 +65,7 @@ def test_rerun_with_other_fusion_hits_the_expert_cache_and_other_options_are_ref
             progress=False)
 
 
+@pytest.mark.slow
 def test_report_why_and_comparison(harness, tmp_path):
     from emotion_agent.evals.report import compare_runs, report_run
     from emotion_agent.evals.run_meld import run_ablations
@@ -132,6 +133,7 @@ def test_small_run_with_explanations_and_why_ask(harness, tmp_path):
     assert rec["text"] not in ans["answer"]  # never echoes the utterance
 
 
+@pytest.mark.slow
 def test_cli_why_unknown_utterance_is_a_one_line_user_error(harness, tmp_path):
     settings, cache = harness
     out = tmp_path / "r"

@@ -95,6 +95,7 @@ def test_worker_count_is_validated(harness, tmp_path):
     assert not (tmp_path / "bad").exists()  # refused before the run folder is made
 
 
+@pytest.mark.slow
 def test_cli_workers_zero_is_a_one_line_user_error(tmp_path):
     exe = Path(sys.executable).parent / "emotion-agent"
     proc = subprocess.run([str(exe), "eval", "meld", "--limit", "2", "--workers", "0", "--out", str(tmp_path / "r")],

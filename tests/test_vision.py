@@ -372,6 +372,7 @@ def tiny_llava(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_scene_expert_real_transformers_path(tiny_llava, frame, tmp_path):
     import emotion_agent.tools.media as media
     from emotion_agent.tools.scene import SceneExpert
