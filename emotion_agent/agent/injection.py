@@ -34,6 +34,12 @@ _INSTRUCTION_SENTENCE = re.compile("|".join([
     r"\b(?:the|your)\s+(?:correct|only\s+valid|final|real|true)\s+(?:label|answer|emotion|output|classification)\b",
     r"\b(?:label|emotion|classification|sentiment)\s*(?:=|:|is)\s*\"?" + _LABEL_WORDS + r"\b",
     r"\b(?:with\s+)?confidence\s+(?:of\s+)?(?:1(?:\.0+)?|100\s*%|0\.9\d*)\b",
+    # the same in other languages (French, German, Spanish, Italian, Portuguese)
+    r"\b(?:ignor(?:ez|e|iere|ieren|a|ate|ar))\b.{0,40}\b(?:instructions?|anweisungen|instrucciones|istruzioni|"
+    r"instruções|règles|regeln|reglas|regole)\b",
+    r"(?<!ich )(?<!je )(?<!yo )(?<!io )\b(?:r[ée]ponds|r[ée]pondez|antworte|antworten|responde|responda|rispondi)"
+    r"\b.{0,30}\b(?:joie|freude|alegr[ií]a|gioia|col[èe]re|wut|ärger|ira|rabbia|tristesse|traurigkeit|tristeza|"
+    r"peur|angst|miedo|paura|medo|überraschung|sorpresa|dégoût|ekel|asco|neutre|neutral|neutro)\b",
     r"\b(?:pretend|imagine)\s+(?:that\s+)?you(?:'re|\s+are)\b|\b(?:act|role-?play)\s+as\s+an?\b",
     r"\b(?:end|finish|start|begin|sign)\s+(?:your\s+|the\s+|each\s+)?(?:answer|reply|response|explanation|"
     r"sentences?|output)s?\s+with\b",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from pathlib import Path
 
@@ -17,6 +18,9 @@ class MediaInputError(MediaCheckError, InputError):
     """No usable input: every media file was refused by the media checks (carries the HTTP status)."""
 
 
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
 def clean_text(raw: str | bytes | None, max_chars: int) -> tuple[str | None, list[str]]:
     """Decode, strip control characters, truncate. Returns (text or None, warnings)."""
     warnings: list[str] = []
@@ -28,6 +32,7 @@ def clean_text(raw: str | bytes | None, max_chars: int) -> tuple[str | None, lis
         except UnicodeDecodeError:
             raw = raw.decode("utf-8", errors="replace")
             warnings.append("text was not valid UTF-8; undecodable bytes were replaced")
+    raw = _ANSI.sub("", raw)  # terminal escape sequences are markup, not words
     text = "".join(c for c in raw if c in "\n\t" or unicodedata.category(c)[0] != "C")
     text = " ".join(text.split())
     if not text:
@@ -86,6 +91,8 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
             first = refused[0]
             raise MediaInputError(first.status, "; ".join(r.message for r in refused), first.code)
         warnings.extend(f"input not analysed: {r.message}" for r in refused)
+    if clean is not None and not any(ch.isalpha() for ch in clean) and not any(paths.values()):
+        raise InputError("the text has no words (only digits, punctuation, symbols or emoji): nothing to analyse")
     if clean is None and not any(paths.values()):
         if text is not None:
             raise InputError("the text is empty (only whitespace or control characters) and no media was given")

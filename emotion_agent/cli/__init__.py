@@ -1,4 +1,4 @@
-"""Command line: ``emotion-agent analyze | demo | models | eval | report | why | serve``.
+"""Command line: ``emotion-agent analyze | batch | demo | models | eval | report | why | serve``.
 
 The app is composed here, explicitly, from the commands of each layer (the agent's, the eval
 harness's, the service's); importing a module never registers a command. User mistakes (no
@@ -26,6 +26,7 @@ def build_app() -> typer.Typer:
                       help="Multimodal emotion recognition agent (MELD's 7 labels), offline on CPU.")
     app.command()(agent_commands.analyze)
     app.command()(agent_commands.demo)
+    app.command()(agent_commands.batch)
     app.command()(agent_commands.models)
     app.add_typer(eval_commands.eval_app, name="eval")
     app.command()(eval_commands.report)

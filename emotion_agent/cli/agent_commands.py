@@ -154,3 +154,71 @@ def models(
             assets.remove_markers(n, settings)
         path = assets.ensure(n, settings)
         console.print(f"ok {n}: {path}")
+
+
+def batch(
+    inputs: Path = typer.Argument(..., help="JSONL file: one turn per line, with any of text, audio, image, video, "
+                                            "conversation_id, speaker (paths relative to the file's folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Results JSONL (one line per input line). Rerun to resume."),
+    explain: bool = typer.Option(False, "--explain/--no-explain", help="Also explain each label (slower)."),
+    llm: Optional[str] = typer.Option(None, help="LLM for explanations: registry name or .gguf path."),
+) -> None:
+    """Analyse many turns with one loaded agent: one result line per input line, bad lines reported, resumable."""
+    import json
+    import os
+    import time
+
+    from tqdm import tqdm
+
+    from emotion_agent.agent.inputs import InputError, make_turn
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.tools.media_checks import MediaCheckError
+
+    if not inputs.is_file():
+        raise UserError(f"batch input file not found: {inputs}")
+    lines = inputs.read_text(encoding="utf-8", errors="replace").splitlines()
+    done: set[int] = set()
+    if out.is_file():
+        for raw in out.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("line"), int):
+                done.add(rec["line"])
+    settings = settings_from(llm=llm)
+    agent = EmotionAgent(settings)
+    base = inputs.resolve().parent
+    counts = {"ok": 0, "refused": 0, "skipped_done": len(done)}
+    start = time.perf_counter()
+    with out.open("a", encoding="utf-8") as fh:
+        for no, raw in enumerate(tqdm(lines, desc="batch", unit="turn"), start=1):
+            if no in done or not raw.strip():
+                continue
+            t0 = time.perf_counter()
+            rec: dict = {"line": no}
+            try:
+                item = json.loads(raw)
+                if not isinstance(item, dict):
+                    raise InputError("each line must be a JSON object")
+                media = {k: (str(base / item[k]) if item.get(k) and not Path(item[k]).is_absolute() else item.get(k))
+                         for k in ("audio", "image", "video")}
+                turn = make_turn(text=item.get("text"), conversation_id=item.get("conversation_id"),
+                                 speaker=item.get("speaker"), max_chars=settings.max_text_chars, **media)
+                result = agent.analyze(turn, explain=explain)
+                rec.update(status="ok", label=result.label, confidence=result.confidence,
+                           warnings=result.warnings, explanation=result.explanation,
+                           disagreement=[v.model_dump() for v in result.disagreement])
+                counts["ok"] += 1
+            except (InputError, MediaCheckError, ValueError) as exc:
+                rec.update(status="refused", error=" ".join(str(exc).split())[:300],
+                           code=getattr(exc, "code", "invalid_input"))
+                counts["refused"] += 1
+            rec["wall_s"] = round(time.perf_counter() - t0, 3)
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    wall = time.perf_counter() - start
+    n = counts["ok"] + counts["refused"]
+    console.print(f"{n} turn(s) in {wall:.1f} s ({wall / max(n, 1):.3f} s each): {counts['ok']} analysed, "
+                  f"{counts['refused']} refused with a reason, {counts['skipped_done']} already done; results in {out}")
