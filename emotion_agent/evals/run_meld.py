@@ -168,7 +168,10 @@ class EvalMemory:
         prev = self.dias[u.dialogue_id][max(0, u.position - previous):u.position]
         out = []
         for p in prev:
-            ev = self.text_expert.analyze(self.turn_for(p, self.context)) if self.text_expert else None
+            try:
+                ev = self.text_expert.analyze(self.turn_for(p, self.context)) if self.text_expert else None
+            except InputError:  # a wordless earlier utterance ("...") has no prediction, like in the agent
+                ev = None
             out.append(DistTurn(id=f"{conv_id(p)}:{p.position:06d}", conversation_id=conv_id(p),
                                 turn_index=p.position, speaker=p.speaker, text=self.clean(p.text),
                                 label=ev.label if ev else None, confidence=round(ev.confidence, 4) if ev else None,
