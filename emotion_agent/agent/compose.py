@@ -49,18 +49,23 @@ def _top(e: EmotionEvidence) -> tuple[str, float]:
 STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been am i you he she
 it we they me him her us them my your his its our their this that these those do does did have has had will would
 can could shall should may might must not no so than then there here what which who whom how why when where just
-very really oh well yeah ok okay""".split())
+very really oh well yeah ok okay i'm it's you're that's don't can't won't i've i'll he's she's we're they're
+there's what's let's isn't aren't wasn't didn't doesn't gonna wanna""".split())
 
 
-def _quote_words(weights: list[WordWeight], k: int = 3, min_weight: float = 0.02) -> list[str]:
+def bare_word(word: str) -> str:
+    """A word without surrounding punctuation, with typographic apostrophes made plain."""
+    return word.replace("’", "'").replace("‘", "'").strip(".,;:!?\"'()[]")
+
+
+def quoted_words(weights: list[WordWeight], k: int = 3, min_weight: float = 0.02) -> list[str]:
     """The content words that pushed most toward the label (positive occlusion weight), in utterance order."""
-    content = [w for w in weights if w.weight >= min_weight
-               and w.word.strip(".,;:!?\"'()[]").lower() not in STOPWORDS]
+    content = [w for w in weights if w.weight >= min_weight and bare_word(w.word).lower() not in STOPWORDS]
     best = sorted(content, key=lambda w: -w.weight)[:k]
     order = {id(w): i for i, w in enumerate(weights)}
     cleaned = []
     for w in sorted(best, key=lambda w: order[id(w)]):
-        word = w.word.strip(".,;:!?\"'()[]")
+        word = bare_word(w.word)
         if word and word not in cleaned:
             cleaned.append(word)
     return cleaned
@@ -106,7 +111,7 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
     else:
         sentences.append(_pick([
             f"This turn {_conf_word(conf)} expresses {noun} ({label}, {pct} confident).",
-            f"The label is {label}: the speaker {_conf_word(conf)} sounds {adj} ({pct} confident).",
+            f"The label is {label}: the speaker {_conf_word(conf)} comes across as {adj} ({pct} confident).",
             f"{label.capitalize()} fits this turn best ({pct} confident).",
         ], seed))
 
@@ -118,7 +123,7 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
     if words is not None:
         w_label, w_p = _top(words)
         source = "the words" if words.modality == "text" else "the transcribed words"
-        quoted = _quote_words(attributions or []) if w_label == label else []
+        quoted = quoted_words(attributions or []) if w_label == label else []
         if w_label == label and quoted:
             q = _join([f"'{w}'" for w in quoted])
             sentences.append(_pick([

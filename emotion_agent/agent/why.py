@@ -15,7 +15,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-from emotion_agent.agent.compose import STOPWORDS
+from emotion_agent.agent.compose import STOPWORDS, bare_word
 from emotion_agent.agent.faithfulness import LABEL_WORDS
 from emotion_agent.agent.injection import strip_injection_spans
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence, FusedResult, WordWeight
@@ -57,11 +57,11 @@ def _attributions(result: FusedResult) -> tuple[list[WordWeight], str | None]:
 
 
 def _words(weights: list[WordWeight], sign: int, k: int = 3) -> list[str]:
-    chosen = sorted((w for w in weights if sign * w.weight > 0.01
-                     and w.word.strip(".,;:!?\"'()").lower() not in STOPWORDS), key=lambda w: -sign * w.weight)
+    chosen = sorted((w for w in weights if sign * w.weight > 0.01 and bare_word(w.word).lower() not in STOPWORDS),
+                    key=lambda w: -sign * w.weight)
     out: list[str] = []
     for w in chosen:
-        word = w.word.strip(".,;:!?\"'()")
+        word = bare_word(w.word)
         if word and word not in out:
             out.append(word)
         if len(out) == k:
