@@ -51,7 +51,8 @@ def test_wide_margin_is_not_adjudicated_and_bad_answers_keep_the_fused_label():
 def test_adjudication_on_real_meld_turns_with_the_real_llm(settings, data_dir, tmp_path):
     """Margin 1.0 adjudicates every turn: each label is one of its two fused candidates, and the run's
     records re-score the whole margin curve."""
-    from emotion_agent.evals.run_meld import read_records, run
+    from emotion_agent.evals.records import read_records
+    from emotion_agent.evals.run_meld import run
 
     s = settings.replace(data_dir=data_dir)
     summary = run("dev", limit=4, out=tmp_path / "adj", settings=s, cache_path=tmp_path / "cache.sqlite",

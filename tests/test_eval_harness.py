@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from emotion_agent.evals.run_meld import RunConfigError, explanation_checks, read_records, run
+from emotion_agent.evals.records import read_records
+from emotion_agent.evals.run_meld import RunConfigError, run
+from emotion_agent.evals.scorers import explanation_checks
 
 LIMIT = 10
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from emotion_agent.evals.run_meld import RunConfigError, read_records, run
+from emotion_agent.evals.records import read_records
+from emotion_agent.evals.run_meld import RunConfigError, run
 
 LIMIT = 12
 

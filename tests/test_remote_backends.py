@@ -220,7 +220,8 @@ def test_chroma_server_down_gives_503_then_recovers(tmp_path):
 
 def test_eval_meld_two_workers_explain_on_the_llm_server(llm_url, data_dir, tmp_path):
     """``eval meld --workers 2 --explain`` against the shared server: both workers call it, every record explained."""
-    from emotion_agent.evals.run_meld import read_records, run
+    from emotion_agent.evals.records import read_records
+    from emotion_agent.evals.run_meld import run
 
     settings = Settings.from_env(memory_dir=tmp_path / "m", chroma_url=None, llm_url=llm_url, llm="smollm2-135m",
                                  data_dir=data_dir)

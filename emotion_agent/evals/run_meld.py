@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,24 +34,21 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from emotion_agent.evals.paths import SOURCE_DIR, runs_dir
+from emotion_agent.evals.paths import runs_dir
 from emotion_agent.tools.settings import Settings
-from emotion_agent.agent.explain import ID_IN_TEXT, asserted_labels, mentions_label
-from emotion_agent.agent.inputs import InputError, clean_text, make_turn
-from emotion_agent.agent.recall import MemoryRecall, RecalledTurn
+from emotion_agent.agent.inputs import InputError, make_turn
 from emotion_agent.evals.meld import Utterance, dialogues, load_split
-from emotion_agent.evals.metrics import classification_report
-from emotion_agent.tools.base import PriorTurn, TurnInput
-from emotion_agent.tools.evidence import LABELS
+from emotion_agent.tools.base import TurnInput
+from emotion_agent.evals.meld_memory import EvalMemory, conv_id
+from emotion_agent.evals.provenance import git_commit, package_versions, settings_dict
+from emotion_agent.evals.records import append_record, read_records
+from emotion_agent.evals.scorers import adjudication_summary, explanation_checks, percentile, report_with_ci
 
 MODALITY_EXPERTS: dict[str, tuple[str, ...]] = {
     "text": ("text_emotion",),
     "audio": ("transcribe", "speech_emotion"),
     "vision": ("facial_emotion", "describe_scene"),
 }
-PACKAGES = ("emotion-agent", "langgraph", "langchain-core", "numpy", "scikit-learn", "onnxruntime", "tokenizers",
-            "llama_cpp_python", "chromadb", "pydantic", "matplotlib", "faster-whisper", "torch")
-
 
 class RunConfigError(ValueError):
     """The run folder belongs to a different configuration (user-facing, one line)."""
@@ -120,205 +116,6 @@ def media_for(u: Utterance, data_dir: Path) -> dict[str, Any]:
         out["audio"] = None
         out["image"] = None
     return out
-
-
-# ---- memory for the eval ---------------------------------------------------------------------
-class DistTurn(RecalledTurn):
-    """A recalled turn that also keeps the predicted distribution (used by the learned fusion)."""
-
-    distribution: dict[str, float] | None = None
-
-
-class EvalMemory:
-    """In-process stand-in for Chroma with MELD's dialogues: recall returns the previous utterances.
-
-    Their labels are the text expert's predictions (cached), never gold. The runner sets
-    :attr:`current` before each turn; the graph calls :meth:`recall` like it calls Chroma's.
-    """
-
-    def __init__(self, utts: list[Utterance], text_expert: Any, settings: Settings, context: int):
-        self.dias = dialogues(utts)
-        self.text_expert = text_expert
-        self.settings = settings
-        self.context = context
-        self.current: Utterance | None = None
-        self.last_recall: MemoryRecall = MemoryRecall()
-
-    def turn_for(self, u: Utterance, k: int) -> Any:
-        """The turn for utterance ``u`` with its previous ``k`` utterances as context."""
-        prev = self.dias[u.dialogue_id][max(0, u.position - k):u.position] if k > 0 else []
-        return make_turn(text=u.text, speaker=u.speaker, conversation_id=conv_id(u), turn_index=u.position,
-                         context=[PriorTurn(speaker=p.speaker, text=self.clean(p.text)) for p in prev],
-                         max_chars=self.settings.max_text_chars)
-
-    def clean(self, text: str) -> str:
-        """``text`` cleaned as the agent cleans user text (empty string if nothing is left)."""
-        return clean_text(text, self.settings.max_text_chars)[0] or ""
-
-    def next_turn_index(self, conversation_id: str) -> int:
-        """The current utterance's position in its dialogue (0 when none is set)."""
-        return self.current.position if self.current else 0
-
-    def recall(self, conversation_id: str, text: str | None, *, previous: int = 3, similar: int = 2) -> MemoryRecall:
-        """The current dialogue's previous ``previous`` utterances, labelled by the text expert."""
-        u = self.current
-        if u is None or previous <= 0:
-            self.last_recall = MemoryRecall()
-            return self.last_recall
-        prev = self.dias[u.dialogue_id][max(0, u.position - previous):u.position]
-        out = []
-        for p in prev:
-            try:
-                ev = self.text_expert.analyze(self.turn_for(p, self.context)) if self.text_expert else None
-            except InputError:  # a wordless earlier utterance ("...") has no prediction, like in the agent
-                ev = None
-            out.append(DistTurn(id=f"{conv_id(p)}:{p.position:06d}", conversation_id=conv_id(p),
-                                turn_index=p.position, speaker=p.speaker, text=self.clean(p.text),
-                                label=ev.label if ev else None, confidence=round(ev.confidence, 4) if ev else None,
-                                distribution=ev.distribution if ev else None))
-        self.last_recall = MemoryRecall(previous=out)
-        return self.last_recall
-
-    def remember(self, **_: Any) -> str:  # eval turns are not stored
-        """Store nothing: eval turns are not remembered."""
-        return ""
-
-
-def conv_id(u: Utterance) -> str:
-    """The conversation id of ``u``'s dialogue: ``meld-<split>-dia<D>``."""
-    return f"meld-{u.split}-dia{u.dialogue_id}"
-
-
-# ---- explanation checks ----------------------------------------------------------------------
-def explanation_checks(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The two checks on one stored result (``None`` when it has no explanation).
-
-    *Agreement* (documented rule): the explanation names the emitted label (the label word or one of
-    its forms in :data:`LABEL_WORDS`, whole word, case-insensitive) AND asserts no other label as the
-    answer (no ``labeled/classified as Y``, ``the emotion/label/answer is Y`` with Y another label).
-    Mentioning other labels as evidence ("the text expert gave surprise 0.2") is allowed.
-    *Citations valid*: every id in ``cited_evidence_ids`` and every ``[id]`` written in the prose is
-    the id of an evidence item of this record; ``cites_any`` says whether at least one id was cited.
-    """
-    text = result.get("explanation")
-    if not text:
-        return None
-    label = result["label"]
-    low = text.lower()
-    mentioned = mentions_label(low, label)
-    others = asserted_labels(text) - {label}
-    ids = {e["id"] for e in result.get("evidence", [])}
-    listed = list(result.get("cited_evidence_ids") or [])
-    prose = ID_IN_TEXT.findall(text)
-    invalid = sorted({c for c in listed + prose if c not in ids})
-    return {"agrees": bool(mentioned and not others), "label_mentioned": mentioned,
-            "other_labels_asserted": sorted(others), "citations_valid": not invalid, "invalid_ids": invalid,
-            "list_citations_valid": all(c in ids for c in listed), "prose_citations_valid": all(c in ids for c in prose),
-            "cites_any": bool(listed or prose), "source": result.get("explanation_source")}
-
-
-# ---- records file ----------------------------------------------------------------------------
-REQUIRED_FIELDS = ("key", "gold", "label")
-
-
-def _valid(rec: Any) -> bool:
-    return isinstance(rec, dict) and all(isinstance(rec.get(k), str) for k in REQUIRED_FIELDS)
-
-
-def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """All complete, well-formed records (first copy of each key), never raising on a damaged file.
-
-    With ``repair`` the file is rewritten when anything is wrong with it: a truncated last line, NUL bytes,
-    lines that are not a record (``null``, bad JSON, a record without ``key``) and duplicated keys. Nothing
-    is thrown away: every removed line goes to ``<records>.rejected.jsonl`` with the reason, and a one-line
-    summary of the repair is printed. The items of removed lines are simply analysed again.
-    """
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    out: list[dict[str, Any]] = []
-    rejected: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # after the last newline: an unfinished write (or b"")
-    if tail.strip():
-        rejected.append(("unfinished last line", tail.decode("utf-8", "replace")))
-    for raw in lines:
-        if not raw.strip():
-            continue
-        text = raw.replace(b"\x00", b"").decode("utf-8", "replace")
-        try:
-            rec = json.loads(text)
-        except ValueError:
-            rejected.append(("not JSON", text))
-            continue
-        if not _valid(rec):
-            rejected.append(("not a record (needs key, gold, label)", text))
-            continue
-        if rec["key"] in seen:
-            rejected.append(("duplicate key", text))
-            continue
-        if b"\x00" in raw:
-            rejected.append(("NUL bytes removed", raw.decode("utf-8", "replace")))
-        seen.add(rec["key"])
-        out.append(rec)
-    if repair and (rejected or b"\x00" in data):
-        side = path.with_name(path.stem + ".rejected.jsonl")
-        with side.open("a", encoding="utf-8") as fh:
-            for reason, line in rejected:
-                fh.write(json.dumps({"reason": reason, "line": line}, ensure_ascii=False) + "\n")
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
-            for rec in out:
-                fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        reasons: dict[str, int] = {}
-        for reason, _ in rejected:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        print(f"repaired {path}: kept {len(out)} records; moved {len(rejected)} line(s) to {side.name} ("
-              + ", ".join(f"{n} {r}" for r, n in reasons.items()) + "); their items will be analysed again",
-              flush=True)
-    return out
-
-
-def append_record(fh: Any, record: dict[str, Any]) -> None:
-    """Append one record as a JSON line and fsync it."""
-    fh.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
-# ---- provenance ------------------------------------------------------------------------------
-def git_commit() -> dict[str, Any]:
-    """HEAD commit of the source tree and the count of modified tracked files (None on failure)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_DIR.parent, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=SOURCE_DIR.parent,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return {"commit": head or None, "dirty_files": len(dirty.splitlines()) if dirty else 0}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty_files": None}
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed version of each package in :data:`PACKAGES` (None when missing)."""
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = None
-    return out
-
-
-def settings_dict(settings: Settings) -> dict[str, Any]:
-    """The settings as a JSON-ready dict (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -604,84 +401,6 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     return summarize_run(out, settings, cfg, agent)
 
 
-def fast_bootstrap_ci(gold: list[str], pred: list[str], n: int = 1000, seed: int = 0) -> list[float]:
-    """95 % bootstrap interval of weighted-F1 in percent — same resampling as
-    :func:`evals.metrics.bootstrap_ci` (same seed, same indices), vectorised with confusion counts."""
-    if not gold or n <= 0:
-        return [0.0, 0.0]
-    idx = labels_index()
-    g = np.array([idx[x] for x in gold])
-    p = np.array([idx[x] for x in pred])
-    k = len(LABELS)
-    rng = np.random.default_rng(seed)
-    scores = np.empty(n)
-    for b in range(n):
-        sel = rng.integers(0, len(g), len(g))
-        cm = np.bincount(g[sel] * k + p[sel], minlength=k * k).reshape(k, k)
-        tp = np.diag(cm).astype(float)
-        support = cm.sum(1)
-        predicted = cm.sum(0)
-        denom = support + predicted
-        f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
-        scores[b] = (f1 * support).sum() / max(support.sum(), 1)
-    lo, hi = np.percentile(scores, [2.5, 97.5])
-    return [100 * float(lo), 100 * float(hi)]
-
-
-def report_with_ci(gold: list[str], pred: list[str], confidence: list[float] | None = None,
-                   bootstrap: int = 1000) -> dict[str, Any]:
-    """Classification report with the weighted-F1 95 % CI from :func:`fast_bootstrap_ci`."""
-    rep = classification_report(gold, pred, confidence=confidence, bootstrap=0)
-    if bootstrap and gold:
-        rep["weighted_f1_ci95"] = fast_bootstrap_ci(gold, pred, bootstrap)
-    return rep
-
-
-#: Margins at which a run's adjudication is re-scored from its records (the LLM's pick does not depend on it).
-ADJUDICATION_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
-
-
-def adjudication_summary(records: list[dict[str, Any]], bootstrap: int = 0) -> dict[str, Any] | None:
-    """How adjudication went in a run, and what smaller margins would have scored.
-
-    Every record adjudicated at the run's margin M stores the fused label, the margin and the LLM's pick;
-    for any t <= M the label "the pick where margin < t, else the fused label" is exactly what a run at
-    margin t would emit, so one run gives the whole curve (W-F1 vs t, t = 0 is fusion alone).
-    """
-    adj = [r["result"].get("adjudication") for r in records]
-    if not any(adj):
-        return None
-    run_margin = max(a["threshold"] for a in adj if a)
-    gold = [r["gold"] for r in records]
-    fused = [a["fused_label"] if a else r["label"] for a, r in zip(adj, records)]
-    asked = [a for a in adj if a and a["status"] != "not_needed"]
-    curve = []
-    for t in (0.0, *sorted({t for t in ADJUDICATION_THRESHOLDS if t < run_margin} | {run_margin})):
-        def within(a: dict[str, Any], t: float = t) -> bool:  # at the run's own margin: exactly the turns it asked about
-            """Whether a run at margin ``t`` would have asked the LLM about ``a``."""
-            return a["status"] != "not_needed" if t == run_margin else a["margin"] < t
-
-        pred = [a["chosen"] if a and a["status"] == "applied" and within(a) else f for a, f in zip(adj, fused)]
-        rep = report_with_ci(gold, pred, bootstrap=bootstrap)
-        curve.append({"margin": t, "adjudicated": sum(1 for a in asked if within(a)),
-                      "changed": sum(1 for p, f in zip(pred, fused) if p != f),
-                      "weighted_f1": rep["weighted_f1"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]})
-    changed = [(a, r) for a, r in zip(adj, records) if a and a["changed"]]
-    return {"margin": run_margin, "asked": len(asked),
-            "applied": sum(a["status"] == "applied" for a in asked),
-            "failed": sum(a["status"] == "failed" for a in asked),
-            "changed": len(changed),
-            "changed_to_correct": sum(r["label"] == r["gold"] for _, r in changed),
-            "changed_from_correct": sum(a["fused_label"] == r["gold"] for a, r in changed),
-            "picked_first_candidate": sum(a["status"] == "applied" and a["chosen"] == a["candidates"][0]
-                                          for a in asked),
-            "llm_ms_p50": _pct([a["latency_ms"] for a in asked], 50), "curve": curve}
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 2) if values else None
-
-
 def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | None = None,
                   agent: Any = None, bootstrap: int = 1000) -> dict[str, Any]:
     """Metrics and provenance from ``records.jsonl`` (so a resumed run scores all of its records)."""
@@ -700,7 +419,7 @@ def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | 
         for k, v in r["result"].get("timings_ms", {}).items():
             stages[k].append(float(v))
         stages["wall"].append(float(r.get("wall_ms", 0.0)))
-    latency = {k: {"p50": _pct(v, 50), "p95": _pct(v, 95), "mean": round(float(np.mean(v)), 2)}
+    latency = {k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "mean": round(float(np.mean(v)), 2)}
                for k, v in stages.items() if v}
     checks = [r["checks"] for r in records if r.get("checks")]
     expl = None
@@ -837,8 +556,3 @@ def run_ablations(split: str, *, out: Path, limit: int | None, context: int, mod
         tmp.write_text(json.dumps(s, indent=2))
         os.replace(tmp, summary_path)
     return rows
-
-
-def labels_index() -> dict[str, int]:
-    """Each MELD label's index in :data:`LABELS`."""
-    return {lab: i for i, lab in enumerate(LABELS)}

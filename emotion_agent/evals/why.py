@@ -25,7 +25,7 @@ class WhyError(ValueError):
 
 def find_record(run: Path, dialogue: int, utterance: int) -> dict[str, Any]:
     """The record of (dialogue, utterance) in run folder ``run``; WhyError when absent."""
-    from emotion_agent.evals.run_meld import read_records
+    from emotion_agent.evals.records import read_records
 
     path = run / "records.jsonl"
     if not path.is_file():
