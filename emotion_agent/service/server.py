@@ -26,26 +26,24 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emotion_agent.tools.settings import Settings
 from emotion_agent.agent.inputs import InputError, make_turn
-from emotion_agent.agent.reply_hint import ReplyHint, reply_hint
+from emotion_agent.agent.reply_hint import reply_hint
 from emotion_agent.service.security import (
     ALLOWED,
     ApiKeys,
@@ -66,7 +64,22 @@ from emotion_agent.service.security import (
 from emotion_agent.agent.injection import strip_injections
 from emotion_agent.agent.why import answer_why
 from emotion_agent.service.logs import install_log_redaction
-from emotion_agent.tools.evidence import Adjudication, FusedResult
+from emotion_agent.tools.evidence import FusedResult
+
+from emotion_agent.service.errors import ServiceError, as_service_error, is_memory_failure
+from emotion_agent.service.lanes import ModelWorker, bound_llm_cache
+from emotion_agent.service.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    ConversationOut,
+    DeletedOut,
+    ErrorBody,
+    ErrorOut,
+    EvidenceOut,
+    TurnOut,
+    WhyRequest,
+    WhyResponse,
+)
 
 log = logging.getLogger("emotion_agent.service.server")
 
@@ -106,200 +119,6 @@ class ServiceConfig:
         return cfg
 
 
-class ServiceError(Exception):
-    """A request failure answered as a JSON error with HTTP ``status`` and a machine ``code``."""
-
-    def __init__(self, status: int, message: str, code: str):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-
-
-# ---- bounded LLM prompt cache ------------------------------------------------------------------------
-def bound_llm_cache(llama: Any, capacity_mb: int) -> None:
-    """Give llama.cpp a prompt cache that counts its true size (see :func:`agent.llm.sized_ram_cache`)."""
-    from emotion_agent.agent.llm import sized_ram_cache
-
-    if getattr(getattr(llama, "cache", None), "true_size", False):
-        return
-    llama.set_cache(sized_ram_cache(capacity_mb))
-
-
-# ---- the model worker ---------------------------------------------------------------------------
-class _Skipped(Exception):
-    pass
-
-
-class ModelWorker:
-    """One thread runs every model call, in arrival order; at most ``max_queue`` jobs wait."""
-
-    def __init__(self, max_queue: int):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-worker")
-        self.max_queue = max_queue
-        self._pending = 0
-        self._lock = threading.Lock()
-        self.completed = 0
-
-    @property
-    def pending(self) -> int:
-        """Jobs submitted to this worker that have not finished yet (queued or running)."""
-        return self._pending
-
-    async def run(self, fn: Callable[[], Any], timeout: float, what: str = "analysis") -> Any:
-        """Run ``fn`` on the worker thread; 503 when the queue is full, 504 after ``timeout`` s."""
-        with self._lock:
-            if self._pending >= self.max_queue:
-                raise ServiceError(503, f"server busy: {self._pending} requests are queued for the models; "
-                                        "retry in a few seconds", "busy")
-            self._pending += 1
-        queued_behind = self._pending - 1
-        abandoned = threading.Event()
-
-        def job() -> Any:
-            """Run ``fn`` unless its request already timed out."""
-            if abandoned.is_set():  # its request already timed out: do not spend the cores on it
-                raise _Skipped()
-            return fn()
-
-        def done(f: Any) -> None:
-            """Update the counters and retrieve the job's exception (no "never retrieved" noise)."""
-            with self._lock:
-                self._pending -= 1
-                self.completed += 1
-            if not f.cancelled():
-                f.exception()  # retrieved: no "never retrieved" noise for abandoned jobs
-
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.executor, job)
-        fut.add_done_callback(done)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError:
-            abandoned.set()
-            raise ServiceError(504, f"{what} did not finish within {timeout:.0f} s ({queued_behind} requests were "
-                                    "queued ahead of it); retry, or ask for explain=false", "timeout") from None
-        except (ServiceError, SecurityError, _Skipped):
-            raise
-        except Exception as exc:
-            raise _as_service_error(exc) from exc
-
-    def shutdown(self) -> None:
-        """Stop the worker thread without waiting; queued jobs are cancelled."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-# ---- request/response models ----------------------------------------------------------------------
-class AnalyzeRequest(BaseModel):
-    """JSON body of ``POST /v1/analyze`` (media go in a multipart request; paths are never accepted)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1, max_length=20_000, description="What the user said.")
-    conversation_id: str | None = Field(default=None, description="1-64 of [A-Za-z0-9._-]; turns are remembered.")
-    speaker: str | None = Field(default=None, max_length=64)
-    explain: bool = Field(default=False, description="Ask the LLM for an explanation (slower).")
-
-
-class EvidenceOut(BaseModel):
-    """One expert's evidence item in an analysis response."""
-
-    id: str
-    modality: str
-    expert: str
-    model_id: str
-    label: str
-    confidence: float
-    distribution: dict[str, float]
-    cues: list[str]
-    warnings: list[str]
-    latency_ms: float
-    transcript: str | None = None
-
-
-class AnalyzeResponse(BaseModel):
-    """Response of ``POST /v1/analyze``: fused label, evidence, explanation and reply hint."""
-
-    request_id: str
-    conversation_id: str | None
-    speaker: str | None
-    turn_index: int | None
-    label: str
-    confidence: float
-    distribution: dict[str, float]
-    evidence: list[EvidenceOut]
-    contributions: dict[str, float]
-    fusion_policy: str = Field(description="Which fusion produced the label (+llm_adjudication if the LLM "
-                                           "settled a close call).")
-    adjudication: Adjudication | None = Field(default=None, description="Set when LLM adjudication is on.")
-    explanation: str | None
-    explanation_source: str | None
-    cited_evidence_ids: list[str]
-    reply_hint: ReplyHint
-    warnings: list[str]
-    timings_ms: dict[str, float]
-
-
-class TurnOut(BaseModel):
-    """One stored turn of a conversation, with its label."""
-
-    turn_index: int
-    speaker: str | None
-    text: str
-    label: str | None
-    confidence: float | None
-    explanation: str | None = None
-
-
-class ConversationOut(BaseModel):
-    """Response of ``GET /v1/conversations/{id}``: the stored turns in order."""
-
-    conversation_id: str
-    turns: list[TurnOut]
-
-
-class DeletedOut(BaseModel):
-    """Response of ``DELETE /v1/conversations/{id}``: how many turns were forgotten."""
-
-    conversation_id: str
-    deleted_turns: int
-
-
-class WhyRequest(BaseModel):
-    """JSON body of ``POST /v1/why``: a question about one stored turn (default: the last)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    conversation_id: str
-    turn_index: int | None = Field(default=None, ge=0, description="Default: the last turn.")
-    question: str = Field(min_length=3, max_length=500)
-
-
-class WhyResponse(BaseModel):
-    """Response of ``POST /v1/why``: the answer, the evidence ids it cites and its source."""
-
-    conversation_id: str
-    turn_index: int
-    label: str
-    confidence: float
-    answer: str
-    contrast: str | None = Field(default=None, description="The other label the question asked about.")
-    cited_evidence_ids: list[str]
-    source: Literal["evidence"] = Field(description="Answered from the stored evidence (no LLM).")
-    refused: bool = Field(default=False, description="The question held only instructions.")
-    warnings: list[str] = Field(default_factory=list)
-
-
-class ErrorBody(BaseModel):
-    """Machine-readable error code, human-readable message and the request id."""
-
-    code: str
-    message: str
-    request_id: str | None = None
-
-
-class ErrorOut(BaseModel):
-    """JSON body of every error response: ``{"error": {code, message, request_id}}``."""
-
-    error: ErrorBody
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -333,15 +152,6 @@ def _response(result: FusedResult, request_id: str, tenant: str | None, upload: 
     )
 
 
-def _as_service_error(exc: BaseException) -> ServiceError:
-    """Unexpected failures → a clear JSON error (memory store down → 503), logged without request data."""
-    if _is_memory_failure(exc):
-        log.warning("memory store unavailable: %s", type(exc).__name__)
-        return ServiceError(503, "the conversation memory store is unavailable; retry shortly", "memory_unavailable")
-    log.error("unexpected %s", type(exc).__name__, exc_info=exc)
-    return ServiceError(500, f"internal error ({type(exc).__name__})", "internal_error")
-
-
 async def _in_thread(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """Memory reads/deletes: off the event loop, not behind the model queue, errors mapped to JSON."""
     try:
@@ -351,21 +161,7 @@ async def _in_thread(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     except (ServiceError, SecurityError):
         raise
     except Exception as exc:
-        raise _as_service_error(exc) from exc
-
-
-def _is_memory_failure(exc: BaseException) -> bool:
-    from emotion_agent.agent.memory import MemoryStoreError
-
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        mod = type(exc).__module__ or ""
-        if isinstance(exc, MemoryStoreError) or mod.startswith(("chromadb", "httpx", "httpcore")) or \
-                isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return False
+        raise as_service_error(exc) from exc
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -529,7 +325,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # noqa: ANN202
-        if _is_memory_failure(exc):
+        if is_memory_failure(exc):
             log.warning("memory store unavailable: %s rid=%s", type(exc).__name__, rid(request))
             return error(request, 503, "memory_unavailable", "the conversation memory store is unavailable; retry "
                                                              "shortly", {"Retry-After": "5"})
@@ -744,7 +540,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                 return
             except Exception as exc:
                 code, msg = (("memory_unavailable", "the conversation memory store is unavailable; retry shortly")
-                             if _is_memory_failure(exc) else ("internal_error", f"internal error ({type(exc).__name__})"))
+                             if is_memory_failure(exc) else ("internal_error", f"internal error ({type(exc).__name__})"))
                 log.warning("stream failed: %s rid=%s", type(exc).__name__, request_id)
                 yield _sse("error", ErrorOut(error=ErrorBody(code=code, message=msg, request_id=request_id)))
                 return
