@@ -35,7 +35,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
@@ -164,9 +165,10 @@ async def _in_thread(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
         raise as_service_error(exc) from exc
 
 
-def _sse(event: str, data: Any) -> bytes:
+def _sse(event: str, data: Any) -> ServerSentEvent:
+    """One server-sent event (sse-starlette) with a JSON payload."""
     payload = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return ServerSentEvent(data=payload, event=event)
 
 
 # ---- the body-size / request-id / access-log middleware ----------------------------------------------
@@ -492,9 +494,10 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             request_id = rid(request)
             if wants_stream(request, stream):
                 streaming = True
-                return StreamingResponse(stream_analysis(agent, turn, files, explain, t, upload, warnings, request_id),
-                                         media_type="text/event-stream", background=BackgroundTask(upload.cleanup),
-                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                return EventSourceResponse(stream_analysis(agent, turn, files, explain, t, upload, warnings,
+                                                           request_id),
+                                           background=BackgroundTask(upload.cleanup), ping=15,
+                                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
             deadline = time.monotonic() + cfg.request_timeout_s
             out = await worker.run(label_job(agent, turn, files, explain), cfg.request_timeout_s)
@@ -529,7 +532,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         return job
 
     async def stream_analysis(agent: Any, turn: Any, files: dict[str, str], explain: bool, t: str | None,
-                              upload: UploadDir, warnings: list[str], request_id: str) -> AsyncIterator[bytes]:
+                              upload: UploadDir, warnings: list[str], request_id: str) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: ``label``, then ``explanation`` if asked, ``done`` (or ``error``)."""
         deadline = time.monotonic() + cfg.request_timeout_s
         try:
