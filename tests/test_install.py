@@ -24,10 +24,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, Path]:
+    import shutil
+
     tmp = tmp_path_factory.mktemp("install")
     wheels = tmp / "wheels"
+    # Build from a clean copy of the source (a stale build/ folder in the checkout would leak old files).
+    src = tmp / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "runs", "build", "*.egg-info",
+                                                             "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(REPO)], check=True, timeout=600, cwd=tmp)
+                    str(wheels), str(src)], check=True, timeout=600, cwd=tmp)
     wheel = next(wheels.glob("emotion_agent-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

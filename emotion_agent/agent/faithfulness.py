@@ -61,8 +61,25 @@ def ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+#: Words of an explanation's frame that any answer may share with the prompt's example.
+GENERIC = frozenset("""reading likely most model text words word confidence confident moderate here toward towards
+drives drive speaker turn label labelled labeled emotion evidence fits shows show points point way said says
+fused seems sounds appears strongly clearly probably tentatively also both because with that this from have
+been they them what when which while into about more than only just like their there these those would could
+should other each some something""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words of four or more letters that carry content (not label words, not generic frame words)."""
+    labels = {w for words in LABEL_WORDS.values() for w in words}
+    from emotion_agent.agent.compose import STOPWORDS
+
+    return {w for w in re.findall(r"[a-z]{4,}", (text or "").lower())
+            if w not in GENERIC and w not in labels and w not in STOPWORDS}
+
+
 def problems(text: str, result: FusedResult, utterance: str | None, *, example: str = "",
-             removed_instructions: str = "") -> list[str]:
+             removed_instructions: str = "", facts: str = "") -> list[str]:
     """Every reason ``text`` must not be shown as the explanation of ``result`` (empty: it passes)."""
     out: list[str] = []
     if not text or not text.strip():
@@ -83,8 +100,11 @@ def problems(text: str, result: FusedResult, utterance: str | None, *, example: 
         q = quote.lower().strip(".,;:!?")
         if q and q not in said and q not in label_words:
             out.append(f"quotes '{quote}', which the speaker did not say")
-    if example and ngrams(text) & (ngrams(example) - ngrams(utterance or "")):
-        out.append("copies the prompt's example")
+    if example:
+        specific = content_words(example) - content_words(utterance or "") - content_words(facts)
+        copied = sorted(w for w in content_words(text) & specific)
+        if copied:
+            out.append(f"copies the prompt's example ({', '.join(copied[:3])})")
     if removed_instructions and ngrams(text, 3) & (ngrams(removed_instructions, 3) - ngrams(utterance or "", 3)):
         out.append("repeats instructions from the user's text")
     return out

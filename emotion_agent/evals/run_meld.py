@@ -68,6 +68,8 @@ class RunConfig:
     #: LLM adjudication of close calls (margin of the fused top-2 below ``adjudicate_margin``).
     adjudicate: bool = False
     adjudicate_margin: float = 0.1
+    #: The text expert's model id (runs made before this field existed used the MiniLM head).
+    text_model: str = "minilm-l6-int8 + linear head (text_emotion.npz)"
 
     def identity(self) -> dict[str, Any]:
         """The options as a dict (compared when a run folder is resumed)."""
@@ -344,6 +346,7 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     configuration, so a run may be resumed with another worker count and gets the same records.
     """
     from emotion_agent.agent.fusion import POLICIES
+    from emotion_agent.tools.text_emotion import TextEmotionExpert
 
     check_workers(workers)
     settings = settings or Settings.from_env()
@@ -351,7 +354,8 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     cfg = RunConfig(split=split, limit=limit, modalities=sorted(modalities or ["text"]), context=context,
                     explain=explain, fusion=fusion or settings.fusion, seed=seed,
                     adjudicate=settings.adjudicate if adjudicate is None else adjudicate,
-                    adjudicate_margin=settings.adjudicate_margin if adjudicate_margin is None else adjudicate_margin)
+                    adjudicate_margin=settings.adjudicate_margin if adjudicate_margin is None else adjudicate_margin,
+                    text_model=TextEmotionExpert(settings).model_id)
     if not 0.0 <= cfg.adjudicate_margin <= 1.0:
         raise RunConfigError(f"adjudicate margin must be between 0 and 1 (got {cfg.adjudicate_margin})")
     bad = [m for m in cfg.modalities if m not in MODALITY_EXPERTS]
