@@ -166,8 +166,15 @@ def _temp_uploads() -> set[str]:
 def test_uploads_sniffed_probed_and_deleted(client):
     before = _temp_uploads()
     exe = b"MZ\x90\x00\x03" + b"\x00" * 200
-    r = client.post("/v1/analyze", files={"audio": ("voice.wav", exe, "audio/wav")}, data={"text": "hi"}, headers=A)
+    r = client.post("/v1/analyze", files={"audio": ("voice.wav", exe, "audio/wav")}, headers=A)
     assert r.status_code == 415 and "Windows executable" in r.json()["error"]["message"]
+    # with usable text the turn is answered, and the refused file is named in a warning (as in the CLI)
+    r = client.post("/v1/analyze", files={"audio": ("voice.wav", exe, "audio/wav")},
+                    data={"text": "I am so happy with this!"}, headers=A)
+    assert r.status_code == 200 and any("Windows executable" in w for w in r.json()["warnings"]), r.text
+    r = client.post("/v1/analyze", files={"audio": ("a.wav", _wav(2.0)[:5000], "audio/wav")},
+                    data={"text": "I am so happy with this!"}, headers=A)
+    assert r.status_code == 200 and any("truncated" in w for w in r.json()["warnings"]), r.text
     r = client.post("/v1/analyze", files={"image": ("face.png", _wav(0.5), "image/png")}, headers=A)
     assert r.status_code == 415 and "wav" in r.json()["error"]["message"]
     r = client.post("/v1/analyze", files={"audio": ("a.wav", b"", "audio/wav")}, headers=A)

@@ -89,11 +89,14 @@ def problems(text: str, result: FusedResult, utterance: str | None, *, example: 
     other = asserted_labels(text) - {result.label}
     if other:
         out.append(f"argues for another label ({', '.join(sorted(other))})")
-    if _VOICE.search(text) and not _has(result, "audio"):
-        out.append("mentions the voice, but the turn has no voice evidence")
-    if _FACE.search(text) and not _has(result, "vision"):
-        out.append("mentions a face, but the turn has no face evidence")
     said = (utterance or "").lower()
+    # words quoted from the utterance ("'yelling'") are the speaker's, not a claim about the voice or face
+    claims = _QUOTED.sub(lambda m: " " if (m.group(1) or m.group(2) or "").strip().lower() in said else m.group(0),
+                         text)
+    if _VOICE.search(claims) and not _has(result, "audio"):
+        out.append("mentions the voice, but the turn has no voice evidence")
+    if _FACE.search(claims) and not _has(result, "vision"):
+        out.append("mentions a face, but the turn has no face evidence")
     label_words = {w for words in LABEL_WORDS.values() for w in words}
     for pair in _QUOTED.findall(text):
         quote = (pair[0] or pair[1]).strip()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from emotion_agent.agent.adjudicate import Adjudicator
 from emotion_agent.tools.settings import Settings
@@ -29,6 +30,13 @@ from emotion_agent.tools.registry import build_experts
 
 #: Paused runs (label sent, explanation pending) kept at most; older ones are dropped.
 MAX_PAUSED_RUNS = 256
+#: The state types a paused run stores (the checkpointer deserializes only these).
+PAUSED_STATE_TYPES = [("emotion_agent.tools.base", "TurnInput"), ("emotion_agent.tools.base", "PriorTurn"),
+                      ("emotion_agent.agent.state", "TurnOptions"), ("emotion_agent.agent.recall", "MemoryRecall"),
+                      ("emotion_agent.agent.recall", "RecalledTurn"), ("emotion_agent.tools.evidence", "EmotionEvidence"),
+                      ("emotion_agent.tools.evidence", "FusedResult"), ("emotion_agent.tools.evidence", "Cue"),
+                      ("emotion_agent.tools.evidence", "ModalityView"), ("emotion_agent.tools.evidence", "Adjudication"),
+                      ("emotion_agent.evals.meld_memory", "DistTurn")]
 
 
 class EmotionAgent:
@@ -49,7 +57,7 @@ class EmotionAgent:
         self.adjudicator = Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
                                        grammar=self.settings.explain_grammar)
         self.graph = graph
-        self._paused_saver = InMemorySaver()
+        self._paused_saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=PAUSED_STATE_TYPES))
         self._open_runs: deque[str] = deque()
         self._paused = build_graph(checkpointer=self._paused_saver, pause_before_explain=True)
         self.context = AgentContext(settings=self.settings, experts=self.experts, memory=self._memory,

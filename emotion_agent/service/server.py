@@ -384,6 +384,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             raise ServiceError(400, f"malformed multipart body: {_short(exc)}", "bad_multipart") from None
         fields: dict[str, Any] = {}
         files: dict[str, str] = {}
+        refused: list[SecurityError] = []
         allowed_fields = {"text", "conversation_id", "speaker", "explain"}
         for key, value in form.multi_items():
             if key in ALLOWED:
@@ -392,7 +393,10 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
                                             "never read)", "invalid_request")
                 if key in files:
                     raise ServiceError(422, f"one '{key}' file per request", "invalid_request")
-                files[key] = await save_upload(key, value, upload)
+                try:
+                    files[key] = await save_upload(key, value, upload)
+                except SecurityError as exc:  # judged with the rest of the turn (build_turn), as the CLI does
+                    refused.append(exc)
             elif key in allowed_fields:
                 if isinstance(value, UploadFile):
                     raise ServiceError(422, f"'{key}' must be a form field, not a file", "invalid_request")
@@ -407,6 +411,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         fields["explain"] = explain in ("true", "1", "yes", "on")
         if "text" in fields and len(fields["text"]) > 20_000:
             raise ServiceError(422, "text is longer than 20000 characters", "invalid_request")
+        fields["_refused"] = refused
         return fields, files
 
     async def save_upload(slot: str, file: UploadFile, upload: UploadDir) -> str:
@@ -438,6 +443,12 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         speaker = validate_speaker(fields.get("speaker"))
         text = fields.get("text")
         warnings: list[str] = []
+        refused: list[SecurityError] = fields.get("_refused") or []
+        if refused:
+            usable_text = bool(text and any(ch.isalpha() for ch in strip_injections(text)[0] or ""))
+            if not files and not usable_text:
+                raise refused[0]  # nothing usable is left: the file's own status and reason
+            warnings.extend(f"input not analysed: {e.message}" for e in refused)
         if text is not None:
             text, removed = strip_injections(text)
             if removed:
@@ -458,13 +469,26 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
             raise ServiceError(422, str(exc), "invalid_request") from None
         return turn, warnings
 
-    def probe_all(files: dict[str, str]) -> None:
-        """Probe every saved upload (fully decodes, within the limits) before analysis."""
+    def probe_all(turn: Any, files: dict[str, str]) -> tuple[Any, list[str]]:
+        """Probe every saved upload (fully decodes, within the limits); a failing one is dropped with a warning
+        when the turn has other usable input (as in the CLI), else its error is the answer."""
         from pathlib import Path as P
 
+        failed: list[tuple[str, SecurityError]] = []
         for slot, v in files.items():
             kind, path = v.split(":", 1)
-            probe(P(path), slot, kind, cfg.limits)
+            try:
+                probe(P(path), slot, kind, cfg.limits)
+            except SecurityError as exc:
+                failed.append((slot, exc))
+        if not failed:
+            return turn, []
+        left = set(files) - {slot for slot, _ in failed}
+        usable_text = bool(turn.text and any(ch.isalpha() for ch in turn.text))
+        if not left and not usable_text:
+            raise failed[0][1]
+        update = {f"{slot}_path": None for slot, _ in failed}
+        return turn.model_copy(update=update), [f"input not analysed: {e.message}" for _, e in failed]
 
     def wants_stream(request: Request, stream: bool | None) -> bool:
         """Whether to answer with server-sent events (``stream`` wins over the Accept header)."""
@@ -514,9 +538,11 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
         """The graph up to the fused label (experts, fusion; memory when no explanation): the expert lane."""
 
         def job() -> dict[str, Any]:
-            """Run the graph to the fused label; keep the resume step for the explanation."""
-            probe_all(files)
-            result, resume = agent.label_first(turn, explain=explain)
+            """Probe the uploads, run the graph to the fused label; keep the resume step for the explanation."""
+            t2, notes = probe_all(turn, files)
+            result, resume = agent.label_first(t2, explain=explain)
+            if notes:
+                result = result.model_copy(update={"warnings": [*result.warnings, *notes]})
             return {"result": result, "resume": resume}
 
         return job
