@@ -158,7 +158,9 @@ def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 def load_base(base: str | Path) -> tuple[Any, nn.Module]:
     """Tokenizer and encoder from a local folder (or a hub id, where the network allows)."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     encoder = AutoModel.from_pretrained(str(base))
     return tokenizer, encoder
