@@ -138,7 +138,6 @@ class Explainer:
         self.max_tokens = max_tokens
         self.grammar = grammar
         self.use_llm = use_llm
-        self._facts = ""
 
     def explain_result(self, turn: TurnInput, result: FusedResult, recall: MemoryRecall) -> FusedResult:
         """``result`` with its explanation and citations; the source says whether the LLM's prose was kept."""
@@ -175,16 +174,15 @@ class Explainer:
         ids = [e.id for e in result.evidence]
         llm = self._llm_getter()
         msgs = self.messages(turn, result, recall, facts)
-        self._facts = facts or ""
         reason = "no answer"
         for constrained in ([False, True] if self.grammar != "always" else [True]):
-            out, reason = self._attempt(llm, msgs, ids, turn, result, constrained)
+            out, reason = self._attempt(llm, msgs, ids, turn, result, constrained, facts)
             if out is not None:
                 return out
         raise ExplanationError(f"the LLM gave no acceptable explanation: {reason}")
 
     def _attempt(self, llm: Any, msgs: list[Any], ids: list[str], turn: TurnInput, result: FusedResult,
-                 constrained: bool) -> tuple[tuple[str, list[str]] | None, str]:
+                 constrained: bool, facts: str = "") -> tuple[tuple[str, list[str]] | None, str]:
         """One LLM answer and, when it fails, why."""
         if constrained:
             content = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs).content
@@ -202,7 +200,7 @@ class Explainer:
         if not mentions_label(text.lower(), result.label):
             text = f"{result.label.capitalize()}: {text}"  # always name the fused label the prose explains
         issues = problems(text, result, turn.spoken_text(), example=example_answer(),
-                          removed_instructions=" ".join(turn.removed_instructions), facts=self._facts)
+                          removed_instructions=" ".join(turn.removed_instructions), facts=facts)
         if issues:
             return None, issues[0]
         cited = [i for i in data.cited_evidence_ids if i in ids] + in_prose

@@ -204,6 +204,14 @@ def judge(case: dict[str, Any], outcome: dict[str, Any]) -> str:
     return "ok"
 
 
+def finish(case: dict[str, Any], outcome: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Stamp an outcome with its wall time, whether it hung, and the verdict."""
+    outcome["wall_s"] = round(time.perf_counter() - t0, 3)
+    outcome["hang"] = outcome.get("hang", False) or outcome["wall_s"] > HANG_S
+    outcome["verdict"] = judge(case, outcome)
+    return outcome
+
+
 def run_agent(cases: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     """Every case through make_turn + EmotionAgent.analyze (the batch and CLI code path)."""
     from emotion_agent.agent.inputs import InputError, make_turn
@@ -224,10 +232,7 @@ def run_agent(cases: list[dict[str, Any]], settings: Settings) -> list[dict[str,
             o.update(status="refused", reason=str(exc)[:200])
         except Exception as exc:  # noqa: BLE001 - that is what this eval counts
             o.update(status="crash", crash=f"{type(exc).__name__}: {exc}"[:300])
-        o["wall_s"] = round(time.perf_counter() - t0, 3)
-        o["hang"] = o["wall_s"] > HANG_S
-        o["verdict"] = judge(c, o)
-        out.append(o)
+        out.append(finish(c, o, t0))
     return out
 
 
@@ -266,10 +271,7 @@ def run_http(cases: list[dict[str, Any]], settings: Settings) -> list[dict[str, 
                              warnings=body.get("warnings", []))
             except Exception as exc:  # noqa: BLE001
                 o.update(status="crash", crash=f"{type(exc).__name__}: {exc}"[:300])
-            o["wall_s"] = round(time.perf_counter() - t0, 3)
-            o["hang"] = o["wall_s"] > HANG_S
-            o["verdict"] = judge(c, o)
-            out.append(o)
+            out.append(finish(c, o, t0))
     return out
 
 
@@ -295,10 +297,7 @@ def run_cli(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 o.update(status="crash", crash=f"exit {p.returncode}: {p.stderr.strip()[-300:]}")
         except subprocess.TimeoutExpired:
             o.update(status="crash", hang=True)
-        o["wall_s"] = round(time.perf_counter() - t0, 3)
-        o["hang"] = o.get("hang", False) or o["wall_s"] > HANG_S
-        o["verdict"] = judge(c, o)
-        out.append(o)
+        out.append(finish(c, o, t0))
     return out
 
 
