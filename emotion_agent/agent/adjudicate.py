@@ -18,7 +18,9 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from emotion_agent.tools import prompts
-from emotion_agent.agent.explain import first_json_object, turn_prompt_fields
+from emotion_agent.agent.explain import turn_prompt_fields
+from emotion_agent.agent.llm import LLMError
+from emotion_agent.agent.structured import StructuredAnswerError, ask_structured, first_json_object
 from emotion_agent.agent.fusion import support_shares
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
@@ -70,18 +72,13 @@ class Adjudicator:
             return adj
         start = time.perf_counter()
         try:
-            llm = self._llm_getter()
-            msgs = self.messages(turn, result, recall, candidates)
-            chosen = None
-            if self.grammar != "always":
-                chosen = parse_choice(llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content,
-                                      candidates)
-            if chosen is None:
-                msg = llm.bind(json_schema=adjudication_schema(candidates), max_tokens=self.max_tokens).invoke(msgs)
-                chosen = parse_choice(msg.content, candidates)
-            if chosen is None:
-                raise ValueError(f"the answer names neither of {candidates}")
-        except Exception as exc:  # the LLM failing must not lose the turn: keep the fused label
+            chosen = ask_structured(self._llm_getter(), self.messages(turn, result, recall, candidates),
+                                    schema=adjudication_schema(candidates), max_tokens=self.max_tokens,
+                                    grammar=self.grammar,
+                                    accept=lambda content: (parse_choice(content, candidates),
+                                                            f"the answer names neither of {candidates}"))
+        except (StructuredAnswerError, LLMError, ValueError, RuntimeError, OSError) as exc:
+            # the LLM failing must not lose the turn: keep the fused label
             return adj.model_copy(update={"status": "failed", "detail": f"{type(exc).__name__}: {str(exc)[:160]}",
                                           "latency_ms": round((time.perf_counter() - start) * 1000.0, 2)})
         return adj.model_copy(update={"status": "applied", "chosen": chosen, "changed": chosen != result.label,

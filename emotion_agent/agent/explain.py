@@ -23,6 +23,7 @@ from emotion_agent.agent.faithfulness import (  # noqa: F401 - re-exported for t
     problems,
 )
 from emotion_agent.tools import prompts
+from emotion_agent.agent.structured import StructuredAnswerError, ask_structured, first_json_object  # noqa: F401
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
 from emotion_agent.tools.evidence import EmotionEvidence, Explanation, FusedResult, WordWeight
@@ -102,18 +103,6 @@ def evidence_line(e: EmotionEvidence) -> str:
     return line
 
 
-def first_json_object(content: Any) -> Any | None:
-    """The JSON object an LLM answer contains (from its first ``{`` to its last ``}``), or None."""
-    raw = content if isinstance(content, str) else ""
-    start, end = raw.find("{"), raw.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        return json.loads(raw[start:end + 1], strict=False)
-    except ValueError:
-        return None
-
-
 def parse_explanation(content: Any) -> Explanation | None:
     """The first JSON object in ``content`` as an :class:`Explanation`, or None."""
     data = first_json_object(content)
@@ -167,27 +156,22 @@ class Explainer:
                 facts: str = "") -> tuple[str, list[str]]:
         """The LLM's rephrasing of the facts, accepted only when it passes :func:`faithfulness.problems`.
 
-        ``grammar="fallback"`` (default) first lets the model answer freely and re-asks under the JSON-schema
-        grammar only when the free answer fails; ``"always"`` constrains every call. Raises
+        Asked through :func:`structured.ask_structured` (free answer first, the JSON-schema grammar only
+        when it fails; ``grammar="always"`` constrains every call). Raises
         :class:`ExplanationError` (with the last reason) when no answer passes.
         """
         ids = [e.id for e in result.evidence]
-        llm = self._llm_getter()
-        msgs = self.messages(turn, result, recall, facts)
-        reason = "no answer"
-        for constrained in ([False, True] if self.grammar != "always" else [True]):
-            out, reason = self._attempt(llm, msgs, ids, turn, result, constrained, facts)
-            if out is not None:
-                return out
-        raise ExplanationError(f"the LLM gave no acceptable explanation: {reason}")
+        try:
+            return ask_structured(self._llm_getter(), self.messages(turn, result, recall, facts),
+                                  schema=explanation_schema(ids), max_tokens=self.max_tokens, grammar=self.grammar,
+                                  accept=lambda content: self.accept(content, ids, turn, result, facts))
+        except StructuredAnswerError as exc:
+            raise ExplanationError(f"the LLM gave no acceptable explanation: {exc.reason}") from exc
 
-    def _attempt(self, llm: Any, msgs: list[Any], ids: list[str], turn: TurnInput, result: FusedResult,
-                 constrained: bool, facts: str = "") -> tuple[tuple[str, list[str]] | None, str]:
-        """One LLM answer and, when it fails, why."""
-        if constrained:
-            content = llm.bind(json_schema=explanation_schema(ids), max_tokens=self.max_tokens).invoke(msgs).content
-        else:  # one line of free JSON
-            content = llm.bind(max_tokens=self.max_tokens, stop=["\n"]).invoke(msgs).content
+    @staticmethod
+    def accept(content: str, ids: list[str], turn: TurnInput, result: FusedResult,
+               facts: str = "") -> tuple[tuple[str, list[str]] | None, str]:
+        """The cleaned prose and its citations when an answer passes every check, else ``None`` and why."""
         data = parse_explanation(content)
         if data is None:
             return None, "not the JSON object (or cut off)"
