@@ -12,7 +12,7 @@ LLAMA_VERSION := 0.3.36
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: setup models models-full demo test test-fast bench lint clean help
+.PHONY: setup models models-full browser demo test test-fast bench lint clean help
 help:
 	@echo "make demo   - set up everything and replay a MELD dialogue through the agent"
 	@echo "make test   - set up everything and run the test suite"
@@ -48,7 +48,16 @@ models-full: $(STAMP)
 demo: setup
 	$(BIN)/emotion-agent demo
 
-test: setup
+# The browser tests of the analyst pages drive Debian's chromium + chromium-driver (selenium). Installed with
+# apt when missing and we are root (as on a fresh CI machine); otherwise those tests skip with the reason.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium + chromium-driver (apt) for the browser tests"; \
+	  (apt-get update -q >/dev/null || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and not root: the browser tests will be skipped"; fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast:

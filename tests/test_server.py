@@ -159,6 +159,19 @@ def test_wrong_content_type_and_bad_json(client):
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("ctype,body", [
+    ("multipart/form-data", b'--X\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--X--\r\n'),
+    ("multipart/form-data; boundary=X", b"garbage garbage garbage"),
+    ("multipart/form-data; boundary=X", b'--X\r\nContent-Disposition: form-data; name="text"\r\n\r\nhello there'),
+    ("multipart/form-data; boundary=X", b"--X\r\nContent-Dispo\r\n\r\nhi\r\n--X--\r\n"),
+], ids=["no-boundary", "garbage", "unterminated", "bad-part-header"])
+def test_malformed_multipart_is_400_bad_multipart(client, ctype, body):
+    r = client.post("/v1/analyze", content=body, headers={**A, "Content-Type": ctype})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_multipart", r.text
+    empty = client.post("/v1/analyze", content=b"", headers={**A, "Content-Type": "multipart/form-data; boundary=X"})
+    assert empty.status_code == 422 and "nothing to analyse" in empty.json()["error"]["message"]
+
+
 def _temp_uploads() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("emotion-agent-upload-*")}
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from emotion_agent.cli import agent_commands
 from emotion_agent.console import UserError, err
 from emotion_agent.evals import cli as eval_commands
-from emotion_agent.service import cli as service_commands
+from emotion_agent.web import cli as service_commands
 
 
 def build_app() -> typer.Typer:

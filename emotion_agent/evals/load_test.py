@@ -276,13 +276,49 @@ async def run_load(url: str, api_key: str, clients: int, duration: float, think:
         "clients": clients, "duration_s": duration, "wall_s": round(wall, 1), "think_mean_s": think, "mix": mix,
         "requests_ok": total_ok, "errors": errors, "throughput_rps": round(total_ok / wall, 2),
         "per_type": per_type, "error_samples": stats.error_samples,
+        "rss_series": rss,
         "server_rss_mb": {"start": rss_values[0] if rss_values else None,
                           "peak": max(rss_values) if rss_values else None,
                           "end": rss_values[-1] if rss_values else None,
-                          "samples_every_10s": [r for j, r in enumerate(rss) if j % 10 == 0]},
+                          "samples_every_10s": [r for j, r in enumerate(rss) if j % 10 == 0],
+                          **rss_trend(rss)},
         "load_average_1m_at_start": round(load1, 2), "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
     }
+
+
+def rss_trend(rss: list[tuple[float, float]]) -> dict[str, Any]:
+    """How RSS moves after warm-up: the least-squares slope (MB per minute) over the second half of the run,
+    and the rise from the end of the first half to the end (a flat curve has both near 0)."""
+    half = rss[len(rss) // 2:]
+    if len(half) < 10:
+        return {}
+    import numpy as np
+
+    t = np.array([x for x, _ in half]) / 60.0
+    m = np.array([y for _, y in half])
+    slope = float(np.polyfit(t, m, 1)[0])
+    return {"second_half_slope_mb_per_min": round(slope, 2),
+            "second_half_rise_mb": round(float(m[-1] - m[0]), 1), "second_half_from_s": half[0][0]}
+
+
+def plot_rss(rss: list[list[float]], out: Path, title: str) -> None:
+    """The server's RSS over the run (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=110)
+    ax.plot([x / 60.0 for x, _ in rss], [y for _, y in rss], lw=1.2)
+    ax.set_xlabel("minutes under load")
+    ax.set_ylabel("server RSS (MB)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
 
 
 def parse_mix(raw: str) -> dict[str, float]:
@@ -310,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--server-timeout", type=float, default=60.0, help="Per-request timeout of a spawned server.")
     ap.add_argument("--client-timeout", type=float, default=120.0)
     ap.add_argument("--out", type=Path, default=RESULTS / "service_load.json")
+    ap.add_argument("--plot", type=Path, default=None, help="Also draw the server's RSS curve to this PNG "
+                                                             "(a soak test: --duration 660 --plot soak.png).")
     args = ap.parse_args(argv)
     duration = min(args.duration, 1800.0)
     mix = parse_mix(args.mix)
@@ -340,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
         result["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if args.plot and result["rss_series"]:
+            plot_rss(result["rss_series"], args.plot, f"{args.clients} clients, {duration / 60:.0f} min: server RSS")
+            print(f"wrote {args.plot}")
         summary = {k: (v["ok"], v["errors"], v["p50_ms"], v["p95_ms"]) for k, v in result["per_type"].items()}
         print(json.dumps({"errors": result["errors"], "throughput_rps": result["throughput_rps"],
                           "rss_mb": result["server_rss_mb"]["peak"], "per_type(ok,err,p50,p95)": summary}, indent=1))

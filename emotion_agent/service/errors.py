@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger("emotion_agent.service.server")
 
@@ -37,3 +38,15 @@ def as_service_error(exc: BaseException) -> ServiceError:
         return ServiceError(503, "the conversation memory store is unavailable; retry shortly", "memory_unavailable")
     log.error("unexpected %s", type(exc).__name__, exc_info=exc)
     return ServiceError(500, f"internal error ({type(exc).__name__})", "internal_error")
+
+
+def validation_message(errors: Any) -> str:
+    """One readable line from pydantic's validation errors (at most five of them)."""
+    parts = []
+    for e in list(errors)[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body",))
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown field (file paths and other fields are not accepted; upload media as multipart files)"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid request: " + "; ".join(parts)

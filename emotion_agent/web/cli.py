@@ -1,8 +1,9 @@
-"""The ``serve`` command: build the service's app from settings and run it under uvicorn."""
+"""The ``serve`` command: the HTTP API and the analyst pages (``/ui``), built from settings, under uvicorn."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
 
@@ -19,12 +20,16 @@ def serve(
     timeout: float = typer.Option(None, help="Per-request timeout in seconds (default 30)."),
     max_queue: int = typer.Option(None, help="Requests allowed to wait for the models (default 64)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    runs_dir: Path = typer.Option(None, "--runs-dir", help="Eval runs the analyst pages browse (default: "
+                                                           "$EMOTION_AGENT_RUNS_DIR or ./runs)."),
 ) -> None:
-    """Serve the HTTP API for chatbots (POST /v1/analyze, /v1/why, conversations, /healthz, /docs)."""
+    """Serve the HTTP API for chatbots (POST /v1/analyze, /v1/why, conversations, /healthz, /docs) and the
+    analyst pages at /ui (eval runs, turns with their evidence, ask why, live analysis; log in with a key)."""
     import uvicorn
 
     from emotion_agent.service.security import ApiKeys, check_auth_config
-    from emotion_agent.service.server import ServiceConfig, create_app
+    from emotion_agent.service.config import ServiceConfig
+    from emotion_agent.web.app import create_web_app
 
     settings = Settings.from_env(llm=llm)
     try:
@@ -37,7 +42,8 @@ def serve(
 
         resolve_gguf(settings.llm, settings)  # a bad --llm is a one-line user error
     logging.getLogger("emotion_agent").setLevel(getattr(logging, log_level.upper(), logging.INFO))
-    app = create_app(settings, config=ServiceConfig.from_env(settings, keys=keys, allow_no_auth=allow_no_auth,
-                                                             request_timeout_s=timeout, max_queue=max_queue))
+    app = create_web_app(settings, config=ServiceConfig.from_env(settings, keys=keys, allow_no_auth=allow_no_auth,
+                                                                 request_timeout_s=timeout, max_queue=max_queue),
+                         runs_dir=runs_dir)
     uvicorn.run(app, host=host, port=port, workers=1, access_log=False, log_level=log_level,
                 timeout_graceful_shutdown=5)
