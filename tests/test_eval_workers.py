@@ -13,6 +13,9 @@ import pytest
 from emotion_agent.evals.records import read_records
 from emotion_agent.evals.run_meld import RunConfigError, run
 
+#: every test here runs the real eval (real models on real MELD utterances): not in make test-fast
+pytestmark = pytest.mark.slow
+
 LIMIT = 12
 
 

@@ -1,5 +1,4 @@
-from emotion_agent.evals.meld import dialogues, load_split, parse_timestamp, previous_turns
-from emotion_agent.evals.run_meld import stratified_sample
+from emotion_agent.evals.meld import dialogues, load_split, parse_timestamp, previous_turns, stratified_sample
 
 
 def test_timestamps_with_odd_formats():

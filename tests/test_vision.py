@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not CLIP.is_file() or not MOSAIC.is_file(), reas
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def analyzer():
-    from emotion_agent.tools.face_emotion import FaceAnalyzer
+    from emotion_agent.tools.face_analyzer import FaceAnalyzer
 
     return FaceAnalyzer()
 
@@ -84,7 +84,7 @@ def test_detector_two_faces_and_no_false_positive(analyzer, tile):
 
 
 def test_fer_model_reads_fer2013_smiles():
-    from emotion_agent.tools.face_emotion import FerModel
+    from emotion_agent.tools.face_model import FerModel
 
     if not (FACES / "labels.csv").is_file():
         pytest.skip("faces data missing")
@@ -98,7 +98,7 @@ def test_fer_model_reads_fer2013_smiles():
 
 
 def test_fer_class_order_maps_to_meld():
-    from emotion_agent.tools.face_emotion import FER_CLASSES, FER_INDEX
+    from emotion_agent.tools.face_model import FER_CLASSES, FER_INDEX
 
     mapped = [FER_CLASSES[i] for i in FER_INDEX]
     assert mapped == ["neutral", "happy", "surprise", "angry", "sad", "disgust", "fear"]
@@ -403,7 +403,7 @@ def test_scene_expert_bad_model_path(tmp_path):
 
 def test_prior_correction_is_opt_in(tmp_path, monkeypatch):
     from emotion_agent.tools.base import ExpertError
-    from emotion_agent.tools.face_emotion import CALIBRATION_FILE, FerModel, calibration_from_env
+    from emotion_agent.tools.face_model import CALIBRATION_FILE, FerModel, calibration_from_env
 
     monkeypatch.delenv("EMOTION_AGENT_FACE_CALIBRATION", raising=False)
     assert calibration_from_env() is None

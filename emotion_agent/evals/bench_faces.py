@@ -104,7 +104,7 @@ def summarize(gold: list[str], probs: np.ndarray) -> dict:
 
 def accuracy_bench(data_dir: Path, fit: bool) -> dict:
     """Accuracy per TTA variant (and with CV prior correction); ``fit`` writes the correction."""
-    from emotion_agent.tools.face_emotion import CALIBRATION_FILE, FerModel
+    from emotion_agent.tools.face_model import CALIBRATION_FILE, FerModel
 
     imgs, gold = load_faces(data_dir)
     y = np.array([LABELS.index(g) for g in gold])
@@ -142,7 +142,8 @@ def detector_path(imgs: np.ndarray, y: np.ndarray) -> dict:
     import cv2
     from sklearn.metrics import f1_score
 
-    from emotion_agent.tools.face_emotion import CROP_MARGIN, CROP_SHIFT, FaceAnalyzer, crop_face
+    from emotion_agent.tools.face_analyzer import FaceAnalyzer
+    from emotion_agent.tools.face_crops import CROP_MARGIN, CROP_SHIFT, crop_face
 
     an = FaceAnalyzer(tta="flip")
     canvases, dets = [], []
@@ -250,7 +251,9 @@ def latency_bench(data_dir: Path, reps: int) -> dict:
     """Detection, expression and whole-expert latencies on a real MELD frame and clip."""
     import emotion_agent.tools.media as media
     from emotion_agent.tools.base import TurnInput
-    from emotion_agent.tools.face_emotion import FaceAnalyzer, FacialEmotionExpert, crop_face
+    from emotion_agent.tools.face_analyzer import FaceAnalyzer
+    from emotion_agent.tools.face_crops import crop_face
+    from emotion_agent.tools.face_emotion import FacialEmotionExpert
 
     clip = data_dir / "meld" / "media" / "train_dia1_utt0.mp4"
     frame = media.decode(clip, max_frames=8, want_audio=False).frames[3]

@@ -55,7 +55,9 @@ def eval_meld(
                                         "cores labels-only runs gain little. Not part of the run's identity."),
 ) -> None:
     """Score the agent on MELD: one JSONL record per utterance + summary.json; resumable; cached experts."""
-    from emotion_agent.evals.run_meld import MAX_WORKERS, RunConfigError, run, run_ablations
+    from emotion_agent.evals.meld_ablations import run_ablations
+    from emotion_agent.evals.meld_solver import MAX_WORKERS
+    from emotion_agent.evals.run_meld import RunConfigError, run
 
     if split not in ("dev", "test", "train"):
         raise UserError(f"unknown split '{split}' (use dev or test)")

@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from emotion_agent.agent.faithfulness import problems
     from emotion_agent.agent.inputs import InputError, make_turn
     from emotion_agent.agent.runtime import EmotionAgent
-    from emotion_agent.evals.meld import dialogues, load_split
-    from emotion_agent.evals.run_meld import stratified_sample
+    from emotion_agent.evals.meld import dialogues, load_split, stratified_sample
     from emotion_agent.tools.base import PriorTurn
     from emotion_agent.tools.evidence import LABELS
 

@@ -1,4 +1,5 @@
-"""MELD loader: utterances grouped into dialogues, with the quirks of the CSVs handled.
+"""MELD as a dataset: the loader (utterances grouped into dialogues, quirks of the CSVs handled), the
+stratified sample a run scores, and the local media clips of an utterance.
 
 Quirks (see ``shared/data/README.md``): ``Sr No.`` is not unique in train, so rows are keyed
 by (Dialogue_ID, Utterance_ID); dialogues can have gaps in Utterance_ID (we keep the order,
@@ -9,12 +10,18 @@ durations are outliers (kept, flagged by :attr:`Utterance.duration_s`).
 from __future__ import annotations
 
 import csv
+import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from emotion_agent.tools.evidence import LABELS
+
+if TYPE_CHECKING:
+    from emotion_agent.evals.meld_config import RunConfig
+    from emotion_agent.tools.settings import Settings
 
 SPLITS = ("train", "dev", "test")
 _TS = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})[,.](\d{1,3})$")
@@ -117,3 +124,50 @@ def previous_turns(utterances: list[Utterance], k: int) -> dict[str, list[Uttera
         for i, u in enumerate(turns):
             out[u.key] = turns[max(0, i - k):i] if k > 0 else []
     return out
+
+
+def stratified_sample(utts: list[Utterance], limit: int | None, seed: int = 13) -> list[Utterance]:
+    """``limit`` utterances with MELD's class proportions (at least one per class), fixed seed."""
+    if not limit or limit >= len(utts):
+        return utts
+    rng = random.Random(seed)
+    by: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utts:
+        by[u.emotion].append(u)
+    picked: list[Utterance] = []
+    for label, group in sorted(by.items()):
+        n = max(1, round(limit * len(group) / len(utts)))
+        picked += rng.sample(group, min(n, len(group)))
+    rng.shuffle(picked)
+    picked = picked[:limit]
+    order = {u.key: i for i, u in enumerate(utts)}
+    return sorted(picked, key=lambda u: order[u.key])
+
+
+def media_for(u: Utterance, data_dir: Path) -> dict[str, Any]:
+    """The real clips we have for this utterance (most of MELD has none here)."""
+    media = data_dir / "meld" / "media"
+    out: dict[str, Any] = {"audio": None, "video": None, "image": None, "warnings": []}
+    for prefix, uncertain in ((f"{u.split}_dia{u.dialogue_id}_utt{u.utterance_id}", False),
+                              (f"probably_{u.split}_dia{u.dialogue_id}_utt{u.utterance_id}", True)):
+        found = False
+        for kind, suffix in (("video", ".mp4"), ("audio", ".wav"), ("image", "_frames.png")):
+            p = media / f"{prefix}{suffix}"
+            if p.is_file() and out[kind] is None:
+                out[kind] = p
+                found = True
+        if found and uncertain:
+            out["warnings"].append("media file is only probably this utterance (see data README)")
+    if out["video"] is not None:  # the video carries the audio track and the frames
+        out["audio"] = None
+        out["image"] = None
+    return out
+
+
+def select(split: str, cfg: RunConfig, settings: Settings) -> tuple[list[Utterance], list[Utterance]]:
+    """(all utterances of ``split``, the sample to run); without text only ones with media."""
+    utts = load_split(split, settings.data_dir)
+    pool = utts
+    if "text" not in cfg.modalities:  # without words only utterances with media can be analysed
+        pool = [u for u in utts if any(media_for(u, settings.data_dir)[k] for k in ("audio", "video", "image"))]
+    return utts, stratified_sample(pool, cfg.limit, cfg.seed)

