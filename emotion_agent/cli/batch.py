@@ -1,0 +1,197 @@
+"""``emotion-agent batch``: many turns with one loaded agent — a folder, a glob, a CSV or a JSONL of turns.
+
+Each input becomes one result line in ``--out`` (JSONL, flushed and fsynced per line, so a run cut at any
+time resumes where it stopped: inputs already answered are skipped), and a summary goes beside it
+(``<out>.summary.json``: counts, wall time, per-turn time, every refusal with its reason). Exit code 0 when
+every input was analysed, 1 when some were refused (each with its one-line reason in the results), 2 for a
+usage mistake (no such input, nothing to read).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from emotion_agent.console import UserError, console, settings_from
+
+MEDIA_SUFFIXES = {
+    "audio": {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".aac"},
+    "image": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"},
+    "video": {".mp4", ".mkv", ".avi", ".mov", ".webm"},
+}
+FIELDS = ("text", "audio", "image", "video", "conversation_id", "speaker")
+
+
+def media_kind(path: Path) -> str | None:
+    """``audio``, ``image`` or ``video`` by the file's suffix (its content is checked later, as everywhere)."""
+    suffix = path.suffix.lower()
+    return next((k for k, s in MEDIA_SUFFIXES.items() if suffix in s), None)
+
+
+def read_inputs(spec: str) -> tuple[str, list[tuple[str, dict[str, Any] | str]]]:
+    """(kind, [(input id, item or an error message)]) for a folder, a glob, a CSV or a JSONL file.
+
+    A folder or glob gives one turn per media file (sorted, so ids are stable across reruns); CSV and
+    JSONL give one turn per row/line (relative paths are relative to the file's folder). A row that
+    cannot be read becomes an error message, reported as a refused input, never a crash."""
+    path = Path(spec)
+    if path.is_dir() or any(ch in spec for ch in "*?["):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else \
+            sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        items: list[tuple[str, dict[str, Any] | str]] = []
+        for f in files:
+            kind = media_kind(f)
+            if kind is not None:
+                items.append((str(f), {kind: str(f.resolve())}))
+        if not items:
+            raise UserError(f"no audio, image or video files in {spec} "
+                            f"(suffixes: {', '.join(sorted(set().union(*MEDIA_SUFFIXES.values())))})")
+        return ("folder" if path.is_dir() else "glob"), items
+    if not path.is_file():
+        raise UserError(f"batch input not found: {spec} (a folder, a glob, a .csv or a .jsonl file)")
+    base = path.resolve().parent
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(raw))
+        if not reader.fieldnames or not set(reader.fieldnames) & {"text", "audio", "image", "video"}:
+            raise UserError(f"{spec}: the CSV header needs at least one of text, audio, image, video "
+                            f"(columns: {', '.join(FIELDS)})")
+        rows = [(f"row {i}", with_base({k: v for k, v in row.items() if k in FIELDS and v}, base))
+                for i, row in enumerate(reader, start=2)]
+        return "csv", rows
+    lines: list[tuple[str, dict[str, Any] | str]] = []
+    for no, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            lines.append((f"line {no}", f"not JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        lines.append((f"line {no}", with_base(item, base) if isinstance(item, dict) else
+                      "each line must be a JSON object with any of " + ", ".join(FIELDS)))
+    return "jsonl", lines
+
+
+def with_base(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``item`` with its relative media paths made relative to ``base``."""
+    out = dict(item)
+    for k in ("audio", "image", "video"):
+        v = out.get(k)
+        if isinstance(v, str) and v and not Path(v).is_absolute():
+            out[k] = str(base / v)
+    return out
+
+
+def done_ids(out: Path) -> set[str]:
+    """Input ids already answered in an earlier run of the same output file."""
+    done: set[str] = set()
+    if out.is_file():
+        for raw in out.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("input"), str):
+                done.add(rec["input"])
+    return done
+
+
+def results(out: Path) -> Iterator[dict[str, Any]]:
+    """Every readable result line of the output file."""
+    for raw in out.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            yield rec
+
+
+def batch(
+    inputs: str = typer.Argument(..., help="A folder (every audio/image/video file under it), a glob in quotes "
+                                           "('clips/**/*.wav'), a .csv with columns text,audio,image,video,"
+                                           "conversation_id,speaker, or a .jsonl with one such object per line "
+                                           "(relative paths: relative to the file's folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Results JSONL (one line per input). Rerun to resume; a "
+                                                      "summary goes to <out>.summary.json."),
+    explain: bool = typer.Option(False, "--explain/--no-explain", help="Also explain each label (slower)."),
+    llm: Optional[str] = typer.Option(None, help="LLM for explanations: registry name or .gguf path."),
+) -> None:
+    """Analyse many turns with one loaded agent (models load once), resumable; exit 0 when all were analysed,
+    1 when some inputs were refused (each with its reason in the results), 2 for a usage mistake."""
+    from tqdm import tqdm
+
+    from emotion_agent.agent.inputs import InputError, make_turn
+    from emotion_agent.agent.runtime import EmotionAgent
+    from emotion_agent.tools.media_checks import MediaCheckError
+
+    kind, items = read_inputs(inputs)
+    done = done_ids(out)
+    todo = [(i, item) for i, item in items if i not in done]
+    settings = settings_from(llm=llm)
+    start = time.perf_counter()
+    agent = EmotionAgent(settings) if todo else None
+    load_s = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as fh:
+        for input_id, item in tqdm(todo, desc="batch", unit="turn", dynamic_ncols=True):
+            t0 = time.perf_counter()
+            rec: dict[str, Any] = {"input": input_id}
+            try:
+                if isinstance(item, str):
+                    raise InputError(item)
+                turn = make_turn(text=item.get("text"), audio=item.get("audio"), image=item.get("image"),
+                                 video=item.get("video"), conversation_id=item.get("conversation_id"),
+                                 speaker=item.get("speaker"), max_chars=settings.max_text_chars)
+                result = agent.analyze(turn, explain=explain)  # type: ignore[union-attr]
+                rec.update(status="ok", label=result.label, confidence=result.confidence,
+                           warnings=result.warnings, explanation=result.explanation,
+                           disagreement=[v.model_dump() for v in result.disagreement])
+            except (InputError, MediaCheckError, ValueError) as exc:
+                rec.update(status="refused", error=" ".join(str(exc).split())[:300],
+                           code=getattr(exc, "code", "invalid_input"))
+            rec["wall_s"] = round(time.perf_counter() - t0, 3)
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    wall = time.perf_counter() - start
+    summary = summarize(out, kind, inputs, len(items), len(todo), wall, load_s)
+    Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(f"{summary['inputs']} input(s): {summary['analysed']} analysed, {summary['refused']} refused "
+                  f"with a reason ({len(done)} already done before this run); this run {wall:.1f} s incl. "
+                  f"{load_s:.1f} s loading, {summary['this_run_per_turn_s']:.3f} s per turn; results in {out}, "
+                  f"summary in {out}.summary.json")
+    if summary["refused"]:
+        for r in summary["refusals"][:10]:
+            console.print(f"[yellow]refused[/yellow] {r['input']}: {r['error']}")
+        raise typer.Exit(1)
+
+
+def summarize(out: Path, kind: str, spec: str, n_inputs: int, n_run: int, wall: float, load_s: float) -> dict[str, Any]:
+    """Counts, timings and refusals over every result line of the output file (this run and earlier ones)."""
+    recs = {r["input"]: r for r in results(out) if isinstance(r.get("input"), str)}
+    walls = [float(r.get("wall_s") or 0) for r in recs.values() if r.get("status") == "ok"]
+    refusals = [{"input": r["input"], "code": r.get("code"), "error": r.get("error")}
+                for r in recs.values() if r.get("status") == "refused"]
+    labels: dict[str, int] = {}
+    for r in recs.values():
+        if r.get("status") == "ok":
+            labels[r["label"]] = labels.get(r["label"], 0) + 1
+    return {"source": spec, "kind": kind, "inputs": n_inputs, "answered": len(recs),
+            "analysed": len(walls), "refused": len(refusals), "labels": labels,
+            "this_run_turns": n_run, "this_run_wall_s": round(wall, 1), "this_run_model_load_s": round(load_s, 1),
+            "this_run_per_turn_s": round((wall - load_s) / max(n_run, 1), 4),
+            "per_turn_p50_s": round(statistics.median(walls), 3) if walls else None,
+            "per_turn_p95_s": round(sorted(walls)[max(0, int(0.95 * len(walls)) - 1)], 3) if walls else None,
+            "refusals": refusals}
