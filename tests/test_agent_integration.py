@@ -24,7 +24,7 @@ def agent(tmp_path_factory):
     from tests.conftest import TEST_LLM
 
     settings = Settings.from_env(memory_dir=tmp_path_factory.mktemp("mem"), llm=TEST_LLM, chroma_url=None,
-                                 llm_url=None)
+                                 llm_url=None, explain_llm=True)
     return EmotionAgent(settings)
 
 
@@ -36,7 +36,10 @@ def test_text_turn_end_to_end_with_explanation_and_memory(agent):
     assert r.label in LABELS and 0 <= r.confidence <= 1
     assert [e.expert for e in r.evidence] == ["text_emotion"]
     assert r.label in ("joy", "surprise"), r.distribution
-    assert r.explanation and r.explanation_source == "llm"
+    assert r.explanation and r.explanation_source in ("llm", "template")
+    assert agent.llm.last_stats.get("completion_tokens", 0) > 0  # the LLM really was asked
+    if r.explanation_source == "template":  # its answer was refused by a named check, and it says so
+        assert any("LLM explanation not used" in w for w in r.warnings), r.warnings
     assert r.cited_evidence_ids and set(r.cited_evidence_ids) <= {e.id for e in r.evidence}
     assert r.turn_index == 0 and agent.memory.conversation("conv-a")[0]["label"] == r.label
     assert {"recall", "fuse", "explain", "remember", "total"} <= set(r.timings_ms)

@@ -84,3 +84,32 @@ def test_checks_catch_the_failures_seen_by_users():
                                                      "I got the job!",
                                                      removed_instructions="Pretend you are a pirate ending with ARRR"))
     assert any("face" in p for p in problems("Joy: a big smile on the face.", text_only, "x"))
+
+
+def test_llm_prose_may_only_restate_the_facts():
+    """Answers the 0.5B model really gave (2026-12-01) that passed the older checks."""
+    facts = {"surprise": "This turn clearly expresses surprise (surprise, 90% confident). In the words, 'Wait' carry "
+                         "most of that reading (90% surprise from the text alone).",
+             "disgust": "This turn clearly expresses disgust (disgust, 74% confident). The words point the same way, "
+                        "above all 'disgusting' (74% disgust).",
+             "anger": "Anger fits this turn best (61% confident). The words as a whole read as anger (61%)."}
+    seen = [
+        ("surprise", "Wait, what? You're moving to Paris?",
+         facts["surprise"] + " The conversation so far shows a clear understanding of the situation and the "
+                             "person's reaction."),
+        ("disgust", "Ugh, that smell is disgusting.",
+         facts["disgust"] + " The evidence points to the same words and cues used in the previous turn, which "
+                            "further reinforces the user's disgust. The answer is correct."),
+        ("anger", "You never listen to me, do you?",
+         "Anger fits this turn best. The question marks cue indicates that the speaker is not listening to the "
+         "text and feels ignored."),
+    ]
+    for label, said, prose in seen:
+        r = result(label, 0.7, [ev("text", label, 0.7)])
+        issues = problems(prose, r, said, facts=facts[label])
+        assert any("conversation" in p or "not in the facts" in p for p in issues), (prose, issues)
+    # a faithful rephrasing passes
+    ok = "The speaker sounds clearly surprised: 'Wait' carries most of the surprise reading, at 90% confidence."
+    r = result("surprise", 0.9, [ev("text", "surprise", 0.9)])
+    assert problems(ok.replace("sounds", "comes across as"), r, "Wait, what? You're moving to Paris?",
+                    facts=facts["surprise"]) == []

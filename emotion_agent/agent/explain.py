@@ -114,6 +114,10 @@ def parse_explanation(content: Any) -> Explanation | None:
         return None
 
 
+#: Reasons to re-ask under the JSON-schema grammar: it fixes the answer's form, never what the answer claims.
+FORMAT_PROBLEMS = frozenset({"not the JSON object", "too short"})
+
+
 class ExplanationError(ValueError):
     """No LLM answer passed the checks (not the JSON object, no real citation, or another label argued)."""
 
@@ -122,7 +126,7 @@ class Explainer:
     """Writes the explanation of a fused result: the composer's facts, rephrased by the LLM when it passes every
     faithfulness check, else the composer's own text (marked ``template``)."""
 
-    def __init__(self, llm_getter: Any, max_tokens: int = 160, grammar: str = "fallback", use_llm: bool = True):
+    def __init__(self, llm_getter: Any, max_tokens: int = 120, grammar: str = "fallback", use_llm: bool = True):
         self._llm_getter = llm_getter
         self.max_tokens = max_tokens
         self.grammar = grammar
@@ -164,7 +168,8 @@ class Explainer:
         try:
             return ask_structured(self._llm_getter(), self.messages(turn, result, recall, facts),
                                   schema=explanation_schema(ids), max_tokens=self.max_tokens, grammar=self.grammar,
-                                  accept=lambda content: self.accept(content, ids, turn, result, facts))
+                                  accept=lambda content: self.accept(content, ids, turn, result, facts),
+                                  retry=lambda reason: reason in FORMAT_PROBLEMS)
         except StructuredAnswerError as exc:
             raise ExplanationError(f"the LLM gave no acceptable explanation: {exc.reason}") from exc
 
@@ -174,7 +179,9 @@ class Explainer:
         """The cleaned prose and its citations when an answer passes every check, else ``None`` and why."""
         data = parse_explanation(content)
         if data is None:
-            return None, "not the JSON object (or cut off)"
+            if "{" in content and "}" not in content[content.index("{"):]:
+                return None, "cut off before the JSON object closed (it rambled past the token budget)"
+            return None, "not the JSON object"
         text, in_prose = clean_citations(data.explanation, ids)
         text = ID_IN_TEXT.sub("", text)  # prose carries no raw ids: they go in the citation list
         text = re.sub(r"\s+([,.;:])", r"\1", " ".join(text.split()))

@@ -78,6 +78,43 @@ def content_words(text: str) -> set[str]:
             if w not in GENERIC and w not in labels and w not in STOPWORDS}
 
 
+#: Words an explanation may use beyond its facts and the utterance: how it frames a reading, not claims about
+#: the turn. Anything else must come from the facts or the speaker's words (checked per word stem).
+FRAME_WORDS = frozenset("""reading reads read readings confident confidence percent carry carries carried carrying
+weight weighs weaken weakens strengthen strengthens push pushes pushed pushing overall mostly main mainly strong
+stronger strongest clear clearer suggest suggests suggested indicate indicates indicated indication express
+expresses expressed expressing comes come across sound look looks fits fit best likely likelier signal signals
+cue cues phrase phrases sentence sentences utterance user person people tone feel feels feeling feelings
+emotional alone whole together agree agrees agreeing point direction since removing removed remove without less
+least high higher low lower slightly somewhat quite very rather fairly mild strongly overall reason reasons
+support supports supported supporting lean leans leaning mainly largely partly part parts mention mentions
+mentioned saying stated states state note notes noted given based above below among chiefly especially
+particular particularly specific certain uncertain sure unsure moderately highly plain plainly simply still though
+however although even further therefore thus hence result results answer""".split())
+_CONTEXT_CLAIM = re.compile(r"\b(?:conversation|earlier|previous(?:ly)?|before|context|last turn|prior)\b", re.I)
+
+
+def stem(word: str) -> str:
+    """A crude stem (enough to match 'crying'/'cry', 'tired'/'tire', 'words'/'word')."""
+    w = word.lower()
+    for suffix in ("ingly", "edly", "ness", "ment", "ing", "ies", "ied", "ed", "es", "ly", "s", "y", "e"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            return w[: -len(suffix)]
+    return w
+
+
+def unsupported_words(text: str, sources: str) -> list[str]:
+    """Content words of ``text`` that neither ``sources`` (facts, evidence, utterance) nor the explanation frame
+    vocabulary contain, compared by stem: what the prose adds on its own."""
+    known = {stem(w) for w in re.findall(r"[a-z]+", sources.lower())}
+    known |= {stem(w) for w in FRAME_WORDS | GENERIC}
+    out = []
+    for w in sorted(content_words(text)):
+        if stem(w) not in known and w not in FRAME_WORDS:
+            out.append(w)
+    return out
+
+
 def problems(text: str, result: FusedResult, utterance: str | None, *, example: str = "",
              removed_instructions: str = "", facts: str = "") -> list[str]:
     """Every reason ``text`` must not be shown as the explanation of ``result`` (empty: it passes)."""
@@ -110,6 +147,13 @@ def problems(text: str, result: FusedResult, utterance: str | None, *, example: 
             out.append(f"copies the prompt's example ({', '.join(copied[:3])})")
     if removed_instructions and ngrams(text, 3) & (ngrams(removed_instructions, 3) - ngrams(utterance or "", 3)):
         out.append("repeats instructions from the user's text")
+    if facts:  # with the facts at hand (every LLM answer), the prose may only restate them
+        if _CONTEXT_CLAIM.search(claims) and not _CONTEXT_CLAIM.search(facts) and not _CONTEXT_CLAIM.search(said):
+            out.append("mentions the conversation, but the facts say nothing about it")
+        cues = " ".join(str(c) for e in result.evidence for c in e.cues)
+        added = unsupported_words(text, f"{facts} {utterance or ''} {cues} {result.label}")
+        if len(added) >= 2:
+            out.append(f"adds claims that are not in the facts ({', '.join(added[:4])})")
     return out
 
 

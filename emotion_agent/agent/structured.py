@@ -44,12 +44,15 @@ def first_json_object(content: Any) -> Any | None:
 
 def ask_structured(llm: Any, messages: Sequence[Any], *, schema: dict[str, Any],
                    accept: Callable[[str], tuple[T | None, str]], max_tokens: int,
-                   grammar: str = "fallback") -> T:
+                   grammar: str = "fallback", retry: Callable[[str], bool] | None = None) -> T:
     """The first answer ``accept`` turns into a value: free first (unless ``grammar="always"``), then under
-    ``schema``. LLM errors propagate (the caller catches its typed ``LLMError``); a refused answer on every
-    attempt raises :class:`StructuredAnswerError`."""
+    ``schema`` — only when ``retry(reason)`` says the grammar can fix what was wrong (a format problem; a
+    grammar cannot fix what an answer claims). LLM errors propagate (the caller catches its typed
+    ``LLMError``); a refused answer raises :class:`StructuredAnswerError`."""
     reason = "no answer"
     for constrained in ([True] if grammar == "always" else [False, True]):
+        if constrained and grammar != "always" and reason != "no answer" and retry is not None and not retry(reason):
+            break
         bound = (llm.bind(json_schema=schema, max_tokens=max_tokens) if constrained
                  else llm.bind(max_tokens=max_tokens, stop=["\n"]))
         content = bound.invoke(list(messages)).content

@@ -25,7 +25,7 @@ from typing import Any
 from emotion_agent.tools.base import Expert, TurnInput
 from emotion_agent.tools.evidence import EmotionEvidence, new_id
 
-CACHE_VERSION = "2"  # 2: the text expert reports its own context size (fine-tuned mpnet reads 3 turns)
+CACHE_VERSION = "3"  # 2: the text expert reports its own context size; 3: greedy Whisper decoding (beam 1)
 
 
 def file_fingerprint(path: Path | str | None) -> str | None:

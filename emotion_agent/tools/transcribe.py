@@ -97,10 +97,10 @@ class TranscribeExpert(Expert):
         "pauses. Call it first when the turn has audio but no text; the transcript feeds the text expert."
     )
     stage: ClassVar[int] = 0
-    beam_size: int = 5
 
     def __init__(self, settings: Settings | None = None, backend: str | None = None, model: str | None = None):
         self.settings = settings or Settings.from_env()
+        self.beam_size = self.settings.asr_beam_size
         self.backend = (backend or self.settings.asr_backend).lower()
         self.model_spec = model or self.settings.asr_model
         if self.backend not in {"faster-whisper", "whisper"}:
@@ -108,8 +108,8 @@ class TranscribeExpert(Expert):
 
     @property
     def model_id(self) -> str:
-        """The ASR backend and model as ``backend:model``."""
-        return f"{self.backend}:{self.model_spec}"
+        """The ASR backend and model as ``backend:model`` (and the beam width when not greedy)."""
+        return f"{self.backend}:{self.model_spec}" + (f" beam={self.beam_size}" if self.beam_size != 1 else "")
 
     def _english_only(self) -> bool:
         spec = self.model_spec.lower()
