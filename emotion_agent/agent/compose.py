@@ -14,6 +14,7 @@ import hashlib
 
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
+from emotion_agent.tools.words import STOPWORDS, bare_word  # noqa: F401 - re-exported
 from emotion_agent.tools.evidence import EmotionEvidence, FusedResult, WordWeight
 
 #: How each label reads in prose: (noun phrase, adjective).
@@ -46,18 +47,6 @@ def _top(e: EmotionEvidence) -> tuple[str, float]:
 
 
 #: Function words are never quoted as the reason for a label.
-STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been am i you he she
-it we they me him her us them my your his its our their this that these those do does did have has had will would
-can could shall should may might must not no so than then there here what which who whom how why when where just
-very really oh well yeah ok okay i'm it's you're that's don't can't won't i've i'll he's she's we're they're
-there's what's let's isn't aren't wasn't didn't doesn't gonna wanna""".split())
-
-
-def bare_word(word: str) -> str:
-    """A word without surrounding punctuation, with typographic apostrophes made plain."""
-    return word.replace("’", "'").replace("‘", "'").strip(".,;:!?\"'()[]")
-
-
 def quoted_words(weights: list[WordWeight], k: int = 3, min_weight: float = 0.02) -> list[str]:
     """The content words that pushed most toward the label (positive occlusion weight), in utterance order."""
     content = [w for w in weights if w.weight >= min_weight and bare_word(w.word).lower() not in STOPWORDS]

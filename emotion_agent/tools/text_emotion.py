@@ -24,6 +24,7 @@ from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
 from emotion_agent.tools.embedding import MiniLMEmbedder, shared_embedder
+from emotion_agent.tools.words import weighable
 from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, WordWeight, new_id
 from emotion_agent.tools.text_features import build_features, context_vector, non_english_share, readable_cues
 
@@ -31,6 +32,9 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "text_emotion.npz"
 DEFAULT_ADAPTER = WEIGHTS_DIR / "text_mpnet_lora.safetensors"
 #: Longer utterances get no word attributions (one classifier pass per word).
 MAX_ATTRIBUTION_WORDS = 48
+#: At most this many words are weighed (the first content words and negations): on 2 cores one mpnet pass of a
+#: turn with its context costs ~0.2-0.8 s, so a 22-word turn took 19 s before content words alone were weighed.
+MAX_WEIGHED_WORDS = 12
 _MPNET: dict[tuple[str, str], "MpnetTextModel"] = {}
 _MPNET_LOCK = threading.Lock()
 
@@ -213,9 +217,13 @@ class TextEmotionExpert(Expert):
         words = text.split()
         if not words or len(words) > max_words:
             return []
-        variants = [text] + [" ".join(words[:i] + words[i + 1:]) or "." for i in range(len(words))]
+        # only content words and negations are weighed (each costs one pass of the classifier; function words
+        # are never quoted); the others get weight 0
+        weigh = [i for i, w in enumerate(words) if weighable(w)][:MAX_WEIGHED_WORDS]
+        variants = [text] + [" ".join(words[:i] + words[i + 1:]) or "." for i in weigh]
         probs = self._distributions(turn, variants)[:, LABELS.index(label)]
-        return [WordWeight(word=w, weight=round(float(probs[0] - probs[i + 1]), 4)) for i, w in enumerate(words)]
+        drop = {i: float(probs[0] - probs[j + 1]) for j, i in enumerate(weigh)}
+        return [WordWeight(word=w, weight=round(drop.get(i, 0.0), 4)) for i, w in enumerate(words)]
 
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:
         text = turn.spoken_text()

@@ -136,19 +136,42 @@ async def turn_page(request: Request, name: str, key: str, s: Session = Depends(
     except RunNotFound as exc:
         return error_page(request, 404, str(exc))
     result = record.get("result") or {}
-    attributions, computed = await attributions_of(request, record)
+    stored = stored_attributions(record)
     media = {kind: bool(media_path(request, record, kind)) for kind in ("audio", "video", "image")}
     return render(request, "turn.html", run=run, record=record, result=result, dialogue=run.dialogue(record),
-                  attributions=attributions, attributions_computed=computed, media=media,
-                  face=face_box(result))
+                  attributions=stored, attributions_computed=False, media=media, face=face_box(result))
+
+
+@router.get("/runs/{name}/words/{key:path}", response_class=HTMLResponse, summary="The words behind a turn's label")
+async def words_fragment(request: Request, name: str, key: str, s: Session = Depends(session)):
+    """The word attributions of a turn, computed by the text expert when the run stored none (the turn page
+    loads this after itself, so the page never waits for the model)."""
+    try:
+        record = (await load_run(request, name)).turn(key)
+    except RunNotFound as exc:
+        return error_page(request, 404, str(exc))
+    attributions, computed = await attributions_of(request, record)
+    return render(request, "_words.html", attributions=attributions, computed=computed, toward=record.get("label"))
+
+
+def stored_attributions(record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The word attributions stored with the turn's text evidence, or None."""
+    for e in (record.get("result") or {}).get("evidence") or []:
+        if e.get("modality") in ("text", "transcript") and isinstance((e.get("extra") or {}).get("attributions"), list):
+            return e["extra"]["attributions"]
+    return None
 
 
 async def attributions_of(request: Request, record: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """The word attributions stored with the turn, or computed now by the text expert (expert lane) with the
     turn's stored context; ``([], False)`` when neither is possible. The flag says they were computed now."""
-    for e in (record.get("result") or {}).get("evidence") or []:
-        if e.get("modality") in ("text", "transcript") and isinstance((e.get("extra") or {}).get("attributions"), list):
-            return e["extra"]["attributions"], False
+    stored = stored_attributions(record)
+    if stored is not None:
+        return stored, False
+    cache = request.app.state.web_attributions
+    cache_key = (str(record.get("key")), record.get("label"), record.get("text"))
+    if cache_key in cache:
+        return cache[cache_key], True
     ctx = ctx_of(request)
     if not ctx.ready or ctx.agent is None or not record.get("text"):
         return [], False
@@ -163,7 +186,12 @@ async def attributions_of(request: Request, record: dict[str, Any]) -> tuple[lis
                                        ctx.cfg.request_timeout_s, what="attributions")
     except Exception:  # an extra: the page still shows everything else
         return [], False
-    return [w.model_dump() for w in weights], True
+    out = [w.model_dump() for w in weights]
+    if len(cache) > 2000:  # bounded: the oldest half goes
+        for k in list(cache)[:1000]:
+            del cache[k]
+    cache[cache_key] = out
+    return out, True
 
 
 def face_box(result: dict[str, Any]) -> dict[str, Any] | None:
