@@ -237,3 +237,24 @@ def test_live_refuses_bad_input_clearly(client: TestClient) -> None:
     assert both.status_code == 200 and "input not analysed" in both.text
     bad_id = client.post("/ui/live/analyze", data={"csrf": csrf, "conversation_id": "../etc", "text": "hi there"})
     assert bad_id.status_code == 422
+
+
+def test_run_store_keeps_few_runs_in_memory_and_lists_from_summaries(runs: Path) -> None:
+    from emotion_agent.web.runs import RunStore
+
+    src = runs / "dev-run"
+    for i in range(5):
+        dst = runs / f"copy-{i}"
+        dst.mkdir()
+        (dst / "config.json").write_text((src / "config.json").read_text())
+        (dst / "records.jsonl").write_text((src / "records.jsonl").read_text())
+    store = RunStore(runs, keep=2)
+    for name in store.names():
+        store.get(name)
+    assert len(store._cache) == 2
+    # with a summary that covers every record, the runs list reads no records
+    (src / "summary.json").write_text(json.dumps({"n": 120, "written": "2026-12-01", "config": {"split": "dev"},
+                                                  "metrics": {"weighted_f1": 50.0}}))
+    fresh = RunStore(runs, keep=2)
+    rows = {r.name: r for r in fresh.summaries()}
+    assert rows["dev-run"].weighted_f1 == 50.0 and "dev-run" not in fresh._cache

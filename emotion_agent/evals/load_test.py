@@ -100,7 +100,7 @@ def spawn_server(workdir: Path, *, port: int | None = None, llm: str | None = No
     env = {**os.environ, "EMOTION_AGENT_API_KEYS": api_key, "EMOTION_AGENT_MEMORY_DIR": str(workdir / "memory"),
            "EMOTION_AGENT_LLM_THREADS": os.environ.get("EMOTION_AGENT_LLM_THREADS", "1"),
            "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", **(extra_env or {})}
-    args = [sys.executable, "-m", "emotion_agent.agent.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    args = [sys.executable, "-m", "emotion_agent", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--timeout", str(timeout_s), "--log-level", "warning"]
     if llm:
         args += ["--llm", llm]

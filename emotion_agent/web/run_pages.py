@@ -22,7 +22,7 @@ from emotion_agent.web.runs import Filters, RunNotFound, RunStore, confusion, di
 
 router = APIRouter(prefix="/ui")
 PLOTS = ("confusion", "per_class", "reliability", "latency", "ablations")
-_plot_cache: dict[tuple[str, int, float, str], bytes] = {}
+_plot_cache: dict[tuple[str, str], tuple[tuple[int, float], bytes]] = {}
 _plot_lock = threading.Lock()
 
 
@@ -101,13 +101,15 @@ async def plot(request: Request, name: str, kind: str, s: Session = Depends(sess
 
 
 def cached_plot(key: tuple[str, int, float, str], kind: str, run: Any) -> bytes:
-    """The plot's PNG, drawn once per version of the run's records (one drawing at a time)."""
+    """The plot's PNG, drawn once per version of the run's records (one drawing at a time; one version kept
+    per run and plot, so a run that is still being written does not grow the cache)."""
+    name, size, mtime, _ = key
     with _plot_lock:
-        png = _plot_cache.get(key)
-        if png is None:
-            png = make_plot(kind, run)
-            _plot_cache[key] = png
-        return png
+        hit = _plot_cache.get((name, kind))
+        if hit is None or hit[0] != (size, mtime):
+            hit = ((size, mtime), make_plot(kind, run))
+            _plot_cache[(name, kind)] = hit
+        return hit[1]
 
 
 def make_plot(kind: str, run: Any) -> bytes:

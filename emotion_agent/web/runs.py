@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,9 +158,10 @@ def confusion(records: list[dict[str, Any]]) -> list[list[int]]:
 class RunStore:
     """The runs folder, read lazily; one lock so two page loads never read the same run twice at once."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, keep: int = 4):
         self.folder = Path(folder)
-        self._cache: dict[str, tuple[tuple[int, float], Run]] = {}
+        self.keep = keep  # runs kept in memory (a 2,610-utterance run holds ~90 MB of records)
+        self._cache: OrderedDict[str, tuple[tuple[int, float], Run]] = OrderedDict()
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -175,7 +177,7 @@ class RunStore:
         out = []
         for name in self.names():
             try:
-                out.append(headline(self.get(name)))
+                out.append(quick_headline(name, self.folder / name) or headline(self.get(name)))
             except (OSError, ValueError, KeyError) as exc:  # a damaged run is listed, not a crash
                 out.append(RunSummary(name=name, written=f"unreadable ({type(exc).__name__})", n=0, expected=None,
                                       complete=False, weighted_f1=None, ci=None, macro_f1=None, accuracy=None,
@@ -195,9 +197,13 @@ class RunStore:
         with self._lock:
             hit = self._cache.get(name)
             if hit and hit[0] == stamp:
+                self._cache.move_to_end(name)
                 return hit[1]
             run = load(name, path)
             self._cache[name] = (stamp, run)
+            self._cache.move_to_end(name)
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
             return run
 
 
@@ -227,6 +233,20 @@ def scored(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     return classification_report([str(r.get("gold")) for r in records], [str(r.get("label")) for r in records],
                                  confidence=[float(r.get("confidence") or 0.0) for r in records], bootstrap=200)
+
+
+def quick_headline(name: str, path: Path) -> RunSummary | None:
+    """The headline from ``summary.json`` alone when it covers every line of the records (no records read
+    into memory: the runs page stays fast with many big runs); None when it is missing or stale."""
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        return None
+    with (path / "records.jsonl").open("rb") as fh:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    summary = json.loads(summary_path.read_text())
+    if summary.get("n") != lines:
+        return None
+    return headline(Run(name=name, path=path, summary=summary, records=[None] * lines))  # type: ignore[list-item]
 
 
 def headline(run: Run) -> RunSummary:
