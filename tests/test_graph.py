@@ -155,3 +155,45 @@ def test_clear_words_outweigh_an_unsure_voice():
 def test_no_usable_evidence_gives_neutral_with_zero_confidence():
     out = run({}, TurnInput(text="x"))
     assert out["result"].confidence == 0.0 and out["result"].warnings
+
+
+class FakeTranscriber(FakeExpert):
+    """Stage-0 transcription: uninformative evidence carrying a transcript, as the real one does."""
+
+    def _analyze(self, turn: TurnInput) -> EmotionEvidence:
+        self.calls += 1
+        return EmotionEvidence(id=new_id("transcribe"), modality="transcript", expert="transcribe", model_id="fake",
+                               distribution=dist("neutral", 1 / 7), confidence=0.0,
+                               extra={"transcript": "kids are talking by the door"})
+
+
+class ListMemory:
+    """The memory calls the graph makes, recorded."""
+
+    def __init__(self) -> None:
+        self.stored: list[dict[str, Any]] = []
+
+    def recall(self, conversation_id: str, text: str | None, **kw: Any) -> Any:
+        from emotion_agent.agent.recall import MemoryRecall
+
+        return MemoryRecall()
+
+    def next_turn_index(self, conversation_id: str) -> int:
+        return len(self.stored)
+
+    def remember(self, **kw: Any) -> None:
+        self.stored.append(kw)
+
+
+def test_an_audio_only_turn_is_remembered_with_its_transcript():
+    from pathlib import Path
+
+    memory = ListMemory()
+    experts = {"transcribe": FakeTranscriber("transcribe", "transcript", "neutral", 0.0, needs="audio_path"),
+               "speech_emotion": FakeExpert("speech_emotion", "audio", "anger", 0.9, needs="audio_path", stage=1),
+               "text_emotion": FakeExpert("text_emotion", "text", "neutral", 0.6, needs="transcript", stage=1)}
+    ctx = AgentContext(settings=Settings(), experts=experts, memory=memory, explainer=Explainer(lambda: None),
+                       adjudicator=Adjudicator(lambda: None), chat_model=lambda: None)
+    turn = TurnInput(audio_path=Path("clip.wav"), conversation_id="c1", turn_index=0)
+    graph.invoke({"turn": turn, "options": TurnOptions(explain=False, fusion="weighted")}, context=ctx)
+    assert memory.stored and memory.stored[0]["text"] == "kids are talking by the door"

@@ -262,7 +262,7 @@ def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any
     """Node: store the turn and its result in conversation memory; stamp the timings on the result."""
     start = time.perf_counter()
     ctx = runtime.context
-    turn, opts, result = state["turn"], state["options"], state["result"]
+    turn, opts, result = effective_turn(state), state["options"], state["result"]  # with the transcript, if any
     timings = {**state.get("timings", {}), "remember": 0.0}
     if opts.remember and ctx.memory is not None and turn.conversation_id:
         ctx.memory.remember(
