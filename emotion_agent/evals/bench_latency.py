@@ -48,12 +48,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def bench(name: str, turns: list[Any], **opts: Any) -> None:
         agent.analyze(turns[0], **opts)  # warm-up
-        times = []
+        times, sources = [], []
         for t in turns[1:]:
             t0 = time.perf_counter()
-            agent.analyze(t, **opts)
+            r = agent.analyze(t, **opts)
             times.append(time.perf_counter() - t0)
+            sources.append(r.explanation_source)
         rows[name] = pct(times)
+        if opts.get("explain"):  # how many explanations were the LLM's (the others: the composer's, after a refusal)
+            rows[name]["llm_prose_kept"] = f"{sources.count('llm')}/{len(sources)}"
         print(name, rows[name], flush=True)
 
     text_turns = [make_turn(text=t) for t in texts]

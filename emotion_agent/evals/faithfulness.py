@@ -42,8 +42,7 @@ def ci95(values: list[float]) -> list[float] | None:
 
 def main(argv: list[str] | None = None) -> int:
     from emotion_agent.agent.compose import bare_word, quoted_words
-    from emotion_agent.agent.explain import attributions_of, example_answer
-    from emotion_agent.agent.faithfulness import problems
+    from emotion_agent.agent.explain import attributions_of
     from emotion_agent.agent.inputs import InputError, make_turn
     from emotion_agent.agent.runtime import EmotionAgent
     from emotion_agent.evals.meld import dialogues, load_split, stratified_sample
@@ -55,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llm", action="store_true", help="Let the LLM rephrase (checked); default: composer only.")
     ap.add_argument("--out", type=Path, default=Path("runs/faithfulness"))
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--media", action="store_true", help="Also explain every MELD clip in the data folder "
+                                                         "(meld/media: audio and video), with the same checks.")
     args = ap.parse_args(argv)
     settings = Settings.from_env(explain_llm=args.llm)
     dev = load_split("dev", settings.require_data_dir())
@@ -77,13 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         r = agent.analyze(turn, explain=True, remember=False, use_memory=False)
         latencies.append(time.perf_counter() - t0)
-        issues = problems(r.explanation or "", r, turn.text, example=example_answer(),
-                          removed_instructions=" ".join(turn.removed_instructions))
+        issues = check(r, turn)
         for i in issues:
             key = i.split(" (")[0].split(",")[0]
             checks[key] = checks.get(key, 0) + 1
         row: dict[str, Any] = {"key": u.key, "label": r.label, "gold": u.emotion, "source": r.explanation_source,
-                               "problems": issues, "explanation": r.explanation}
+                               "problems": issues, "explanation": r.explanation, "llm_refused": llm_refusal(r)}
         words = (turn.text or "").split()
         cited = quoted_words(attributions_of(r))
         idx = [i for i, w in enumerate(words) if bare_word(w) in cited]
@@ -100,11 +100,22 @@ def main(argv: list[str] | None = None) -> int:
                        random_comprehensiveness=full - float(probs[3]), random_sufficiency_gap=full - float(probs[4]),
                        n_cited=len(idx), n_words=len(words))
         rows.append(row)
+    media_rows = explain_media(agent, settings.require_data_dir(), check) if args.media else []
+    for x in media_rows:
+        for i in x["problems"]:
+            key = "media: " + i.split(" (")[0].split(",")[0]
+            checks[key] = checks.get(key, 0) + 1
+    rows_all = rows + media_rows
+    refusals = [x["llm_refused"] for x in rows_all if x.get("llm_refused")]
     scored = [x for x in rows if "comprehensiveness" in x]
     summary: dict[str, Any] = {
         "n_turns": len(rows), "n_with_cited_words": len(scored), "llm": args.llm,
         "wall_s": round(time.perf_counter() - t_start, 1),
-        "explanation_sources": {s: sum(1 for x in rows if x["source"] == s) for s in ("llm", "template")},
+        "n_media_clips": len(media_rows),
+        "explanation_sources": {s: sum(1 for x in rows_all if x["source"] == s) for s in ("llm", "template")},
+        "llm_answers_refused": len(refusals),
+        "llm_refusal_reasons": {k: sum(1 for r in refusals if r.startswith(k)) for k in
+                                sorted({r.split(" (")[0] for r in refusals})},
         "check_failures": checks,
         "rates_percent": {k: round(100 * v / max(len(rows), 1), 2) for k, v in checks.items()},
         "latency_s": {"p50": round(float(np.percentile(latencies, 50)), 3),
@@ -115,9 +126,52 @@ def main(argv: list[str] | None = None) -> int:
         summary[metric] = {"mean": round(float(np.mean(vals)), 4) if vals else None, "ci95": ci95(vals)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (args.out / "rows.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
+    (args.out / "rows.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows_all))
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def check(r: Any, turn: Any) -> list[str]:
+    """Every faithfulness problem of the shown explanation, checked against the facts the composer gives."""
+    from emotion_agent.agent.compose import compose
+    from emotion_agent.agent.explain import attributions_of, example_answer
+    from emotion_agent.agent.faithfulness import problems
+
+    facts = compose(turn, r, None, attributions_of(r))[0]
+    return problems(r.explanation or "", r, turn.spoken_text(), example=example_answer(),
+                    removed_instructions=" ".join(turn.removed_instructions), facts=facts)
+
+
+def llm_refusal(r: Any) -> str | None:
+    """Why the LLM's rephrasing was not used (from the result's warning), or None."""
+    for w in r.warnings:
+        if w.startswith("LLM explanation not used ("):
+            return w[len("LLM explanation not used ("):].split(")")[0].replace("the LLM gave no acceptable "
+                                                                              "explanation: ", "")
+    return None
+
+
+def explain_media(agent: Any, data_dir: Path, check_fn: Any) -> list[dict[str, Any]]:
+    """Explain each MELD clip (audio, or video with its audio track and frames) and check the prose."""
+    from emotion_agent.agent.inputs import InputError, make_turn
+
+    out = []
+    for clip in sorted((data_dir / "meld" / "media").glob("*")):
+        kind = {".wav": "audio", ".flac": "audio", ".mp4": "video", ".png": "image"}.get(clip.suffix.lower())
+        if kind is None:
+            continue
+        try:
+            turn = make_turn(**{kind: clip})
+        except InputError as exc:
+            out.append({"key": clip.name, "source": None, "problems": [], "refused": str(exc)})
+            continue
+        r = agent.analyze(turn, explain=True, remember=False, use_memory=False)
+        t = turn.model_copy(update={"transcript": next((e.extra.get("transcript") for e in r.evidence
+                                                        if isinstance(e.extra.get("transcript"), str)), None)})
+        out.append({"key": clip.name, "label": r.label, "source": r.explanation_source, "problems": check_fn(r, t),
+                    "explanation": r.explanation, "llm_refused": llm_refusal(r),
+                    "modalities": sorted({e.modality for e in r.evidence})})
+    return out
 
 
 if __name__ == "__main__":
