@@ -39,6 +39,7 @@ def clean_citations(text: str, ids: list[str]) -> tuple[str, list[str]]:
     found: list[str] = []
 
     def keep(m: re.Match[str]) -> str:
+        """Keep a bracketed id when it is real evidence (and note it), drop it otherwise."""
         if m.group(1) in ids:
             found.append(m.group(1))
             return m.group(0)
@@ -67,6 +68,7 @@ def cited_answer_schema(evidence_ids: list[str], text_field: str = "explanation"
 
 
 def explanation_schema(evidence_ids: list[str]) -> dict[str, Any]:
+    """The explanation's JSON schema with at least one real citation when there is evidence."""
     schema = cited_answer_schema(evidence_ids)
     schema["properties"]["cited_evidence_ids"]["minItems"] = 1 if evidence_ids else 0
     return schema

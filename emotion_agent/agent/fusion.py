@@ -42,6 +42,7 @@ DISAGREEMENT_P = 0.5
 
 @dataclass
 class Fusion:
+    """What a fusion policy decided: label, distribution, contributions, disagreement, warnings."""
     label: str
     confidence: float
     distribution: dict[str, float]
@@ -247,6 +248,7 @@ class LearnedFusionModel:
         self.meta = {k: str(data[k]) for k in ("trained_on", "dev_weighted_f1", "kind") if k in data}
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
+        """The learned fusion's distribution for feature rows."""
         z = (((feats - self.mean) / self.scale) @ self.coef.T + self.intercept) / self.temperature
         z = z - z.max(axis=-1, keepdims=True)
         p = np.exp(z)

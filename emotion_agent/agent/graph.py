@@ -176,6 +176,7 @@ def run_experts(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, 
     names = state.get("planned", [])
 
     def one(name: str) -> EmotionEvidence:
+        """One expert's evidence for the turn."""
         return ctx.experts[name].analyze(turn)  # Expert.analyze turns its own failures into evidence
 
     if len(names) > 1:

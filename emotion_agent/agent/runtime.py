@@ -71,6 +71,7 @@ class EmotionAgent:
 
     @memory.setter
     def memory(self, store: "MemoryStore | None") -> None:
+        """Set the conversation memory (None: off); the graph's context follows it."""
         self._memory = store
         self.context.memory = store
 
@@ -125,6 +126,7 @@ class EmotionAgent:
             self._paused_saver.delete_thread(self._open_runs.popleft())
 
         def resume() -> FusedResult:
+            """Resume the paused run (explain, remember) and return its final result."""
             try:
                 final = self._paused.invoke(None, context=self.context, config=config)["result"]
             finally:

@@ -14,6 +14,7 @@ from emotion_agent.tools.settings import Settings
 
 
 def print_result(result, as_json: bool) -> None:  # noqa: ANN001 - FusedResult
+    """Print a fused result as JSON or as a table with its explanation and warnings."""
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return

@@ -29,6 +29,7 @@ def pct(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure per-turn latency through EmotionAgent.analyze and write the JSON."""
     from emotion_agent.agent.inputs import make_turn
     from emotion_agent.agent.runtime import EmotionAgent
     from emotion_agent.evals.meld import load_split
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
 
     def bench(name: str, turns: list[Any], **opts: Any) -> None:
+        """Time ``turns`` (after one warm-up) and record p50/p95."""
         agent.analyze(turns[0], **opts)  # warm-up
         times, sources = [], []
         for t in turns[1:]:

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         started_s = round(time.monotonic() - t0, 1)
 
         def sample() -> None:
+            """Sample the server's RSS until stopped."""
             while not stop.is_set():
                 if (m := rss_mb(proc.pid)) is not None:
                     samples.append((round(time.monotonic() - t0, 2), m))

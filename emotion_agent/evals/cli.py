@@ -18,6 +18,7 @@ def _fmt(x: float | None, nd: int = 1) -> str:
 
 
 def print_ablations(rows: list[dict]) -> None:
+    """Print the ablation table."""
     table = Table("row", "n", "W-F1", "95% CI", "macro-F1", "acc", "ECE", title="Ablations")
     for r in rows:
         ci = r.get("weighted_f1_ci95")
@@ -134,6 +135,7 @@ def eval_media(
 
 
 def print_summary(summary: dict) -> None:
+    """Print a run's metrics, per-class scores, latency and cache use."""
     m = summary["metrics"]
     b = summary["always_neutral"]
     c = summary["config"]

@@ -41,6 +41,7 @@ def ci95(values: list[float]) -> list[float] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Explain MELD dev turns (and clips), score ERASER metrics and the prose checks."""
     from emotion_agent.agent.compose import bare_word, quoted_words
     from emotion_agent.agent.explain import attributions_of
     from emotion_agent.agent.inputs import InputError, make_turn

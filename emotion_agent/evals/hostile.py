@@ -310,6 +310,7 @@ def tally(outcomes: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the hostile corpus and run it through the agent, the HTTP API and the CLI."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/hostile"))
     ap.add_argument("--cli-sample", type=int, default=25, help="Cases also run as separate CLI processes.")

@@ -107,6 +107,7 @@ def check(root: Path) -> list[str]:
 
 
 def main() -> int:
+    """Check the package's layers; exit 1 with the offending edges."""
     root = Path(__file__).resolve().parent.parent
     problems = check(root)
     for p in problems:

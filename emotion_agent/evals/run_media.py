@@ -201,6 +201,7 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     agents: dict[Path | None, EmotionAgent] = {}
 
     def agent_for(item: dict[str, Any]) -> EmotionAgent:
+        """The agent for a fold (its own voice head), built once per fold."""
         head = head_of.get(item.get("speaker") or "") if task == "speech" else None
         if task == "speech" and head is None:
             raise MediaEvalError(f"no fold head covers speaker {item.get('speaker')}")

@@ -107,6 +107,7 @@ def save_adapter(model: EmotionClassifier, path: Path, meta: dict[str, str]) -> 
 
 
 def main() -> None:
+    """Train (or resume) the LoRA text expert; log dev W-F1 per epoch; keep the best."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path(".cache/text-finetune"))
     ap.add_argument("--base", default=None, help="Base encoder folder or hub id (default: the packaged mpnet).")
@@ -176,6 +177,7 @@ def main() -> None:
                                                      "adapter": cfg.to_meta()}, default=str, indent=2))
 
     def checkpoint() -> None:
+        """Write a resumable checkpoint (model, optimiser, scheduler, position)."""
         atomic_torch_save({"model": model.trainable_state(), "optim": optim.state_dict(),
                            "sched": sched.state_dict(), "state": state, "torch_rng": torch.get_rng_state()},
                           ckpt_path)

@@ -89,4 +89,5 @@ def resolve_whisper(spec: str, settings: Settings | None = None) -> str:
 
 
 def is_registry_whisper(spec: str) -> bool:
+    """Whether ``spec`` names a Whisper model of the registry."""
     return spec in WHISPER_MODELS

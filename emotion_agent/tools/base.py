@@ -132,6 +132,7 @@ def as_tool(expert: Expert) -> BaseTool:
     """Expose ``expert`` as a LangChain tool; its only input is the turn, injected from graph state."""
 
     def run(state: Annotated[dict[str, Any], InjectedState]) -> tuple[str, EmotionEvidence]:
+        """Run the expert on the turn (the tool's entry point)."""
         turn = state["turn"]
         if not isinstance(turn, TurnInput):
             turn = TurnInput.model_validate(turn)

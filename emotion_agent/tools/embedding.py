@@ -32,6 +32,7 @@ class MiniLMEmbedder:
 
     @property
     def dim(self) -> int:
+        """The embedding size."""
         return 384
 
     def _load(self) -> None:

@@ -25,6 +25,7 @@ _ALPHA_BACKGROUND = (128, 128, 128)
 
 @dataclass
 class LoadedImage:
+    """A decoded image (RGB, possibly downscaled), its original size, scale and notes."""
     rgb: np.ndarray  # (H, W, 3) uint8, after EXIF rotation and downscale
     original_size: tuple[int, int]  # (width, height) as stored in the file
     format: str | None

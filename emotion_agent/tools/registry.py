@@ -39,6 +39,7 @@ ASSET_MODULES = ("emotion_agent.tools.audio_assets", "emotion_agent.tools.text_a
 
 
 def import_asset_modules() -> None:
+    """Import the modules that register model assets (so the registry is complete)."""
     for module in ASSET_MODULES:
         try:
             importlib.import_module(module)

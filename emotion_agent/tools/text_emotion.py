@@ -120,6 +120,7 @@ class TextClassifier:
         self.meta = {k: str(data[k]) for k in ("trained_on", "dev_weighted_f1") if k in data}
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Distribution over LABELS for feature rows (standardise, linear, temperature softmax)."""
         z = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
         z = z / self.temperature
         z -= z.max(axis=-1, keepdims=True)
@@ -128,6 +129,7 @@ class TextClassifier:
 
 
 class TextEmotionExpert(Expert):
+    """Emotion of the words (fine-tuned mpnet with the dialogue as context, or the MiniLM head)."""
     name: ClassVar[str] = "text_emotion"
     modality = "text"
     description: ClassVar[str] = (
@@ -173,12 +175,14 @@ class TextEmotionExpert(Expert):
 
     @property
     def embedder(self) -> MiniLMEmbedder:
+        """The MiniLM embedder (loaded on first use)."""
         if self._embedder is None:
             self._embedder = shared_embedder(settings=self.settings)
         return self._embedder
 
     @property
     def classifier(self) -> TextClassifier:
+        """The MiniLM head's classifier (loaded on first use)."""
         if self._clf is None:
             self._clf = TextClassifier(self.weights_path)
         return self._clf
@@ -192,6 +196,7 @@ class TextEmotionExpert(Expert):
         self.embedder.embed(["warm up"])
 
     def accepts(self, turn: TurnInput) -> bool:
+        """Whether the turn has words (text or a transcript)."""
         return turn.spoken_text() is not None
 
     def _distributions(self, turn: TurnInput, texts: list[str]) -> np.ndarray:

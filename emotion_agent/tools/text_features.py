@@ -51,6 +51,7 @@ def context_vector(context_embeddings: np.ndarray | None, dim: int) -> np.ndarra
 
 
 def build_features(utt_emb: np.ndarray, ctx_vec: np.ndarray, text: str) -> np.ndarray:
+    """The head's feature row: utterance embedding, context vector and surface cues."""
     return np.concatenate([utt_emb, ctx_vec, surface_features(text)]).astype(np.float32)
 
 

@@ -89,10 +89,12 @@ class Filters:
     def from_query(cls, params: Any) -> "Filters":
         """Filters from query parameters; unknown labels and bad numbers are ignored (never an error page)."""
         def label(name: str) -> str | None:
+            """A MELD label from the query, or None."""
             v = (params.get(name) or "").strip()
             return v if v in LABELS else None
 
         def number(name: str) -> float | None:
+            """A number in [0, 1] from the query, or None."""
             try:
                 v = float(params.get(name) or "")
             except ValueError:
