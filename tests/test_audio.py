@@ -152,6 +152,23 @@ def test_transcribe_ravdess_clip(speech_dir, audio_settings):
 
 
 @pytest.mark.slow
+def test_non_english_speech_gives_a_transcript_marked_unreliable(speech_dir, audio_settings):
+    """German (EmoDB) through English-only Whisper: the gibberish transcript is flagged, English is not."""
+    from emotion_agent.tools.transcribe import TranscribeExpert
+
+    expert = TranscribeExpert(audio_settings)
+    german = sorted((speech_dir / "emodb").glob("*.flac"))[::13][:8]
+    if not german:
+        pytest.skip("EmoDB not in the data folder")
+    flags = [expert.analyze(TurnInput(audio_path=p)).extra.get("transcript_reliable") for p in german]
+    assert flags.count(False) >= 2, flags
+    english = expert.analyze(TurnInput(audio_path=speech_dir / RAVDESS_KIDS))
+    assert english.extra["transcript_reliable"] is True and english.extra["mean_logprob"] > -1.0
+    flagged = next(expert.analyze(TurnInput(audio_path=p)) for p, f in zip(german, flags) if f is False)
+    assert any("transcript is unreliable" in w for w in flagged.warnings)
+
+
+@pytest.mark.slow
 def test_openai_whisper_conversion_gives_same_words(speech_dir, audio_settings):
     from emotion_agent.tools.transcribe import TranscribeExpert, words
 

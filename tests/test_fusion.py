@@ -133,3 +133,28 @@ def test_turn_reaches_the_learned_fusion_and_old_or_broken_weights_are_handled(t
              context_k=np.int64(2), labels=np.array(LABELS), feature_version=np.int64(2))
     with pytest.raises(ValueError, match="retrain"):
         fusion_mod.load_learned(path)
+
+
+def test_an_unreliable_transcript_counts_little():
+    """German speech through English-only Whisper gave 'Tell us in the link of the ice skunk!' with no warning;
+    the transcription expert now flags a low mean log-probability and fusion gives those words a quarter of
+    their weight (and a transcript alone a quarter of its confidence)."""
+    from emotion_agent.agent.fusion import MODALITY_WEIGHTS, modality_weights
+
+    def transcribe(reliable):
+        return EmotionEvidence(id="transcribe-1", modality="transcript", expert="transcribe", model_id="m",
+                               distribution={"neutral": 1.0}, confidence=0.0,
+                               extra={"transcript": "x", "transcript_reliable": reliable})
+
+    words = EmotionEvidence(id="text-1", modality="transcript", expert="text_emotion", model_id="m",
+                            distribution={"joy": 0.9, "neutral": 0.1}, confidence=0.9,
+                            extra={"context_in_model": True})
+    voice = ev("audio", {"anger": 0.7, "joy": 0.3}, 0.7, "a")
+    assert modality_weights([transcribe(True)])["transcript"] == MODALITY_WEIGHTS["transcript"]
+    assert modality_weights([transcribe(False)])["transcript"] < MODALITY_WEIGHTS["transcript"]
+    trusted = fuse([transcribe(True), words, voice], policy="learned")
+    doubted = fuse([transcribe(False), words, voice], policy="learned")
+    assert doubted.contributions["audio"] > trusted.contributions["audio"]
+    assert doubted.label == "anger"
+    alone = fuse([transcribe(False), words], policy="learned")
+    assert alone.confidence < 0.3 < fuse([transcribe(True), words], policy="learned").confidence

@@ -95,7 +95,7 @@ def _contributions(label: str, weighted: list[tuple[EmotionEvidence, float]]) ->
 
 def support_shares(label: str, evidence: list[EmotionEvidence], weights: dict[str, float] | None = None) -> dict[str, float]:
     """Each modality's share of the support for ``label`` under the weighted rule (for a label set after fusion)."""
-    weights = weights or MODALITY_WEIGHTS
+    weights = weights or modality_weights(evidence)
     return _contributions(label, [(e, weights.get(e.modality, 0.3) * informativeness(e))
                                   for e in informative(evidence)])
 
@@ -105,10 +105,28 @@ def informative(evidence: list[EmotionEvidence]) -> list[EmotionEvidence]:
     return [e for e in evidence if e.confidence > 0.0]
 
 
+#: How much a transcript counts when Whisper flagged it unreliable (unclear or non-English speech).
+UNRELIABLE_TRANSCRIPT_SCALE = 0.25
+
+
+def modality_weights(evidence: list[EmotionEvidence]) -> dict[str, float]:
+    """The per-modality reliabilities for this turn: the transcript counts little when the transcription
+    expert marked it unreliable (Whisper's mean log-probability below its own -1.0 threshold)."""
+    weights = dict(MODALITY_WEIGHTS)
+    if any(e.expert == "transcribe" and e.extra.get("transcript_reliable") is False for e in evidence):
+        weights["transcript"] = MODALITY_WEIGHTS["transcript"] * UNRELIABLE_TRANSCRIPT_SCALE
+    return weights
+
+
+def transcript_scale(t: EmotionEvidence, evidence: list[EmotionEvidence]) -> float:
+    """How much to trust the words of ``t`` alone: less when they are an unreliable transcript."""
+    return modality_weights(evidence)[t.modality] / MODALITY_WEIGHTS[t.modality] if t.modality == "transcript" else 1.0
+
+
 def weighted_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
                     turn: TurnInput | None = None, weights: dict[str, float] | None = None) -> Fusion:
     """Weighted mean of the distributions, weight = modality reliability x informativeness (KL from its prior)."""
-    weights = weights or MODALITY_WEIGHTS
+    weights = weights or modality_weights(evidence)
     pairs = [(e, weights.get(e.modality, 0.3) * informativeness(e)) for e in informative(evidence)]
     pairs = [(e, w) for e, w in pairs if w > 0]
     if not pairs:
@@ -304,13 +322,14 @@ def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None 
         learned = dict(t.distribution)
         others = [e for e in informative(evidence) if e is not t]
         if others:
-            f = weighted_fusion([t, *others], recall)
+            f = weighted_fusion([t, *others], recall, weights=modality_weights(evidence))
             f.used = [e.id for e in informative(evidence)]
             f.policy = "learned(context in text model)"
             return f
         label = max(learned, key=learned.__getitem__)
-        return Fusion(label=label, confidence=round(float(learned[label]), 4), distribution=normalize(learned),
-                      contributions={t.modality: 1.0}, used=[t.id], policy="learned(context in text model)")
+        return Fusion(label=label, confidence=round(float(learned[label]) * transcript_scale(t, evidence), 4),
+                      distribution=normalize(learned), contributions={t.modality: 1.0}, used=[t.id],
+                      policy="learned(context in text model)")
     feats = fusion_features(_dist_vec(t.distribution), previous_distributions(recall), model.context_k,
                             prev_speakers=previous_speakers(recall), speaker=turn.speaker if turn else None,
                             position=turn.turn_index if turn else None, version=model.feature_version)
@@ -319,12 +338,12 @@ def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None 
     others = [e for e in informative(evidence) if e is not t]
     if others:  # late-fuse the other modalities with the learned text+context view
         t2 = t.model_copy(update={"distribution": learned, "confidence": max(t.confidence, float(proba.max()))})
-        f = weighted_fusion([t2, *others], recall)
+        f = weighted_fusion([t2, *others], recall, weights=modality_weights(evidence))
         f.used = [e.id for e in informative(evidence)]
         return f
     label = max(learned, key=learned.__getitem__)
-    return Fusion(label=label, confidence=round(float(learned[label]), 4), distribution=normalize(learned),
-                  contributions={t.modality: 1.0}, used=[t.id])
+    return Fusion(label=label, confidence=round(float(learned[label]) * transcript_scale(t, evidence), 4),
+                  distribution=normalize(learned), contributions={t.modality: 1.0}, used=[t.id])
 
 
 POLICIES: dict[str, Callable[..., Fusion]] = {

@@ -87,6 +87,20 @@ def _openai_whisper(spec: str, settings: Settings):
         raise ExpertError(f"cannot load Whisper model '{spec}' for openai-whisper: {exc}") from None
 
 
+#: Whisper's own fallback threshold: a decode whose mean token log-probability is below it is unreliable.
+#: Measured with tiny.en (greedy): RAVDESS English -0.61..-0.48, the MELD clips -0.94..-0.28, Berlin EmoDB
+#: (German) -1.48..-0.90 (median -1.03): English is never flagged, about half of the German is.
+UNRELIABLE_LOGPROB = -1.0
+
+
+def mean_logprob(segments: list[dict[str, Any]]) -> float | None:
+    """The duration-weighted mean of the segments' average token log-probabilities (None without segments)."""
+    spans = [(max(0.01, float(s["end"]) - float(s["start"])), float(s["avg_logprob"])) for s in segments
+             if s.get("avg_logprob") is not None]
+    total = sum(d for d, _ in spans)
+    return sum(d * lp for d, lp in spans) / total if spans else None
+
+
 class TranscribeExpert(Expert):
     """Speech-to-text expert (Whisper via faster-whisper or openai-whisper)."""
 
@@ -221,6 +235,12 @@ class TranscribeExpert(Expert):
             cues.append(Cue(name="words", value=n_words))
             cues.append(Cue(name="pauses", value=len(pauses),
                             detail=f"{len(pauses)} pause(s) > {PAUSE_S} s" if pauses else f"no pause > {PAUSE_S} s"))
+        logprob = mean_logprob(result["segments"])
+        reliable = logprob is None or logprob >= UNRELIABLE_LOGPROB
+        if text and not reliable:
+            warnings.append(f"the transcript is unreliable (Whisper's mean log-probability {logprob:.2f} < "
+                            f"{UNRELIABLE_LOGPROB}: unclear or non-English speech?); its words count little")
+            cues.append(Cue(name="transcript", value="unreliable", detail=f"mean log-probability {logprob:.2f}"))
         if lang and lang != "en":
             warnings.append(f"speech is not English (detected '{lang}', p={lang_p:.2f}); the transcript and the "
                             "English-trained text expert are unreliable")
@@ -228,7 +248,9 @@ class TranscribeExpert(Expert):
             "" if not self._english_only() else ", English-only model")))
         extra: dict[str, Any] = {**base_extra, "transcript": text, "language": lang,
                                  "language_probability": round(float(lang_p), 3), "segments": result["segments"],
-                                 "speaking_rate_wps": round(speaking_rate, 2), "pauses": pauses}
+                                 "speaking_rate_wps": round(speaking_rate, 2), "pauses": pauses,
+                                 "mean_logprob": None if logprob is None else round(logprob, 3),
+                                 "transcript_reliable": reliable}
         if turn.text and turn.text.strip() and text:
             mismatch = wer(turn.text, text)
             extra["given_text_wer"] = round(mismatch, 3)
