@@ -10,6 +10,7 @@ through the API's own checks (sniffing, size, probing) and its instruction filte
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from typing import Any
@@ -32,6 +33,7 @@ from emotion_agent.service.security import (
 from emotion_agent.web.auth import Session, check_csrf, session
 from emotion_agent.web.render import error_page, render
 
+log = logging.getLogger("emotion_agent.web")
 router = APIRouter(prefix="/ui")
 JOB_TTL_S = 600.0
 MAX_TEXT = 20_000
@@ -56,6 +58,13 @@ class Jobs:
         """The task of ``job`` when it belongs to ``tenant``."""
         hit = self.tasks.get(job)
         return hit[2] if hit and hit[0] == tenant else None
+
+
+def finish(task: asyncio.Task, upload: UploadDir) -> None:
+    """When an explanation job ends: delete its uploads; a failure is logged even if no page asks for it."""
+    upload.cleanup()
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("live explanation failed: %s", type(task.exception()).__name__)
 
 
 def jobs_of(request: Request) -> Jobs:
@@ -92,7 +101,8 @@ async def analyze(request: Request, s: Session = Depends(session)):
         except Exception as exc:
             return error_page(request, 400, f"malformed form ({type(exc).__name__})")
         check_csrf(request, s, str(form.get("csrf") or ""))
-        fields: dict[str, Any] = {"conversation_id": str(form.get("conversation_id") or "") or None,
+        fields: dict[str, Any] = {"conversation_id": str(form.get("conversation_id") or "").strip()
+                                  or f"web-{secrets.token_hex(4)}",  # a live turn always joins a conversation
                                   "speaker": str(form.get("speaker") or "") or None}
         text = form.get("text")
         if isinstance(text, str) and text.strip():
@@ -114,7 +124,7 @@ async def analyze(request: Request, s: Session = Depends(session)):
         result = response_of(out["result"], "-", s.tenant, upload, warnings)
         task = asyncio.ensure_future(ctx.llm_worker.run(explain_job(out), max(60.0, 4 * ctx.cfg.request_timeout_s),
                                                         what="explanation"))
-        task.add_done_callback(lambda _t: upload.cleanup())
+        task.add_done_callback(lambda t: finish(t, upload))
         keep_upload = True
         job = jobs_of(request).add(s.tenant, task)
         return render(request, "_live_result.html", result=result, job=job, cid=fields["conversation_id"])
