@@ -55,6 +55,11 @@ def test_wheel_holds_one_top_level_package_with_prompts_and_weights(installed):
     weights = {Path(n).name for n in names if n.startswith("emotion_agent/tools/weights/")}
     shipped = {p.name for p in (REPO / "emotion_agent" / "tools" / "weights").iterdir() if p.is_file()}
     assert shipped <= weights
+    pages = {n.split("emotion_agent/web/", 1)[1] for n in names if n.startswith("emotion_agent/web/")
+             and ("/templates/" in n or "/static/" in n)}
+    own = {str(p.relative_to(REPO / "emotion_agent" / "web")) for sub in ("templates", "static")
+           for p in (REPO / "emotion_agent" / "web" / sub).iterdir() if p.is_file()}
+    assert own and own <= pages  # the analyst pages' templates, stylesheet and htmx ship in the wheel
 
 
 def _env(installed) -> dict[str, str]:
