@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
-GrammarMode = Literal["fallback", "always"]
 
 
 class StructuredAnswerError(ValueError):
@@ -51,8 +50,8 @@ def ask_structured(llm: Any, messages: Sequence[Any], *, schema: dict[str, Any],
     ``LLMError``); a refused answer raises :class:`StructuredAnswerError`."""
     reason = "no answer"
     for constrained in ([True] if grammar == "always" else [False, True]):
-        if constrained and grammar != "always" and reason != "no answer" and retry is not None and not retry(reason):
-            break
+        if constrained and grammar != "always" and retry is not None and not retry(reason):
+            break  # the free answer's problem is not one the grammar can fix
         bound = (llm.bind(json_schema=schema, max_tokens=max_tokens) if constrained
                  else llm.bind(max_tokens=max_tokens, stop=["\n"]))
         content = bound.invoke(list(messages)).content
