@@ -258,3 +258,16 @@ def test_run_store_keeps_few_runs_in_memory_and_lists_from_summaries(runs: Path)
     fresh = RunStore(runs, keep=2)
     rows = {r.name: r for r in fresh.summaries()}
     assert rows["dev-run"].weighted_f1 == 50.0 and "dev-run" not in fresh._cache
+
+
+def test_a_damaged_record_is_shown_and_why_says_it_cannot_answer(client: TestClient, runs: Path) -> None:
+    csrf = login(client)
+    broken = record(500, "joy", "joy", "a record from another version")
+    broken["key"], broken["result"] = "dev/broken", {"label": 5, "evidence": "not a list"}
+    with (runs / "dev-run" / "records.jsonl").open("a") as fh:
+        fh.write(json.dumps(broken) + "\n")
+    assert client.get("/ui/runs/dev-run/turn/dev/broken").status_code == 200
+    assert client.get("/ui/runs/dev-run", params={"disagree": "1"}).status_code == 200
+    assert client.get("/ui/runs/dev-run/media/face/dev/broken").status_code == 404
+    r = client.post("/ui/runs/dev-run/why", data={"key": "dev/broken", "question": "why joy?", "csrf": csrf})
+    assert r.status_code == 422 and "cannot be read" in r.text

@@ -52,7 +52,6 @@ def create_web_app(settings: Settings | None = None, agent: Any = None, *, confi
     app.state.run_store = RunStore(runs_dir or default_runs_dir())
     app.state.web_sessions = Sessions()
     app.state.web_jobs = Jobs()
-    app.state.web_attributions = {}  # word attributions computed for turn pages (bounded in run_pages)
     app.mount("/ui/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     @app.exception_handler(LoginRequired)

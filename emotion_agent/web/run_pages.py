@@ -11,7 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import ValidationError
 
+from emotion_agent.agent.explain import attributions_of as attributions_from_result
 from emotion_agent.agent.why import answer_why
 from emotion_agent.service.context import ctx_of
 from emotion_agent.tools.base import PriorTurn, TurnInput
@@ -22,8 +24,7 @@ from emotion_agent.web.runs import Filters, RunNotFound, RunStore, confusion, di
 
 router = APIRouter(prefix="/ui")
 PLOTS = ("confusion", "per_class", "reliability", "latency", "ablations")
-_plot_cache: dict[tuple[str, str], tuple[tuple[int, float], bytes]] = {}
-_plot_lock = threading.Lock()
+_DRAWING = threading.Lock()
 
 
 def store_of(request: Request) -> RunStore:
@@ -94,22 +95,18 @@ async def plot(request: Request, name: str, kind: str, s: Session = Depends(sess
         run = await load_run(request, name)
     except RunNotFound as exc:
         return error_page(request, 404, str(exc))
-    st = (run.path / "records.jsonl").stat()
-    key = (name, st.st_size, st.st_mtime, kind)
-    png = await asyncio.to_thread(cached_plot, key, kind, run)  # matplotlib off the event loop
+    png = await asyncio.to_thread(cached_plot, run, kind)  # matplotlib off the event loop
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
 
-def cached_plot(key: tuple[str, int, float, str], kind: str, run: Any) -> bytes:
-    """The plot's PNG, drawn once per version of the run's records (one drawing at a time; one version kept
-    per run and plot, so a run that is still being written does not grow the cache)."""
-    name, size, mtime, _ = key
-    with _plot_lock:
-        hit = _plot_cache.get((name, kind))
-        if hit is None or hit[0] != (size, mtime):
-            hit = ((size, mtime), make_plot(kind, run))
-            _plot_cache[(name, kind)] = hit
-        return hit[1]
+def cached_plot(run: Any, kind: str) -> bytes:
+    """The plot's PNG, drawn once per loaded version of the run (pyplot is not thread-safe: one drawing at a
+    time in the process)."""
+    with run.lock:
+        if kind not in run.plots:
+            with _DRAWING:
+                run.plots[kind] = make_plot(kind, run)
+        return run.plots[kind]
 
 
 def make_plot(kind: str, run: Any) -> bytes:
@@ -137,11 +134,13 @@ async def turn_page(request: Request, name: str, key: str, s: Session = Depends(
         record = run.turn(key)
     except RunNotFound as exc:
         return error_page(request, 404, str(exc))
-    result = record.get("result") or {}
+    parsed = record_result(record)  # the page shows the validated result only (records may be damaged)
+    result = parsed.model_dump(mode="json") if parsed is not None else {}
     stored = stored_attributions(record)
     media = {kind: bool(media_path(request, record, kind)) for kind in ("audio", "video", "image")}
     return render(request, "turn.html", run=run, record=record, result=result, dialogue=run.dialogue(record),
-                  attributions=stored, attributions_computed=False, media=media, face=face_box(result))
+                  attributions=stored, attributions_computed=False, media=media, face=face_box(result),
+                  damaged=parsed is None)
 
 
 @router.get("/runs/{name}/words/{key:path}", response_class=HTMLResponse, summary="The words behind a turn's label")
@@ -149,31 +148,40 @@ async def words_fragment(request: Request, name: str, key: str, s: Session = Dep
     """The word attributions of a turn, computed by the text expert when the run stored none (the turn page
     loads this after itself, so the page never waits for the model)."""
     try:
-        record = (await load_run(request, name)).turn(key)
+        run = await load_run(request, name)
+        record = run.turn(key)
     except RunNotFound as exc:
         return error_page(request, 404, str(exc))
-    attributions, computed = await attributions_of(request, record)
+    attributions, computed = await attributions_of(request, run, record)
     return render(request, "_words.html", attributions=attributions, computed=computed, toward=record.get("label"))
 
 
+def record_result(record: dict[str, Any]) -> FusedResult | None:
+    """The record's result as the agent's ``FusedResult``, or None when it does not validate (records can be
+    damaged or written by another version)."""
+    try:
+        return FusedResult.model_validate(record.get("result") or {})
+    except ValidationError:
+        return None
+
+
 def stored_attributions(record: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The word attributions stored with the turn's text evidence, or None."""
-    for e in (record.get("result") or {}).get("evidence") or []:
-        if e.get("modality") in ("text", "transcript") and isinstance((e.get("extra") or {}).get("attributions"), list):
-            return e["extra"]["attributions"]
-    return None
+    """The word attributions stored with the turn's text evidence (as the explainer reads them), or None."""
+    result = record_result(record)
+    words = attributions_from_result(result) if result is not None else []
+    return [w.model_dump() for w in words] or None
 
 
-async def attributions_of(request: Request, record: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+async def attributions_of(request: Request, run: Any, record: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """The word attributions stored with the turn, or computed now by the text expert (expert lane) with the
-    turn's stored context; ``([], False)`` when neither is possible. The flag says they were computed now."""
+    turn's stored context and kept with the run; ``([], False)`` when neither is possible. The flag says they
+    were computed by the page."""
     stored = stored_attributions(record)
     if stored is not None:
         return stored, False
-    cache = request.app.state.web_attributions
-    cache_key = (str(record.get("key")), record.get("label"), record.get("text"))
-    if cache_key in cache:
-        return cache[cache_key], True
+    key = str(record.get("key"))
+    if key in run.words:
+        return run.words[key], True
     ctx = ctx_of(request)
     if not ctx.ready or ctx.agent is None or not record.get("text"):
         return [], False
@@ -188,12 +196,8 @@ async def attributions_of(request: Request, record: dict[str, Any]) -> tuple[lis
                                        ctx.cfg.request_timeout_s, what="attributions")
     except Exception:  # an extra: the page still shows everything else
         return [], False
-    out = [w.model_dump() for w in weights]
-    if len(cache) > 2000:  # bounded: the oldest half goes
-        for k in list(cache)[:1000]:
-            del cache[k]
-    cache[cache_key] = out
-    return out, True
+    run.words[key] = [w.model_dump() for w in weights]
+    return run.words[key], True
 
 
 def face_box(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -229,7 +233,8 @@ async def media(request: Request, name: str, kind: str, key: str, s: Session = D
     except RunNotFound as exc:
         return error_page(request, 404, str(exc))
     if kind == "face":
-        path, box = media_path(request, record, "image"), face_box(record.get("result") or {})
+        parsed = record_result(record)
+        path, box = media_path(request, record, "image"), face_box(parsed.model_dump() if parsed else {})
         if path is None or box is None:
             return error_page(request, 404, "this turn has no face crop")
         return Response(crop_png(path, box.get("box") or []), media_type="image/png")
@@ -265,7 +270,9 @@ async def ask_why(request: Request, name: str, key: str = Form(...), question: s
         return error_page(request, 404, str(exc))
     if not question.strip():
         return error_page(request, 422, "type a question, e.g. “why not anger?”")
-    result = FusedResult.model_validate(record.get("result") or {})
+    result = record_result(record)
+    if result is None:
+        return error_page(request, 422, "this turn's stored result cannot be read, so there is nothing to answer from")
     answer = answer_why(result, question[:500])
     return render(request, "_why.html" if request.headers.get("hx-request") else "why.html", answer=answer,
                   labels=LABELS)

@@ -53,6 +53,11 @@ class Run:
     summary: dict[str, Any]
     records: list[dict[str, Any]]
     by_key: dict[str, int] = field(default_factory=dict)
+    #: What the pages computed from this version of the run (plots by kind, word attributions by key): it goes
+    #: with the run when the records change or the run leaves the store's memory.
+    plots: dict[str, bytes] = field(default_factory=dict)
+    words: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def turn(self, key: str) -> dict[str, Any]:
         """The record of utterance ``key``; :class:`RunNotFound` when absent."""
@@ -139,10 +144,14 @@ class Filters:
 
 def disagrees(r: dict[str, Any]) -> bool:
     """Whether the modalities of a record pointed at different labels (confident evidence only)."""
-    result = r.get("result") or {}
+    result = r.get("result")
+    if not isinstance(result, dict):
+        return False
     if result.get("disagreement"):
         return True
-    labels = {e.get("label") for e in result.get("evidence") or [] if float(e.get("confidence") or 0) >= 0.2}
+    evidence = result.get("evidence")
+    labels = {e.get("label") for e in (evidence if isinstance(evidence, list) else [])
+              if isinstance(e, dict) and isinstance(e.get("confidence"), (int, float)) and e["confidence"] >= 0.2}
     return len(labels) > 1
 
 
@@ -179,7 +188,7 @@ class RunStore:
         out = []
         for name in self.names():
             try:
-                out.append(quick_headline(name, self.folder / name) or headline(self.get(name)))
+                out.append(quick_headline(name, self.folder / name) or full_headline(self.get(name)))
             except (OSError, ValueError, KeyError) as exc:  # a damaged run is listed, not a crash
                 out.append(RunSummary(name=name, written=f"unreadable ({type(exc).__name__})", n=0, expected=None,
                                       complete=False, weighted_f1=None, ci=None, macro_f1=None, accuracy=None,
@@ -248,13 +257,18 @@ def quick_headline(name: str, path: Path) -> RunSummary | None:
     summary = json.loads(summary_path.read_text())
     if summary.get("n") != lines:
         return None
-    return headline(Run(name=name, path=path, summary=summary, records=[None] * lines))  # type: ignore[list-item]
+    return headline(name, summary, lines)
 
 
-def headline(run: Run) -> RunSummary:
-    """The headline of a run for the runs page."""
-    s, m = run.summary, run.summary.get("metrics") or {}
-    return RunSummary(name=run.name, written=str(s.get("written") or "?"), n=len(run.records),
+def full_headline(run: Run) -> RunSummary:
+    """The headline of a run read into memory."""
+    return headline(run.name, run.summary, len(run.records))
+
+
+def headline(name: str, summary: dict[str, Any], n: int) -> RunSummary:
+    """The headline of a run (its summary and record count) for the runs page."""
+    s, m = summary, summary.get("metrics") or {}
+    return RunSummary(name=name, written=str(s.get("written") or "?"), n=n,
                       expected=s.get("expected"), complete=bool(s.get("complete")),
                       weighted_f1=m.get("weighted_f1"), ci=m.get("weighted_f1_ci95"), macro_f1=m.get("macro_f1"),
                       accuracy=m.get("accuracy"), config=s.get("config") or {},
