@@ -95,16 +95,7 @@ def with_base(item: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def done_ids(out: Path) -> set[str]:
     """Input ids already answered in an earlier run of the same output file."""
-    done: set[str] = set()
-    if out.is_file():
-        for raw in out.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("input"), str):
-                done.add(rec["input"])
-    return done
+    return {r["input"] for r in results(out) if isinstance(r.get("input"), str)} if out.is_file() else set()
 
 
 def results(out: Path) -> Iterator[dict[str, Any]]:
