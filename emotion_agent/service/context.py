@@ -70,18 +70,25 @@ class ServiceContext:
                 except Exception as exc:  # one broken expert must not take the service down
                     log.warning("expert %s failed to warm up (%s: %s); its turns will carry a warning",
                                 name, type(exc).__name__, short(exc))
-            try:
-                llama = getattr(self.agent.llm, "llama", None)  # local llama.cpp: load the weights now
-                if llama is not None:
-                    bound_llm_cache(llama, self.cfg.llm_cache_mb)
-            except Exception as exc:
-                log.warning("LLM failed to load (%s); explanations will use the template", type(exc).__name__)
+            if self.uses_llm():
+                try:
+                    llama = getattr(self.agent.llm, "llama", None)  # local llama.cpp: load the weights now
+                    if llama is not None:
+                        bound_llm_cache(llama, self.cfg.llm_cache_mb)
+                except Exception as exc:
+                    log.warning("LLM failed to load (%s); explanations will use the template", type(exc).__name__)
             # first inference pays one-off costs (ONNX session, prompt cache); pay them now
             try:
                 self.agent.analyze(make_turn(text="Hello, thanks for your help."), explain=False, remember=False)
             except Exception as exc:  # pragma: no cover - reported by /healthz and on first request
                 log.warning("warm-up analysis failed: %s", type(exc).__name__)
         self.ready = True
+
+    def uses_llm(self) -> bool:
+        """Whether any request will call the LLM (rephrased explanations, adjudication, the LLM planner): only
+        then are its weights loaded at start (by default explanations are composed and the LLM stays unloaded)."""
+        s = self.settings
+        return s.explain_llm or s.adjudicate or s.planner == "llm"
 
     def shutdown(self) -> None:
         """Stop both lanes."""
