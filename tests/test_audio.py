@@ -233,3 +233,11 @@ def test_tiny_wav2vec2_checkpoint_backend(tmp_path, speech_dir):
         del os.environ["EMOTION_AGENT_SPEECH_LABEL_MAP"]
     assert any("interest" in w and "not mapped" in w for w in ev2.warnings)
     assert any("bored" in w and "no MELD counterpart" in w for w in ev2.warnings)
+
+
+def test_a_segment_counts_as_speech_unless_whisper_calls_it_silence_and_is_unsure():
+    from emotion_agent.tools.transcribe import heard
+
+    assert heard({"no_speech_prob": 0.9, "avg_logprob": -0.3})      # sure of the words: kept
+    assert heard({"no_speech_prob": 0.2, "avg_logprob": -1.8})      # unsure words, but speech: kept (flagged later)
+    assert not heard({"no_speech_prob": 0.9, "avg_logprob": -1.5})  # Whisper's own non-speech rule

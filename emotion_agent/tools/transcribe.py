@@ -91,6 +91,19 @@ def _openai_whisper(spec: str, settings: Settings):
 #: Measured with tiny.en (greedy): RAVDESS English -0.61..-0.48, the MELD clips -0.94..-0.28, Berlin EmoDB
 #: (German) -1.48..-0.90 (median -1.03): English is never flagged, about half of the German is.
 UNRELIABLE_LOGPROB = -1.0
+#: Whisper re-decodes at rising temperatures (up to 5 more passes) when a decode's mean log-probability is below
+#: -1.0. That made unclear or non-English speech cost 4-5x (Berlin EmoDB clips: 6-11 s instead of 1.6-1.9 s on
+#: the loaded 2-core machine) and did not make the transcript reliable: it stays below the threshold and is
+#: flagged and weighed little anyway. Re-decoding is kept only for repetition loops (compression ratio > 2.4,
+#: "video video video ...") and for garbage below this log-probability.
+FALLBACK_LOGPROB = -3.0
+#: Whisper's own rule for dropping a segment as non-speech (applied after decoding, for both backends).
+NO_SPEECH_PROB = 0.6
+
+
+def heard(segment: dict[str, Any]) -> bool:
+    """Whether a decoded segment counts as speech: not (no-speech probability > 0.6 and log-probability < -1)."""
+    return not (segment["no_speech_prob"] > NO_SPEECH_PROB and segment["avg_logprob"] < UNRELIABLE_LOGPROB)
 
 
 def mean_logprob(segments: list[dict[str, Any]]) -> float | None:
@@ -147,10 +160,12 @@ class TranscribeExpert(Expert):
         model = _faster_whisper(self.model_spec, self.settings)
         language = "en" if not model.model.is_multilingual else None
         segs, info = model.transcribe(audio, language=language, beam_size=self.beam_size,
-                                      condition_on_previous_text=False, vad_filter=False)
+                                      condition_on_previous_text=False, vad_filter=False,
+                                      log_prob_threshold=FALLBACK_LOGPROB)
         segments = [{"start": round(s.start, 2), "end": round(s.end, 2), "text": s.text.strip(),
                      "no_speech_prob": round(float(s.no_speech_prob), 3), "avg_logprob": round(float(s.avg_logprob), 3)}
                     for s in segs]
+        segments = [s for s in segments if heard(s)]
         return {"segments": segments, "language": info.language,
                 "language_probability": float(info.language_probability)}
 
@@ -170,12 +185,13 @@ class TranscribeExpert(Expert):
             lang_p = float(probs[language])
         with torch.inference_mode(), torch_threads():
             result = sw.model.transcribe(audio, language=language, fp16=False, beam_size=self.beam_size,
-                                         condition_on_previous_text=False, verbose=None)
+                                         condition_on_previous_text=False, verbose=None,
+                                         logprob_threshold=FALLBACK_LOGPROB)
         segments = [{"start": round(float(s["start"]), 2), "end": round(float(s["end"]), 2), "text": s["text"].strip(),
                      "no_speech_prob": round(float(s["no_speech_prob"]), 3),
                      "avg_logprob": round(float(s["avg_logprob"]), 3)}
-                    for s in result["segments"]
-                    if not (s["no_speech_prob"] > 0.6 and s["avg_logprob"] < -1.0)]
+                    for s in result["segments"]]
+        segments = [s for s in segments if heard(s)]
         return {"segments": segments, "language": language, "language_probability": lang_p}
 
     def transcribe_audio(self, audio: np.ndarray) -> dict[str, Any]:
