@@ -42,6 +42,11 @@ def test_folder_with_a_bad_file_then_resume(tmp_path: Path, data_dir: Path) -> N
     assert set(recs) == {src[0].name, src[1].name, "notes.wav"}
     assert recs["notes.wav"]["status"] == "refused" and recs["notes.wav"]["error"]
     assert all(recs[s.name]["status"] == "ok" and recs[s.name]["label"] for s in src)
+    rec = recs[src[0].name]  # each expert's own reading, the transcript, shares and timings
+    voice = next(m for m in rec["modalities"] if m["modality"] == "audio")
+    assert voice["label"] in voice["distribution"] and abs(sum(voice["distribution"].values()) - 1) < 0.01
+    assert "door" in rec["transcript"].lower() and any(m["modality"] == "transcript" for m in rec["modalities"])
+    assert abs(sum(rec["contributions"].values()) - 1) < 0.01 and rec["timings_ms"]
     summary = json.loads(Path(f"{out}.summary.json").read_text())
     assert summary["analysed"] == 2 and summary["refused"] == 1 and summary["kind"] == "folder"
     again = cli(str(clips), "--out", str(out), cwd=tmp_path)  # resume: nothing new, same verdict

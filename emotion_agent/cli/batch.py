@@ -23,6 +23,7 @@ from typing import Any, Optional
 import typer
 
 from emotion_agent.console import UserError, console, settings_from
+from emotion_agent.tools.evidence import FusedResult
 
 MEDIA_SUFFIXES = {
     "audio": {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".aac"},
@@ -148,7 +149,8 @@ def batch(
                 result = agent.analyze(turn, explain=explain)  # type: ignore[union-attr]
                 rec.update(status="ok", label=result.label, confidence=result.confidence,
                            warnings=result.warnings, explanation=result.explanation,
-                           disagreement=[v.model_dump() for v in result.disagreement])
+                           disagreement=[v.model_dump() for v in result.disagreement],
+                           **per_modality(result))
             except (InputError, MediaCheckError, ValueError) as exc:
                 rec.update(status="refused", error=" ".join(str(exc).split())[:300],
                            code=getattr(exc, "code", "invalid_input"))
@@ -167,6 +169,19 @@ def batch(
         for r in summary["refusals"][:10]:
             console.print(f"[yellow]refused[/yellow] {r['input']}: {r['error']}")
         raise typer.Exit(1)
+
+
+def per_modality(result: FusedResult) -> dict[str, Any]:
+    """What each expert said on its own (label, confidence, rounded distribution), the transcript, each
+    modality's share of the fused decision and the per-stage timings: an analyst sees "words neutral, voice
+    angry" without the full evidence, and the records can be re-fused offline."""
+    readings = [{"modality": e.modality, "expert": e.expert, "label": e.label, "confidence": e.confidence,
+                 "distribution": {k: round(v, 4) for k, v in e.distribution.items()}, "warnings": e.warnings}
+                for e in result.evidence if e.expert != "transcribe"]
+    transcript = next((e.extra.get("transcript") for e in result.evidence if e.expert == "transcribe"), None)
+    return {"modalities": readings, "transcript": transcript,
+            "contributions": {k: round(v, 4) for k, v in result.contributions.items()},
+            "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()}}
 
 
 def summarize(out: Path, kind: str, spec: str, n_inputs: int, n_run: int, wall: float, load_s: float) -> dict[str, Any]:
