@@ -92,3 +92,19 @@ def test_an_answer_that_claims_wrong_things_is_refused_without_a_second_call():
         with pytest.raises(ValueError, match=reason):
             Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
         assert fake.i == 1  # one call only
+
+
+def test_an_answer_cut_off_by_the_token_budget_keeps_its_complete_sentences():
+    """15 of 22 refused LLM answers (0.5B, 59 MELD dev turns) were cut off before the JSON closed; the complete
+    sentences are kept and checked like any answer, and an answer with no complete sentence is refused."""
+    cut = '{"explanation": "Anger fits this complaint. The words point to anger and the speaker also'
+    fake = FakeListChatModel(responses=[cut, "SHOULD NOT BE USED"])
+    text, cited = Explainer(lambda: fake).explain(TurnInput(text="x"), result(), MemoryRecall())
+    assert text == "Anger fits this complaint." and cited == ["text-abc123"] and fake.i == 1
+    import pytest
+
+    from emotion_agent.agent.explain import ExplanationError
+
+    nothing = FakeListChatModel(responses=['{"explanation": "Anger fits this complaint because the'])
+    with pytest.raises(ExplanationError, match="cut off"):
+        Explainer(lambda: nothing).explain(TurnInput(text="x"), result(), MemoryRecall())

@@ -116,6 +116,23 @@ def parse_explanation(content: Any) -> Explanation | None:
         return None
 
 
+_OPEN_EXPLANATION = re.compile(r'"explanation"\s*:\s*"((?:[^"\\]|\\.)*)')
+
+
+def cut_off_explanation(content: str) -> str | None:
+    """The complete sentences of an ``explanation`` string that the token budget cut off mid-answer
+    (``{"explanation": "Anger fits. The words 'late' and`` → ``Anger fits.``); None when there is none."""
+    m = _OPEN_EXPLANATION.search(content)
+    if m is None:
+        return None
+    raw = m.group(1).rstrip("\\")
+    try:
+        text = json.loads(f'"{raw}"', strict=False)
+    except ValueError:
+        return None
+    return last_complete_sentences(" ".join(text.split())) or None
+
+
 #: Reasons to re-ask under the JSON-schema grammar: it fixes the answer's form, never what the answer claims.
 FORMAT_PROBLEMS = frozenset({"not the JSON object", "too short"})
 
@@ -180,9 +197,13 @@ class Explainer:
                facts: str = "") -> tuple[tuple[str, list[str]] | None, str]:
         """The cleaned prose and its citations when an answer passes every check, else ``None`` and why."""
         data = parse_explanation(content)
-        if data is None:
-            if "{" in content and "}" not in content[content.index("{"):]:
+        if data is None and "{" in content and "}" not in content[content.index("{"):]:
+            # the token budget ran out mid-answer: keep the sentences that were complete, checked like any answer
+            salvaged = cut_off_explanation(content)
+            if salvaged is None:
                 return None, "cut off before the JSON object closed (it rambled past the token budget)"
+            data = Explanation(explanation=salvaged)
+        if data is None:
             return None, "not the JSON object"
         text, in_prose = clean_citations(data.explanation, ids)
         text = ID_IN_TEXT.sub("", text)  # prose carries no raw ids: they go in the citation list
