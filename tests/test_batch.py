@@ -45,7 +45,7 @@ def test_folder_with_a_bad_file_then_resume(tmp_path: Path, data_dir: Path) -> N
     rec = recs[src[0].name]  # each expert's own reading, the transcript, shares and timings
     voice = next(m for m in rec["modalities"] if m["modality"] == "audio")
     assert voice["label"] in voice["distribution"] and abs(sum(voice["distribution"].values()) - 1) < 0.01
-    assert "door" in rec["transcript"].lower() and any(m["modality"] == "transcript" for m in rec["modalities"])
+    assert "door" in rec["transcript"]["text"].lower() and rec["transcript"]["reliable"] is True and any(m["modality"] == "transcript" for m in rec["modalities"])
     assert abs(sum(rec["contributions"].values()) - 1) < 0.01 and rec["timings_ms"]
     summary = json.loads(Path(f"{out}.summary.json").read_text())
     assert summary["analysed"] == 2 and summary["refused"] == 1 and summary["kind"] == "folder"

@@ -139,7 +139,9 @@ def test_an_unreliable_transcript_counts_little():
     """German speech through English-only Whisper gave 'Tell us in the link of the ice skunk!' with no warning;
     the transcription expert now flags a low mean log-probability and fusion gives those words a quarter of
     their weight (and a transcript alone a quarter of its confidence)."""
-    from emotion_agent.agent.fusion import MODALITY_WEIGHTS, modality_weights
+    from emotion_agent.agent.fusion import load_params, modality_weights
+
+    reliabilities = load_params().weights
 
     def transcribe(reliable):
         return EmotionEvidence(id="transcribe-1", modality="transcript", expert="transcribe", model_id="m",
@@ -150,11 +152,34 @@ def test_an_unreliable_transcript_counts_little():
                             distribution={"joy": 0.9, "neutral": 0.1}, confidence=0.9,
                             extra={"context_in_model": True})
     voice = ev("audio", {"anger": 0.7, "joy": 0.3}, 0.7, "a")
-    assert modality_weights([transcribe(True)])["transcript"] == MODALITY_WEIGHTS["transcript"]
-    assert modality_weights([transcribe(False)])["transcript"] < MODALITY_WEIGHTS["transcript"]
+    assert modality_weights([transcribe(True)])["transcript"] == reliabilities["transcript"]
+    assert modality_weights([transcribe(False)])["transcript"] < reliabilities["transcript"]
     trusted = fuse([transcribe(True), words, voice], policy="learned")
     doubted = fuse([transcribe(False), words, voice], policy="learned")
     assert doubted.contributions["audio"] > trusted.contributions["audio"]
     assert doubted.label == "anger"
     alone = fuse([transcribe(False), words], policy="learned")
     assert alone.confidence < 0.3 < fuse([transcribe(True), words], policy="learned").confidence
+
+
+def test_fusion_parameters_file_missing_or_malformed_falls_back_to_hand_set(tmp_path):
+    from emotion_agent.agent.fusion_params import DEFAULT_WEIGHTS, FusionParamsError, load_params, parse_params
+
+    missing = load_params(tmp_path / "none.json")
+    assert missing.weights == DEFAULT_WEIGHTS and "not found" in missing.source
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"weights": {"audio": -1}}')
+    assert "unreadable" in load_params(bad).source and load_params(bad).weights == DEFAULT_WEIGHTS
+    with pytest.raises(FusionParamsError):
+        parse_params({"weights": {"smell": 1.0}}, "x")
+    good = tmp_path / "good.json"
+    good.write_text('{"weights": {"audio": 2.0}, "informative_kl": 0.2, "unreliable_transcript_scale": 0.1}')
+    learned = load_params(good)
+    assert learned.weights["audio"] == 2.0 and learned.weights["text"] == 1.0 and learned.informative_kl == 0.2
+    # the rule follows the parameters: a louder voice weight moves the fused label toward the voice
+    words = ev("transcript", {"joy": 0.6, "neutral": 0.4}, 0.6, "t")
+    voice = ev("audio", {"anger": 0.6, "neutral": 0.4}, 0.6, "a")
+    from emotion_agent.agent.fusion import weighted_fusion
+    quiet = weighted_fusion([words, voice], params=parse_params({"weights": {"audio": 0.2}}, "x"))
+    loud = weighted_fusion([words, voice], params=parse_params({"weights": {"audio": 5.0}}, "x"))
+    assert quiet.label == "joy" and loud.label == "anger"

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from emotion_agent.tools.resources import WEIGHTS_DIR
+from emotion_agent.agent.fusion_params import FusionParams, load_params
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence, ModalityView, normalize, uniform
 
-#: How much each modality counts per unit of informativeness (reliability on real dialogue).
-MODALITY_WEIGHTS: dict[str, float] = {"text": 1.0, "transcript": 0.8, "audio": 0.5, "vision": 0.5}
 #: MELD train's label frequencies: what the text expert leans to when the words carry no emotion.
 _MELD_TRAIN_COUNTS = {"neutral": 4710, "joy": 1743, "surprise": 1205, "anger": 1109, "sadness": 683,
                       "disgust": 271, "fear": 268}
@@ -55,19 +54,16 @@ class Fusion:
     disagreement: list[ModalityView] = field(default_factory=list)
 
 
-#: Below this KL (nats) evidence counts quadratically less: a reading barely different from "I know nothing"
-#: (carrier sentences read by the text expert sit at ~0.1) must not outvote a modality that is sure.
-INFORMATIVE_KL = 0.3
-
-
-def informativeness(e: EmotionEvidence) -> float:
+def informativeness(e: EmotionEvidence, params: FusionParams | None = None) -> float:
     """KL divergence (nats) of the evidence's distribution from its modality's prior, softly thresholded at
-    :data:`INFORMATIVE_KL`; 0 for unusable evidence."""
+    the parameters' ``informative_kl`` (a reading barely different from "I know nothing" must not outvote a
+    modality that is sure); 0 for unusable evidence."""
     if e.confidence <= 0.0:
         return 0.0
+    threshold = (params or load_params()).informative_kl
     prior = PRIORS.get(e.modality) or uniform()
     kl = float(sum(p * np.log(max(p, 1e-9) / max(prior[k], 1e-9)) for k, p in e.distribution.items() if p > 0))
-    return kl * min(1.0, kl / INFORMATIVE_KL)
+    return kl * min(1.0, kl / threshold)
 
 
 def disagreement(evidence: list[EmotionEvidence]) -> list[ModalityView]:
@@ -95,8 +91,9 @@ def _contributions(label: str, weighted: list[tuple[EmotionEvidence, float]]) ->
 
 def support_shares(label: str, evidence: list[EmotionEvidence], weights: dict[str, float] | None = None) -> dict[str, float]:
     """Each modality's share of the support for ``label`` under the weighted rule (for a label set after fusion)."""
-    weights = weights or modality_weights(evidence)
-    return _contributions(label, [(e, weights.get(e.modality, 0.3) * informativeness(e))
+    params = load_params()
+    weights = weights or modality_weights(evidence, params)
+    return _contributions(label, [(e, weights.get(e.modality, 0.3) * informativeness(e, params))
                                   for e in informative(evidence)])
 
 
@@ -105,29 +102,35 @@ def informative(evidence: list[EmotionEvidence]) -> list[EmotionEvidence]:
     return [e for e in evidence if e.confidence > 0.0]
 
 
-#: How much a transcript counts when Whisper flagged it unreliable (unclear or non-English speech).
-UNRELIABLE_TRANSCRIPT_SCALE = 0.25
+def transcript_unreliable(evidence: list[EmotionEvidence]) -> bool:
+    """Whether the transcription expert marked its transcript unreliable (Whisper's mean log-probability
+    below its own -1.0 threshold: unclear or non-English speech)."""
+    return any(e.expert == "transcribe" and e.extra.get("transcript_reliable") is False for e in evidence)
 
 
-def modality_weights(evidence: list[EmotionEvidence]) -> dict[str, float]:
-    """The per-modality reliabilities for this turn: the transcript counts little when the transcription
-    expert marked it unreliable (Whisper's mean log-probability below its own -1.0 threshold)."""
-    weights = dict(MODALITY_WEIGHTS)
-    if any(e.expert == "transcribe" and e.extra.get("transcript_reliable") is False for e in evidence):
-        weights["transcript"] = MODALITY_WEIGHTS["transcript"] * UNRELIABLE_TRANSCRIPT_SCALE
+def modality_weights(evidence: list[EmotionEvidence], params: FusionParams | None = None) -> dict[str, float]:
+    """The per-modality reliabilities for this turn: the transcript counts less when it is unreliable."""
+    params = params or load_params()
+    weights = dict(params.weights)
+    if transcript_unreliable(evidence):
+        weights["transcript"] = params.weights["transcript"] * params.unreliable_transcript_scale
     return weights
 
 
 def transcript_scale(t: EmotionEvidence, evidence: list[EmotionEvidence]) -> float:
     """How much to trust the words of ``t`` alone: less when they are an unreliable transcript."""
-    return modality_weights(evidence)[t.modality] / MODALITY_WEIGHTS[t.modality] if t.modality == "transcript" else 1.0
+    if t.modality != "transcript" or not transcript_unreliable(evidence):
+        return 1.0
+    return load_params().unreliable_transcript_scale
 
 
 def weighted_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
-                    turn: TurnInput | None = None, weights: dict[str, float] | None = None) -> Fusion:
+                    turn: TurnInput | None = None, weights: dict[str, float] | None = None,
+                    params: FusionParams | None = None) -> Fusion:
     """Weighted mean of the distributions, weight = modality reliability x informativeness (KL from its prior)."""
-    weights = weights or modality_weights(evidence)
-    pairs = [(e, weights.get(e.modality, 0.3) * informativeness(e)) for e in informative(evidence)]
+    params = params or load_params()
+    weights = weights or modality_weights(evidence, params)
+    pairs = [(e, weights.get(e.modality, 0.3) * informativeness(e, params)) for e in informative(evidence)]
     pairs = [(e, w) for e, w in pairs if w > 0]
     if not pairs:
         return Fusion(label="neutral", confidence=0.0, distribution=uniform(), contributions={},

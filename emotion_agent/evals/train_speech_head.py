@@ -132,6 +132,30 @@ def evaluate(x, y, fold, corpus, c):
     return res, proba
 
 
+def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """The softmax temperature that minimises the negative log-likelihood of out-of-fold probabilities
+    (Guo et al. 2017): calibration on held-out speakers, never on the clips a head was trained on."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.log(np.clip(proba, 1e-12, 1.0))
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    return float(minimize_scalar(nll, bounds=(0.25, 10.0), method="bounded").x)
+
+
+def scaled(proba: np.ndarray, t: float) -> np.ndarray:
+    """Probabilities re-softmaxed at temperature ``t``."""
+    z = np.log(np.clip(proba, 1e-12, 1.0)) / t
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
 #: Variants compared on 2026-11-25 (Whisper-base, same folds; RAVDESS / EmoDB held-out accuracy).
 VARIANTS_MEASURED = [
     {"layers": [5], "pools": ["mean_all"], "prosody": False, "C": 0.05, "ravdess_acc": 0.690, "emodb_acc": 0.714},
@@ -178,7 +202,8 @@ def meld_clip_predictions(settings: Settings) -> list[dict]:
 
 
 def save_head(path: Path, x: np.ndarray, y: np.ndarray, c: float, model: str, layers: list[int],
-              pools: tuple[str, ...], n_layers: int, trained_on: str, cv_accuracy: float | None) -> None:
+              pools: tuple[str, ...], n_layers: int, trained_on: str, cv_accuracy: float | None,
+              temperature: float = 1.0) -> None:
     """Fit the logistic head on (x, y) and write it in the .npz format the speech expert loads."""
     scaler, clf = fit_lr(x, y, c)
     coef = np.zeros((len(LABELS), x.shape[1]), dtype=np.float32)
@@ -191,11 +216,12 @@ def save_head(path: Path, x: np.ndarray, y: np.ndarray, c: float, model: str, la
         path, mean=scaler.mean_.astype(np.float32), scale=scaler.scale_.astype(np.float32), coef=coef,
         intercept=icpt, labels=np.array(LABELS), encoder=np.array(model), layers=np.array(layers, dtype=np.int32),
         pools=np.array(pools), n_layers=np.array(n_layers), prosody=np.array(True), trained_on=np.array(trained_on),
-        **extra)
+        temperature=np.array(temperature, dtype=np.float32), **extra)
 
 
 def write_fold_heads(folder: Path, rows: list[dict], x: np.ndarray, y: np.ndarray, fold: np.ndarray, c: float,
-                     model: str, layers: list[int], pools: tuple[str, ...], n_layers: int) -> None:
+                     model: str, layers: list[int], pools: tuple[str, ...], n_layers: int,
+                     temperature: float = 1.0) -> None:
     """``fold<k>.npz`` trained without fold k's speakers, and ``folds.json`` mapping each speaker to its fold."""
     speakers: dict[str, int] = {}
     for r, f in zip(rows, fold):
@@ -203,7 +229,7 @@ def write_fold_heads(folder: Path, rows: list[dict], x: np.ndarray, y: np.ndarra
     for f in sorted(set(int(v) for v in fold)):
         held = sorted(s for s, k in speakers.items() if k == f)
         save_head(folder / f"fold{f}.npz", x[fold != f], y[fold != f], c, model, layers, pools, n_layers,
-                  f"RAVDESS + EmoDB without {', '.join(held)}", None)
+                  f"RAVDESS + EmoDB without {', '.join(held)}", None, temperature)
     (folder / "folds.json").write_text(json.dumps(speakers, indent=1))
     print(f"wrote {len(set(fold))} fold heads to {folder}")
 
@@ -220,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fold-heads", type=Path, default=None,
                     help="Write one head per speaker-disjoint fold (trained without that fold's speakers) into this "
                          "folder, for the leave-speakers-out agent eval (emotion-agent eval speech), then stop.")
+    ap.add_argument("--oof", type=Path, default=None,
+                    help="Also write every clip's out-of-fold (held-out speaker), temperature-scaled voice "
+                         "distribution to this JSON, for learning the fusion (evals/train_modality_weights.py).")
     args = ap.parse_args(argv)
 
     settings = Settings.from_env()
@@ -260,19 +289,32 @@ def main(argv: list[str] | None = None) -> None:
               f"EmoDB acc {res['emodb']['accuracy']:.3f}", flush=True)
         if best is None or res["ravdess"]["accuracy"] > best["ravdess"]["accuracy"]:
             best_c, best = c, res
+    _, oof = evaluate(x, y, fold, corpus, best_c)
+    temperature = fit_temperature(oof, y)
+    print(f"temperature {temperature:.3f} (fitted on out-of-fold probabilities)")
+    if args.oof:
+        args.oof.parent.mkdir(parents=True, exist_ok=True)
+        cal = scaled(oof, temperature)
+        args.oof.write_text(json.dumps({
+            "temperature": temperature, "model": args.model, "C": best_c,
+            "clips": [{"path": r["path"], "corpus": r["corpus"], "speaker": f"{r['corpus']}:{r['speaker']}",
+                       "fold": int(f), "gold": r["emotion"],
+                       "distribution": {lab: round(float(v), 5) for lab, v in zip(LABELS, pr)}}
+                      for r, f, pr in zip(rows, fold, cal)]}))
+        print(f"wrote out-of-fold voice distributions of {len(rows)} clips to {args.oof}")
     out = {
-        "model": args.model, "layers": layers, "pools": list(pools), "prosody": True, "C": best_c,
+        "model": args.model, "temperature": round(temperature, 4), "layers": layers, "pools": list(pools), "prosody": True, "C": best_c,
         "protocol": "5 folds, speaker-disjoint (4 RAVDESS actors + 2 EmoDB speakers held out per fold); "
                     "trained on RAVDESS+EmoDB of the other folds; RAVDESS 'calm' counted as neutral",
         "labels": list(LABELS), "results": best, "search": search or VARIANTS_MEASURED,
     }
     if args.fold_heads:
-        write_fold_heads(args.fold_heads, rows, x, y, fold, best_c, args.model, layers, pools, n_layers)
+        write_fold_heads(args.fold_heads, rows, x, y, fold, best_c, args.model, layers, pools, n_layers, temperature)
         return
     if not args.no_save:
         head = WEIGHTS_DIR / "speech_head.npz"
         save_head(head, x, y, best_c, args.model, layers, pools, n_layers,
-                  f"RAVDESS actors 1-20 + EmoDB, {len(rows)} clips", best["ravdess"]["accuracy"])
+                  f"RAVDESS actors 1-20 + EmoDB, {len(rows)} clips", best["ravdess"]["accuracy"], temperature)
         print(f"wrote {head} ({head.stat().st_size / 1e3:.0f} kB)")
     if not args.no_save:
         out["meld_clips"] = meld_clip_predictions(settings)
