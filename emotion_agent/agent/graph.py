@@ -234,8 +234,10 @@ def explain(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]
     ctx = runtime.context
     turn = effective_turn(state)
     result = with_attributions(ctx, turn, state["result"])
+    attributed = time.perf_counter()
     result = ctx.explainer.explain_result(turn, result, state.get("recall") or MemoryRecall())
-    return {"result": result, "timings": {"explain": _ms(start)}}
+    return {"result": result, "timings": {"attributions": round((attributed - start) * 1000, 2),
+                                          "explain": _ms(attributed)}}
 
 
 def with_attributions(ctx: AgentContext, turn: TurnInput, result: FusedResult) -> FusedResult:

@@ -3,7 +3,8 @@
     python -m emotion_agent.evals.bench_latency [--n 20] [--out emotion_agent/evals/results/bench_latency.json]
 
 Rows: text label only; text + composed explanation (no LLM); text + LLM-rephrased explanation (checked);
-a 3–4 s speech clip (label only); a MELD video clip (audio + frames, label only). Each row is warmed up
+a 3–4 s speech clip (label only); a MELD video clip (audio + frames, label only). Each row also gives every
+stage's p50 (``attributions`` = the occlusion word weights, ``explain`` = the composer or the LLM). Each row is warmed up
 once, then timed ``--n`` times on fresh turns of the same kind (different sentences / clips).
 """
 
@@ -50,13 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     def bench(name: str, turns: list[Any], **opts: Any) -> None:
         """Time ``turns`` (after one warm-up) and record p50/p95."""
         agent.analyze(turns[0], **opts)  # warm-up
-        times, sources = [], []
+        times, sources, stages = [], [], []
         for t in turns[1:]:
             t0 = time.perf_counter()
             r = agent.analyze(t, **opts)
             times.append(time.perf_counter() - t0)
             sources.append(r.explanation_source)
+            stages.append(r.timings_ms)
         rows[name] = pct(times)
+        # where the time goes: each stage's p50 (experts run concurrently, so stages need not add up)
+        rows[name]["stages_p50_ms"] = {k: round(float(np.median([s.get(k, 0.0) for s in stages])), 1)
+                                       for k in stages[0] if k != "total" and np.median([s.get(k, 0.0)
+                                                                                         for s in stages]) >= 1.0}
         if opts.get("explain"):  # how many explanations were the LLM's (the others: the composer's, after a refusal)
             rows[name]["llm_prose_kept"] = f"{sources.count('llm')}/{len(sources)}"
         print(name, rows[name], flush=True)
