@@ -183,3 +183,21 @@ def test_fusion_parameters_file_missing_or_malformed_falls_back_to_hand_set(tmp_
     quiet = weighted_fusion([words, voice], params=parse_params({"weights": {"audio": 0.2}}, "x"))
     loud = weighted_fusion([words, voice], params=parse_params({"weights": {"audio": 5.0}}, "x"))
     assert quiet.label == "joy" and loud.label == "anger"
+
+
+def test_shipped_learned_parameters_keep_clear_words_above_a_sure_acted_voice():
+    """The learned file (evals/train_modality_weights.py) is what fusion uses; with it a sure voice still beats
+    lexically neutral carrier words, and clear words still beat a sure voice head trained on acted speech."""
+    from emotion_agent.agent.fusion import load_params, weighted_fusion
+    from emotion_agent.tools.evidence import LABELS
+
+    params = load_params()
+    assert params.source.startswith("learned"), params.source
+    assert params.weights["audio"] <= params.weights["transcript"]
+    rest = (1 - 0.7) / (len(LABELS) - 1)
+    voice = ev("audio", {k: rest for k in LABELS} | {"anger": 0.7}, 0.35, "a")
+    carrier = ev("transcript", {"neutral": 0.6, "joy": 0.15, "surprise": 0.1, "anger": 0.1, "sadness": 0.05},
+                 0.6, "t")
+    clear = ev("transcript", {"joy": 0.9, "neutral": 0.1}, 0.9, "t")
+    assert weighted_fusion([carrier, voice], params=params).label == "anger"
+    assert weighted_fusion([clear, voice], params=params).label == "joy"
