@@ -165,3 +165,16 @@ def test_an_utterance_refused_as_input_is_scored_not_fatal(settings, tmp_path):
     assert rec["label"] == "neutral" and rec["confidence"] == 0.0 and rec["correct"] is False
     assert any(w.startswith("input refused: the text only contained instructions") for w in rec["result"]["warnings"])
     assert rec["modalities_used"] == []
+
+
+def test_faithfulness_rows_survive_a_cut_or_damaged_line(tmp_path):
+    """The faithfulness run appends a row per turn and resumes from them: a cut last line, bad JSON, a non-object
+    and a duplicate are skipped (the turn is made again), the good rows are kept."""
+    from emotion_agent.evals.faithfulness import read_rows
+
+    log = tmp_path / "rows.jsonl"
+    log.write_text('{"key": "a", "label": "joy"}\nnull\n{"key": "b"}\n{"key": "a", "label": "anger"}\n[1]\n'
+                   '{"no_key": 1}\n{"key": "c", "lab', encoding="utf-8")
+    rows = read_rows(log)
+    assert [r["key"] for r in rows] == ["a", "b"] and rows[0]["label"] == "joy"
+    assert read_rows(tmp_path / "missing.jsonl") == []

@@ -12,19 +12,23 @@ then scored against the text expert itself:
 each against the same count of random words from the same utterance (the baseline). Every explanation
 also goes through the checks of :mod:`emotion_agent.agent.faithfulness` (invented modality, another label,
 truncation, quoted words not said, prompt-example copying, instruction following). Means come with 95 %
-bootstrap CIs (scipy). Results: ``<out>/summary.json``.
+bootstrap CIs (scipy). Results: ``<out>/summary.json``; each turn's row is appended to ``<out>/rows.jsonl``
+as soon as it is made (fsync'ed), so a rerun of the same command resumes where the last one stopped (the
+clips' rows go to ``<out>/media.jsonl``, remade each run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from emotion_agent.tools.settings import Settings
 
@@ -64,12 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     sample = stratified_sample(dev, args.n, seed=args.seed)
     agent = EmotionAgent(settings, memory=False)
     text_expert = agent.experts["text_emotion"]
-    rng = random.Random(args.seed)
-    rows: list[dict[str, Any]] = []
-    checks: dict[str, int] = {}
-    latencies: list[float] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "rows.jsonl"
+    rows = read_rows(log)
+    done = {x["key"] for x in rows}
+    if done:
+        print(f"resuming: {len(done)} turn(s) already in {log}")
+    log.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")  # drop damage
     t_start = time.perf_counter()
-    for u in sample:
+    fh = log.open("a", encoding="utf-8")
+    for u in tqdm(sample, desc="faithfulness", unit="turn", dynamic_ncols=True):
+        if u.key in done:
+            continue
         prev = dias[u.dialogue_id][max(0, u.position - 3):u.position]
         try:
             turn = make_turn(text=u.text, speaker=u.speaker, context=[PriorTurn(speaker=p.speaker, text=p.text)
@@ -78,13 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         r = agent.analyze(turn, explain=True, remember=False, use_memory=False)
-        latencies.append(time.perf_counter() - t0)
+        latency = time.perf_counter() - t0
         issues = check(r, turn)
-        for i in issues:
-            key = i.split(" (")[0].split(",")[0]
-            checks[key] = checks.get(key, 0) + 1
         row: dict[str, Any] = {"key": u.key, "label": r.label, "gold": u.emotion, "source": r.explanation_source,
-                               "problems": issues, "explanation": r.explanation, "llm_refused": llm_refusal(r)}
+                               "problems": issues, "explanation": r.explanation, "llm_refused": llm_refusal(r),
+                               "latency_s": round(latency, 3)}
+        rng = random.Random(f"{args.seed}:{u.key}")  # the random baseline does not depend on resumes
         words = (turn.text or "").split()
         cited = quoted_words(attributions_of(r))
         idx = [i for i, w in enumerate(words) if bare_word(w) in cited]
@@ -101,17 +110,25 @@ def main(argv: list[str] | None = None) -> int:
                        random_comprehensiveness=full - float(probs[3]), random_sufficiency_gap=full - float(probs[4]),
                        n_cited=len(idx), n_words=len(words))
         rows.append(row)
+        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    fh.close()
     media_rows = explain_media(agent, settings.require_data_dir(), check) if args.media else []
-    for x in media_rows:
-        for i in x["problems"]:
-            key = "media: " + i.split(" (")[0].split(",")[0]
-            checks[key] = checks.get(key, 0) + 1
+    (args.out / "media.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in media_rows))
+    checks: dict[str, int] = {}
+    for prefix, group in (("", rows), ("media: ", media_rows)):
+        for x in group:
+            for i in x["problems"]:
+                key = prefix + i.split(" (")[0].split(",")[0]
+                checks[key] = checks.get(key, 0) + 1
+    latencies = [x["latency_s"] for x in rows if "latency_s" in x]
     rows_all = rows + media_rows
     refusals = [x["llm_refused"] for x in rows_all if x.get("llm_refused")]
     scored = [x for x in rows if "comprehensiveness" in x]
     summary: dict[str, Any] = {
         "n_turns": len(rows), "n_with_cited_words": len(scored), "llm": args.llm,
-        "wall_s": round(time.perf_counter() - t_start, 1),
+        "wall_s_this_run": round(time.perf_counter() - t_start, 1),
         "n_media_clips": len(media_rows),
         "explanation_sources": {s: sum(1 for x in rows_all if x["source"] == s) for s in ("llm", "template")},
         "llm_answers_refused": len(refusals),
@@ -125,11 +142,25 @@ def main(argv: list[str] | None = None) -> int:
     for metric in ("comprehensiveness", "sufficiency_gap", "random_comprehensiveness", "random_sufficiency_gap"):
         vals = [x[metric] for x in scored]
         summary[metric] = {"mean": round(float(np.mean(vals)), 4) if vals else None, "ci95": ci95(vals)}
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (args.out / "rows.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows_all))
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows a previous run wrote (a cut or damaged line is skipped and made again)."""
+    if not path.is_file():
+        return []
+    rows, seen = [], set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("key"), str) and row["key"] not in seen:
+            seen.add(row["key"])
+            rows.append(row)
+    return rows
 
 
 def check(r: Any, turn: Any) -> list[str]:
