@@ -113,3 +113,18 @@ def test_llm_prose_may_only_restate_the_facts():
     r = result("surprise", 0.9, [ev("text", "surprise", 0.9)])
     assert problems(ok.replace("sounds", "comes across as"), r, "Wait, what? You're moving to Paris?",
                     facts=facts["surprise"]) == []
+
+
+def test_checks_catch_repeats_and_prose_that_names_only_another_label():
+    """Answers the 0.5B gave in the 300-turn LLM run (2026-12-01) that passed every earlier check."""
+    r = result("fear", 0.5, [ev("transcript", "surprise", 0.6), ev("audio", "fear", 0.6)])
+    said = "The waitress I went on with last month?"
+    issues = problems("Fear: The waitress I went on with last month was surprised.", r, said)
+    assert any("never the label fear" in p for p in issues), issues
+    anger = result("anger", 0.63, [ev("text", "anger", 0.63)])
+    looped = ("The speaker probably comes across as angry (63% confident). The speaker's words are clearly angry. "
+              "The speaker's words are clearly angry.")
+    assert any("repeats a sentence" in p for p in problems(looped, anger, "He ripped the machine"))
+    # naming the label and another modality's label (a disagreement) is fine, and so is the label alone
+    both = "Fear fits best: the voice sounds scared, while the words lean surprised."
+    assert not [p for p in problems(both, r, said) if "never the label" in p or "repeats" in p]

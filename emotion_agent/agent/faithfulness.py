@@ -126,6 +126,11 @@ def problems(text: str, result: FusedResult, utterance: str | None, *, example: 
     other = asserted_labels(text) - {result.label}
     if other:
         out.append(f"argues for another label ({', '.join(sorted(other))})")
+    named = named_labels(without_label_prefix(text, result.label))
+    if named and result.label not in named:
+        out.append(f"names {', '.join(sorted(named))} but never the label {result.label}")
+    if repeated_sentence(text):
+        out.append(f"repeats a sentence ('{repeated_sentence(text)[:40]}')")
     said = (utterance or "").lower()
     # words quoted from the utterance ("'yelling'") are the speaker's, not a claim about the voice or face
     claims = _QUOTED.sub(lambda m: " " if (m.group(1) or m.group(2) or "").strip().lower() in said else m.group(0),
@@ -155,6 +160,34 @@ def problems(text: str, result: FusedResult, utterance: str | None, *, example: 
         if len(added) >= 2:
             out.append(f"adds claims that are not in the facts ({', '.join(added[:4])})")
     return out
+
+
+def named_labels(text: str) -> set[str]:
+    """Every label whose word forms occur in ``text`` ("was surprised" names surprise)."""
+    low = text.lower()
+    return {lab for lab in LABEL_WORDS if mentions_label(low, lab)}
+
+
+def without_label_prefix(text: str, label: str) -> str:
+    """``text`` without the "Fear: " the explainer puts in front of prose that forgot to name the label."""
+    prefix = f"{label.capitalize()}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (split after . ! ? followed by a space)."""
+    return [x.strip() for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x.strip()]
+
+
+def repeated_sentence(text: str) -> str:
+    """The first sentence that occurs twice in ``text`` (compared without case and spacing), or ''."""
+    seen: set[str] = set()
+    for sent in sentences(text):
+        key = " ".join(sent.lower().split())
+        if key in seen and len(key) > 12:
+            return sent
+        seen.add(key)
+    return ""
 
 
 def last_complete_sentences(text: str) -> str:
