@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             stages.append(r.timings_ms)
         rows[name] = pct(times)
         # where the time goes: each stage's p50 (experts run concurrently, so stages need not add up)
-        rows[name]["stages_p50_ms"] = {k: round(float(np.median([s.get(k, 0.0) for s in stages])), 1)
-                                       for k in stages[0] if k != "total" and np.median([s.get(k, 0.0)
-                                                                                         for s in stages]) >= 1.0}
+        rows[name]["stages_p50_ms"] = {k: round(float(np.median([s.get(k, 0.0) for s in stages])), 2)
+                                       for k in stages[0] if k in ("explain", "attributions") or (
+                                           k != "total" and np.median([s.get(k, 0.0) for s in stages]) >= 1.0)}
         if opts.get("explain"):  # how many explanations were the LLM's (the others: the composer's, after a refusal)
             rows[name]["llm_prose_kept"] = f"{sources.count('llm')}/{len(sources)}"
         print(name, rows[name], flush=True)

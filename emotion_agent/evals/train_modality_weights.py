@@ -21,8 +21,8 @@ keeps its hand-set value. The held-out figure comes from speaker-disjoint cross-
 chosen on 4 folds, scored on the 5th); the shipped parameters are then chosen on all folds.
 
     emotion-agent batch ../shared/data/speech --out runs/batch-speech-full/results.jsonl
-    python -m emotion_agent.evals.train_speech_head --oof runs/fusion/speech_oof.json
-    emotion-agent batch '../shared/data/meld/media/*.wav' --out runs/fusion/meld_clips.jsonl
+    python -m emotion_agent.evals.train_speech_head --oof runs/fusion/speech_oof.json --fold-heads DIR
+    emotion-agent batch ../shared/data/meld/media --out runs/fusion/meld_clips.jsonl
     python -m emotion_agent.evals.train_modality_weights --clips runs/batch-speech-full/results.jsonl \\
         --voice-oof runs/fusion/speech_oof.json --meld-clips runs/fusion/meld_clips.jsonl
 """
