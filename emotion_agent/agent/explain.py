@@ -18,6 +18,7 @@ from emotion_agent.agent.faithfulness import (  # noqa: F401 - re-exported for t
     ID_IN_TEXT,
     LABEL_WORDS,
     asserted_labels,
+    label_prefix,
     last_complete_sentences,
     mentions_label,
     problems,
@@ -212,7 +213,7 @@ class Explainer:
         if len(text) < 10:
             return None, "too short"
         if not mentions_label(text.lower(), result.label):
-            text = f"{result.label.capitalize()}: {text}"  # always name the fused label the prose explains
+            text = label_prefix(result.label) + text  # always name the fused label the prose explains
         issues = problems(text, result, turn.spoken_text(), example=example_answer(),
                           removed_instructions=" ".join(turn.removed_instructions), facts=facts)
         if issues:

@@ -129,8 +129,9 @@ def problems(text: str, result: FusedResult, utterance: str | None, *, example: 
     named = named_labels(without_label_prefix(text, result.label))
     if named and result.label not in named:
         out.append(f"names {', '.join(sorted(named))} but never the label {result.label}")
-    if repeated_sentence(text):
-        out.append(f"repeats a sentence ('{repeated_sentence(text)[:40]}')")
+    repeated = repeated_sentence(text)
+    if repeated:
+        out.append(f"repeats a sentence ('{repeated[:40]}')")
     said = (utterance or "").lower()
     # words quoted from the utterance ("'yelling'") are the speaker's, not a claim about the voice or face
     claims = _QUOTED.sub(lambda m: " " if (m.group(1) or m.group(2) or "").strip().lower() in said else m.group(0),
@@ -168,9 +169,14 @@ def named_labels(text: str) -> set[str]:
     return {lab for lab in LABEL_WORDS if mentions_label(low, lab)}
 
 
+def label_prefix(label: str) -> str:
+    """What the explainer puts in front of prose that forgot to name the label ("Fear: ")."""
+    return f"{label.capitalize()}: "
+
+
 def without_label_prefix(text: str, label: str) -> str:
-    """``text`` without the "Fear: " the explainer puts in front of prose that forgot to name the label."""
-    prefix = f"{label.capitalize()}: "
+    """``text`` without the :func:`label_prefix` the explainer may have added."""
+    prefix = label_prefix(label)
     return text[len(prefix):] if text.startswith(prefix) else text
 
 

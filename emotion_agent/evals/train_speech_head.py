@@ -137,13 +137,8 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     (Guo et al. 2017): calibration on held-out speakers, never on the clips a head was trained on."""
     from scipy.optimize import minimize_scalar
 
-    logits = np.log(np.clip(proba, 1e-12, 1.0))
-
     def nll(t: float) -> float:
-        z = logits / t
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return float(-logp[np.arange(len(y)), y].mean())
+        return float(-np.log(np.clip(scaled(proba, t)[np.arange(len(y)), y], 1e-300, 1.0)).mean())
 
     return float(minimize_scalar(nll, bounds=(0.25, 10.0), method="bounded").x)
 
@@ -283,13 +278,13 @@ def main(argv: list[str] | None = None) -> None:
                 search.append(line)
     x = build(data, layers, n_layers, pools)
     best_c, best = args.C, None
+    oof = np.zeros((len(y), len(LABELS)))
     for c in ([args.C] if args.C else [0.005, 0.01, 0.02, 0.05]):
-        res, _ = evaluate(x, y, fold, corpus, c)
+        res, proba = evaluate(x, y, fold, corpus, c)
         print(f"C={c}: RAVDESS acc {res['ravdess']['accuracy']:.3f} F1 {res['ravdess']['macro_f1']:.3f}; "
               f"EmoDB acc {res['emodb']['accuracy']:.3f}", flush=True)
         if best is None or res["ravdess"]["accuracy"] > best["ravdess"]["accuracy"]:
-            best_c, best = c, res
-    _, oof = evaluate(x, y, fold, corpus, best_c)
+            best_c, best, oof = c, res, proba
     temperature = fit_temperature(oof, y)
     print(f"temperature {temperature:.3f} (fitted on out-of-fold probabilities)")
     if args.oof:
