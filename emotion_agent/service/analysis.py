@@ -187,7 +187,7 @@ def build_turn(fields: dict[str, Any], files: dict[str, str], t: str | None,
     try:
         turn = make_turn(text=text, audio=paths.get("audio"), image=paths.get("image"),
                          video=paths.get("video"), conversation_id=scoped_id(t, cid) if cid else None,
-                         speaker=speaker, max_chars=settings.max_text_chars, check_media=False)
+                         speaker=speaker, check_media=False, settings=settings)
     except InputError as exc:
         raise ServiceError(422, str(exc), "invalid_request") from None
     return turn, warnings
