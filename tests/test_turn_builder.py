@@ -73,3 +73,19 @@ def test_cli_media_checks_use_the_settings_limits(tmp_path, monkeypatch):
         make_turn(audio=wav)  # the CLI's path: limits from the environment
     monkeypatch.delenv("EMOTION_AGENT_MAX_AUDIO_S")
     assert make_turn(audio=wav).audio_path == wav
+
+
+@pytest.mark.parametrize("cid", ["x" * 65, "a b", "../etc"])
+def test_conversation_ids_follow_one_rule_in_the_cli_and_the_api(cid):
+    from emotion_agent.agent.inputs import InputError, make_turn
+    from emotion_agent.service.security import SecurityError, validate_conversation_id
+
+    with pytest.raises(InputError, match="1-64"):
+        make_turn(text="hello", conversation_id=cid)
+    with pytest.raises(SecurityError, match="1-64"):
+        validate_conversation_id(cid)
+
+
+def test_service_scopes_the_conversation_to_its_tenant():
+    turn, _ = build_turn({"text": "hello there", "conversation_id": "c-1"}, {}, "alice", _settings())
+    assert turn.conversation_id == "alice~c-1"

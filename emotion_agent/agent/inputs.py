@@ -10,8 +10,11 @@ from emotion_agent.tools.media_checks import Limits, MediaCheckError, check_file
 from emotion_agent.tools.base import PriorTurn, TurnInput
 from emotion_agent.tools.settings import Settings
 
-#: the one conversation-id rule (CLI, batch, API, web, memory)
-CONVERSATION_ID_MAX = 128
+#: the one conversation-id rule (CLI, batch, API, web): letters, digits and ``._-``, 1-64 characters
+CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CONVERSATION_ID_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+#: a tenant's conversations are stored as ``<tenant>~<id>`` (clients never see the prefix)
+TENANT_SEP = "~"
 
 
 class InputError(ValueError):
@@ -52,7 +55,7 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
               conversation_id: str | None = None, speaker: str | None = None,
               context: list[PriorTurn] | None = None, turn_index: int | None = None,
               max_chars: int | None = None, check_media: bool = True,
-              settings: Settings | None = None) -> TurnInput:
+              settings: Settings | None = None, tenant: str | None = None) -> TurnInput:
     """A validated turn: text cleaned and stripped of instructions, each media file sniffed and decoded.
 
     A file that is missing, empty, corrupt, truncated, renamed or too large is dropped with a warning when
@@ -110,9 +113,10 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
         raise InputError("nothing to analyse: give --text, --audio, --image or --video")
     if conversation_id is not None:
         conversation_id = conversation_id.strip()
-        if (not conversation_id or len(conversation_id) > CONVERSATION_ID_MAX
-                or not conversation_id.isprintable()):
-            raise InputError(f"conversation id must be 1-{CONVERSATION_ID_MAX} printable characters")
+        if not CONVERSATION_ID_RE.fullmatch(conversation_id):
+            raise InputError(f"conversation id must be {CONVERSATION_ID_RULE}")
+        if tenant:
+            conversation_id = f"{tenant}{TENANT_SEP}{conversation_id}"
     return TurnInput(text=clean, audio_path=paths["audio"], image_path=paths["image"], video_path=paths["video"],
                      conversation_id=conversation_id, speaker=(speaker or None), context=context or [],
                      turn_index=turn_index, warnings=warnings,

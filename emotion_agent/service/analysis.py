@@ -35,7 +35,6 @@ from emotion_agent.service.security import (
     UploadDir,
     describe,
     probe,
-    scoped_id,
     sniff,
     unscoped_id,
     validate_conversation_id,
@@ -186,7 +185,7 @@ def build_turn(fields: dict[str, Any], files: dict[str, str], t: str | None,
     paths = {slot: v.split(":", 1)[1] for slot, v in files.items()}
     try:
         turn = make_turn(text=text, audio=paths.get("audio"), image=paths.get("image"),
-                         video=paths.get("video"), conversation_id=scoped_id(t, cid) if cid else None,
+                         video=paths.get("video"), conversation_id=cid, tenant=t,
                          speaker=speaker, check_media=False, settings=settings)
     except InputError as exc:
         raise ServiceError(422, str(exc), "invalid_request") from None
