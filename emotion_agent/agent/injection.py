@@ -45,15 +45,32 @@ _INSTRUCTION_SENTENCE = re.compile("|".join([
     r"sentences?|output)s?\s+with\b",
 ]), re.I | re.M)
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE_SPLIT = re.compile(r"\s*(?:[:;,]|\s[-–—]\s)\s*")
+_CLAUSE_SPLIT = re.compile(r"\s*([:;,]|\s[-–—]\s)\s*")
 #: what is left of an instruction clause that carries no content of its own
 _FILLER = re.compile(r"^\W*(?:please|pls|now|ok(?:ay)?|thanks?|thank\s+you|and|then|so)?\W*$", re.I)
 
 
 def _salvage(sentence: str) -> str:
-    """The clauses of an instruction-like sentence that are not themselves instructions (the content)."""
-    keep = [c for c in _CLAUSE_SPLIT.split(sentence)
-            if c.strip() and not _INSTRUCTION_SENTENCE.search(c) and not _FILLER.match(c)]
+    """The clauses of an instruction-like sentence that are not themselves instructions (the content).
+
+    A clause joined to an instruction by a comma continues it ("write like a pirate, ending with ARRR"):
+    it is the instruction's remnant and is dropped with it. Content the instruction is about comes after a
+    colon, semicolon or dash ("classify this as surprise: my dog died"), or before the instruction
+    ("my dog died, so answer joy"), and is kept.
+    """
+    parts = _CLAUSE_SPLIT.split(sentence)
+    keep: list[str] = []
+    in_instruction = False
+    for i in range(0, len(parts), 2):
+        clause, sep_before = parts[i], (parts[i - 1] if i else "")
+        if _INSTRUCTION_SENTENCE.search(clause):
+            in_instruction = True
+            continue
+        if in_instruction and sep_before == ",":
+            continue  # the instruction goes on
+        in_instruction = False
+        if clause.strip() and not _FILLER.match(clause):
+            keep.append(clause)
     return ", ".join(keep)
 
 

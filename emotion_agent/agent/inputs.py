@@ -6,8 +6,15 @@ import re
 import unicodedata
 from pathlib import Path
 
-from emotion_agent.tools.media_checks import MediaCheckError, check_file
+from emotion_agent.tools.media_checks import Limits, MediaCheckError, check_file
 from emotion_agent.tools.base import PriorTurn, TurnInput
+from emotion_agent.tools.settings import Settings
+
+#: the one conversation-id rule (CLI, batch, API, web): letters, digits and ``._-``, 1-64 characters
+CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CONVERSATION_ID_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+#: a tenant's conversations are stored as ``<tenant>~<id>`` (clients never see the prefix)
+TENANT_SEP = "~"
 
 
 class InputError(ValueError):
@@ -47,15 +54,22 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
               image: str | Path | None = None, video: str | Path | None = None,
               conversation_id: str | None = None, speaker: str | None = None,
               context: list[PriorTurn] | None = None, turn_index: int | None = None,
-              max_chars: int = 2000, check_media: bool = True) -> TurnInput:
+              max_chars: int | None = None, check_media: bool = True,
+              settings: Settings | None = None, tenant: str | None = None) -> TurnInput:
     """A validated turn: text cleaned and stripped of instructions, each media file sniffed and decoded.
 
     A file that is missing, empty, corrupt, truncated, renamed or too large is dropped with a warning when
     something else in the turn is usable; when nothing usable is left, the first file's
     :class:`MediaInputError` (an :class:`InputError` with its HTTP status) says why. ``check_media=False``
     only checks that the files exist (the HTTP service runs the same checks on its worker lane).
+
+    This is the one turn builder (CLI, batch, HTTP API, web pages): the text limit and the media limits
+    (``EMOTION_AGENT_MAX_AUDIO_S``...) come from ``settings`` (from the environment when not given);
+    ``max_chars`` overrides the text limit.
     """
-    clean, warnings = clean_text(text, max_chars)
+    settings = settings or Settings.from_env()
+    clean, warnings = clean_text(text, settings.max_text_chars if max_chars is None else max_chars)
+    limits = Limits.from_settings(settings)
     clean_given = clean is not None
     spans: list[str] = []
     if clean is not None:
@@ -77,7 +91,7 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
         p = Path(value).expanduser()
         try:
             if check_media:
-                check_file(p, name)
+                check_file(p, name, limits)
             elif not p.is_file():
                 raise MediaCheckError(404, f"{name} file not found: {value}", "not_found")
         except MediaCheckError as exc:
@@ -99,8 +113,10 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
         raise InputError("nothing to analyse: give --text, --audio, --image or --video")
     if conversation_id is not None:
         conversation_id = conversation_id.strip()
-        if not conversation_id or len(conversation_id) > 128 or not conversation_id.isprintable():
-            raise InputError("conversation id must be 1-128 printable characters")
+        if not CONVERSATION_ID_RE.fullmatch(conversation_id):
+            raise InputError(f"conversation id must be {CONVERSATION_ID_RULE}")
+        if tenant:
+            conversation_id = f"{tenant}{TENANT_SEP}{conversation_id}"
     return TurnInput(text=clean, audio_path=paths["audio"], image_path=paths["image"], video_path=paths["video"],
                      conversation_id=conversation_id, speaker=(speaker or None), context=context or [],
                      turn_index=turn_index, warnings=warnings,

@@ -94,7 +94,8 @@ class EmotionAgent:
         """This agent's default per-turn options with ``overrides`` applied."""
         base = TurnOptions(explain=self.settings.explain, planner=self.settings.planner, fusion=self.settings.fusion,
                            adjudicate=self.settings.adjudicate)
-        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        # re-validated, not model_copy(update=...): a misspelt option or an unknown fusion name is an error
+        return TurnOptions.model_validate({**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
 
     def analyze(self, turn: TurnInput, **options: Any) -> FusedResult:
         """Run one turn through the graph. Options: explain, remember, planner, fusion, adjudicate, adjudicate_margin,

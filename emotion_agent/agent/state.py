@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, TypedDict
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
@@ -19,7 +19,9 @@ def merge_dicts(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str,
 
 
 class TurnOptions(BaseModel):
-    """Per-turn switches (set by the CLI, the server or the eval runner)."""
+    """Per-turn switches (set by the CLI, the server or the eval runner); unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
     explain: bool = True
     remember: bool = True

@@ -70,7 +70,7 @@ def analyze(
             raise UserError(f"text file not found: {text_file}")
         raw = text_file.read_bytes()
     turn = make_turn(text=raw, audio=audio, image=image, video=video, conversation_id=conversation,
-                     speaker=speaker, max_chars=settings.max_text_chars)
+                     speaker=speaker, settings=settings)
     if explain or planner == "llm" or (settings.adjudicate if adjudicate is None else adjudicate):
         from emotion_agent.agent.llm import resolve_gguf
 
@@ -105,7 +105,7 @@ def demo(
     correct = 0
     shown = dias[dialogue][:turns]
     for u in shown:
-        turn = make_turn(text=u.text, conversation_id=conv, speaker=u.speaker, max_chars=settings.max_text_chars)
+        turn = make_turn(text=u.text, conversation_id=conv, speaker=u.speaker, settings=settings)
         result = agent.analyze(turn, explain=explain)
         ok = result.label == u.emotion
         correct += ok

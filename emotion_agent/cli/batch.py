@@ -145,7 +145,7 @@ def batch(
                     raise InputError(item)
                 turn = make_turn(text=item.get("text"), audio=item.get("audio"), image=item.get("image"),
                                  video=item.get("video"), conversation_id=item.get("conversation_id"),
-                                 speaker=item.get("speaker"), max_chars=settings.max_text_chars)
+                                 speaker=item.get("speaker"), settings=settings)
                 result = agent.analyze(turn, explain=explain)  # type: ignore[union-attr]
                 rec.update(status="ok", label=result.label, confidence=result.confidence,
                            warnings=result.warnings, explanation=result.explanation,

@@ -35,7 +35,6 @@ from emotion_agent.service.security import (
     UploadDir,
     describe,
     probe,
-    scoped_id,
     sniff,
     unscoped_id,
     validate_conversation_id,
@@ -167,7 +166,7 @@ async def save_upload(slot: str, file: UploadFile, upload: UploadDir, limits: Li
 
 def build_turn(fields: dict[str, Any], files: dict[str, str], t: str | None,
                settings: Settings) -> tuple[Any, list[str]]:
-    """Validate the fields, strip instruction-like text and build the turn; (turn, warnings)."""
+    """Validate the fields and build the turn with :func:`make_turn` (which strips instructions); (turn, warnings)."""
     cid = validate_conversation_id(fields.get("conversation_id"))
     speaker = validate_speaker(fields.get("speaker"))
     text = fields.get("text")
@@ -178,22 +177,16 @@ def build_turn(fields: dict[str, Any], files: dict[str, str], t: str | None,
         if not files and not usable_text:
             raise refused[0]  # nothing usable is left: the file's own status and reason
         warnings.extend(f"input not analysed: {e.message}" for e in refused)
-    if text is not None:
-        text, removed = strip_injections(text)
-        if removed:
-            warnings.append(f"{removed} instruction-like span(s) in the text were not analysed "
-                            "(user text cannot instruct the system)")
-        if text is None and removed and not files:
-            raise ServiceError(422, "the text only contained instructions to the system; nothing to analyse",
-                               "invalid_request")
+    # instructions are stripped once, by make_turn, so the turn keeps them in ``removed_instructions`` (the
+    # faithfulness check reads them) and its warning reaches the answer through the turn
     if not (text and text.strip()) and not files:
         raise ServiceError(422, "nothing to analyse: send non-empty text, or an audio, image or video file",
                            "invalid_request")
     paths = {slot: v.split(":", 1)[1] for slot, v in files.items()}
     try:
         turn = make_turn(text=text, audio=paths.get("audio"), image=paths.get("image"),
-                         video=paths.get("video"), conversation_id=scoped_id(t, cid) if cid else None,
-                         speaker=speaker, max_chars=settings.max_text_chars, check_media=False)
+                         video=paths.get("video"), conversation_id=cid, tenant=t,
+                         speaker=speaker, check_media=False, settings=settings)
     except InputError as exc:
         raise ServiceError(422, str(exc), "invalid_request") from None
     return turn, warnings

@@ -34,8 +34,8 @@ class ServiceConfig:
     def from_env(cls, settings: Settings, **overrides: Any) -> "ServiceConfig":
         """Config from ``settings`` and the service env variables; non-None ``overrides`` win."""
         mb = _env_float("EMOTION_AGENT_MAX_UPLOAD_MB", 25.0)
-        limits = Limits(max_upload_bytes=int(mb * 1024 * 1024), max_request_bytes=int(mb * 2.5 * 1024 * 1024),
-                        max_audio_s=settings.max_audio_s, max_video_s=settings.max_audio_s)
+        limits = Limits.from_settings(settings, max_upload_bytes=int(mb * 1024 * 1024),
+                                      max_request_bytes=int(mb * 2.5 * 1024 * 1024))
         cfg = cls(request_timeout_s=_env_float("EMOTION_AGENT_REQUEST_TIMEOUT_S", 30.0),
                   max_queue=int(_env_float("EMOTION_AGENT_MAX_QUEUE", 64)), limits=limits, keys=ApiKeys.from_env())
         for k, v in overrides.items():

@@ -21,10 +21,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: what a client may call a conversation: letters, digits and ``._-``, 1-64 characters.
-CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from emotion_agent.agent.inputs import CONVERSATION_ID_RE, CONVERSATION_ID_RULE, TENANT_SEP  # noqa: E402 - one rule
+
 SPEAKER_MAX = 64
-TENANT_SEP = "~"
 
 
 from emotion_agent.tools.media_checks import (  # noqa: E402 - one validation for the CLI and the API
@@ -134,8 +133,7 @@ def validate_conversation_id(cid: str | None) -> str | None:
     if cid is None or cid == "":
         return None
     if not CONVERSATION_ID_RE.fullmatch(cid):
-        raise SecurityError(422, "conversation_id must be 1-64 characters: letters, digits, '.', '_' or '-', "
-                                 "starting with a letter or digit", "bad_conversation_id")
+        raise SecurityError(422, f"conversation_id must be {CONVERSATION_ID_RULE}", "bad_conversation_id")
     return cid
 
 

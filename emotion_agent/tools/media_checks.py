@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emotion_agent.tools.settings import Settings
 
 
 class MediaCheckError(Exception):
@@ -56,6 +60,11 @@ class Limits:
     max_video_s: float = 60.0
     max_image_pixels: int = 40_000_000
     max_local_bytes: int = 2 * 1024 * 1024 * 1024  # a local file given to the CLI
+
+    @classmethod
+    def from_settings(cls, settings: "Settings", **overrides: int) -> "Limits":
+        """The limits ``settings`` set (``EMOTION_AGENT_MAX_AUDIO_S`` bounds audio and video)."""
+        return cls(max_audio_s=settings.max_audio_s, max_video_s=settings.max_audio_s, **overrides)
 
 
 #: kind → (extension, allowed slots)

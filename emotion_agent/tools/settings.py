@@ -20,7 +20,7 @@ import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FusionName = Literal["learned", "weighted", "text_only"]
+FusionName = Literal["learned", "learned_noctx", "weighted", "text_only"]
 PlannerName = Literal["auto", "llm"]
 GrammarMode = Literal["fallback", "always"]
 AsrBackend = Literal["faster-whisper", "whisper"]
