@@ -63,8 +63,13 @@ def test_same_labels_as_local_then_kill_then_resume(tmp_path: Path, data_dir: Pa
     assert Path(f"{tmp_path / 'ray.jsonl'}.summary.json").is_file()
 
     # Kill one actor as soon as the pool is live: its unit is retried on the replacement; none lost or doubled.
-    from emotion_agent.cli.batch import read_inputs
-    from emotion_agent.cli.ray_engine import connect, run_on_ray
+    from emotion_agent.cli.batch import analyse_input, done_ids, read_inputs, write_record
+    from emotion_agent.cli.ray_engine import connect
+    from emotion_agent.cli.ray_engine import run_on_ray as ray_run
+
+    def run_on_ray(todo, out, **kw):  # the engine as batch calls it
+        return ray_run(todo, out, llm=None, explain=False, address=None, workers=2, threads_per_worker=1,
+                       analyse=analyse_input, write=write_record, written=done_ids(out), **kw)
 
     os.environ["EMOTION_AGENT_EXPLAIN"] = "0"
     os.environ["EMOTION_AGENT_MEMORY_DIR"] = str(tmp_path / "memory")
@@ -72,18 +77,14 @@ def test_same_labels_as_local_then_kill_then_resume(tmp_path: Path, data_dir: Pa
     try:
         _, items = read_inputs(str(src))
         killed = tmp_path / "killed.jsonl"
-        run_on_ray(items, killed, llm=None, explain=False, address=None, workers=2, threads_per_worker=1,
-                   on_started=lambda actors: ray.kill(actors[0]))
+        run_on_ray(items, killed, on_started=lambda actors: ray.kill(actors[0]))
         assert labels(killed) == expected
 
         # Resume: a run cut after two lines answers only the rest.
         cut = tmp_path / "cut.jsonl"
         cut.write_text("".join(killed.read_text().splitlines(keepends=True)[:2]))
-        from emotion_agent.cli.batch import done_ids
-
         done = done_ids(cut)
-        run_on_ray([(i, it) for i, it in items if i not in done], cut, llm=None, explain=False, address=None,
-                   workers=2, threads_per_worker=1)
+        run_on_ray([(i, it) for i, it in items if i not in done], cut)
         assert labels(cut) == expected
     finally:
         ray.shutdown()

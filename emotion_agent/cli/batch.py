@@ -142,7 +142,8 @@ def batch(
         from emotion_agent.cli.ray_engine import run_on_ray
 
         load_s = run_on_ray(todo, out, llm=llm, explain=explain, address=address, workers=workers,
-                            threads_per_worker=threads_per_worker)
+                            threads_per_worker=threads_per_worker, analyse=analyse_input, write=write_record,
+                            written=done)
         todo_local: list[tuple[str, dict[str, Any] | str]] = []
     elif engine == "local":
         todo_local = todo
@@ -152,7 +153,8 @@ def batch(
     if engine == "local":
         load_s = time.perf_counter() - start
     with out.open("a", encoding="utf-8") as fh:
-        for input_id, item in tqdm(todo_local, desc="batch", unit="turn", dynamic_ncols=True):
+        for input_id, item in tqdm(todo_local, desc="batch", unit="turn", dynamic_ncols=True,
+                                   disable=not todo_local):
             write_record(fh, analyse_input(agent, settings, input_id, item, explain))
     wall = time.perf_counter() - start
     summary = summarize(out, kind, inputs, len(items), len(todo), wall, load_s)

@@ -3,8 +3,8 @@
 The inputs are cut into units of work: every turn of one dialogue (same ``conversation_id``) goes in one unit,
 in its order, so context and memory see the dialogue as the local engine does; a turn without a dialogue is a
 unit of its own. Only the driver writes the output (the same record lines as the local engine, through
-``batch.write_record``), and it skips an input id already written, so the output has no duplicate line. An
-actor that dies mid-unit (killed, node lost) is replaced and its unfinished unit is sent again to a live
+``batch.write_record``, passed in), and it skips an input id already written, so the output has no duplicate
+line. An actor that dies mid-unit (killed, node lost) is replaced and its unfinished unit is sent again to a live
 actor; a whole-run interruption resumes from the output file like the local engine (``batch.done_ids``).
 Needs ``pip install emotion-agent[ray]``.
 """
@@ -52,10 +52,8 @@ class AgentWorker:
     def ready(self) -> bool:
         return True
 
-    def run(self, unit: list[Item], explain: bool) -> list[dict[str, Any]]:
-        from emotion_agent.cli.batch import analyse_input
-
-        return [analyse_input(self.agent, self.settings, i, item, explain) for i, item in unit]
+    def run(self, unit: list[Item], explain: bool, analyse: Any) -> list[dict[str, Any]]:
+        return [analyse(self.agent, self.settings, i, item, explain) for i, item in unit]
 
 
 def connect(address: str | None, num_cpus: int) -> None:
@@ -76,10 +74,12 @@ def connect(address: str | None, num_cpus: int) -> None:
 
 
 def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, address: str | None,
-               workers: int, threads_per_worker: int, on_started: Any = None) -> float:
+               workers: int, threads_per_worker: int, analyse: Any, write: Any, written: set[str],
+               on_started: Any = None) -> float:
     """Analyse ``todo`` on ``workers`` actors and append the result lines to ``out``; returns the seconds
-    spent starting the actors (model loading). ``on_started(actors)`` is called once the pool is live (the
-    kill test uses it)."""
+    spent starting the actors (model loading). ``analyse`` and ``write`` are the local engine's record builder
+    and line writer (``batch.analyse_input``, ``batch.write_record``); ``written`` the ids already in ``out``.
+    ``on_started(actors)`` is called once the pool is live (the kill test uses it)."""
     try:
         import ray
         from ray.exceptions import RayActorError
@@ -89,8 +89,6 @@ def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, a
         raise UserError("--engine ray needs Ray: pip install 'emotion-agent[ray]'") from exc
     from tqdm import tqdm
 
-    from emotion_agent.cli.batch import done_ids, write_record
-
     connect(address, num_cpus=workers * threads_per_worker)
     actor_cls = ray.remote(num_cpus=threads_per_worker, max_restarts=0)(AgentWorker)
     t0 = time.perf_counter()
@@ -99,7 +97,7 @@ def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, a
     load_s = time.perf_counter() - t0
     if on_started is not None:
         on_started(actors)
-    written = done_ids(out)
+    written = set(written)
     queue = deque(dialogue_units(todo))
     running: dict[Any, tuple[Any, list[Item]]] = {}
     idle = list(actors)
@@ -108,7 +106,7 @@ def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, a
         while queue or running:
             while queue and idle:
                 actor, unit = idle.pop(), queue.popleft()
-                running[actor.run.remote(unit, explain)] = (actor, unit)
+                running[actor.run.remote(unit, explain, analyse)] = (actor, unit)
             ready, _ = ray.wait(list(running), num_returns=1)
             actor, unit = running.pop(ready[0])
             try:
@@ -124,7 +122,7 @@ def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, a
             idle.append(actor)
             for rec in records:
                 if rec["input"] not in written:
-                    write_record(fh, rec)
+                    write(fh, rec)
                     written.add(rec["input"])
                     bar.update(1)
     bar.close()
