@@ -119,45 +119,43 @@ def batch(
                                                       "summary goes to <out>.summary.json."),
     explain: bool = typer.Option(False, "--explain/--no-explain", help="Also explain each label (slower)."),
     llm: Optional[str] = typer.Option(None, help="LLM for explanations: registry name or .gguf path."),
+    engine: str = typer.Option("local", help="local (one process, the default) or ray (an actor pool; needs "
+                                             "pip install emotion-agent[ray]; see docs/ray.md)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster: auto or ray://host:10001 (default: start a "
+                                                     "local Ray on this machine)."),
+    workers: int = typer.Option(2, min=1, help="Ray actors, each with one loaded agent."),
+    threads_per_worker: int = typer.Option(1, min=1, help="CPU threads (and Ray CPUs) per actor."),
 ) -> None:
     """Analyse many turns with one loaded agent (models load once), resumable; exit 0 when all were analysed,
     1 when some inputs were refused (each with its reason in the results), 2 for a usage mistake."""
     from tqdm import tqdm
 
-    from emotion_agent.agent.inputs import InputError, make_turn
     from emotion_agent.agent.runtime import EmotionAgent
-    from emotion_agent.tools.media_checks import MediaCheckError
 
     kind, items = read_inputs(inputs)
     done = done_ids(out)
     todo = [(i, item) for i, item in items if i not in done]
     settings = settings_from(llm=llm)
     start = time.perf_counter()
-    agent = EmotionAgent(settings) if todo else None
-    load_s = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
+    if engine == "ray":
+        from emotion_agent.cli.ray_engine import run_on_ray
+
+        load_s = run_on_ray(todo, out, llm=llm, explain=explain, address=address, workers=workers,
+                            threads_per_worker=threads_per_worker, analyse=analyse_input, write=write_record,
+                            written=done)
+        todo_local: list[tuple[str, dict[str, Any] | str]] = []
+    elif engine == "local":
+        todo_local = todo
+    else:
+        raise UserError(f"--engine must be local or ray, not {engine!r}")
+    agent = EmotionAgent(settings) if todo_local else None
+    if engine == "local":
+        load_s = time.perf_counter() - start
     with out.open("a", encoding="utf-8") as fh:
-        for input_id, item in tqdm(todo, desc="batch", unit="turn", dynamic_ncols=True):
-            t0 = time.perf_counter()
-            rec: dict[str, Any] = {"input": input_id}
-            try:
-                if isinstance(item, str):
-                    raise InputError(item)
-                turn = make_turn(text=item.get("text"), audio=item.get("audio"), image=item.get("image"),
-                                 video=item.get("video"), conversation_id=item.get("conversation_id"),
-                                 speaker=item.get("speaker"), settings=settings)
-                result = agent.analyze(turn, explain=explain)  # type: ignore[union-attr]
-                rec.update(status="ok", label=result.label, confidence=result.confidence,
-                           warnings=result.warnings, explanation=result.explanation,
-                           disagreement=[v.model_dump() for v in result.disagreement],
-                           **per_modality(result))
-            except (InputError, MediaCheckError, ValueError) as exc:
-                rec.update(status="refused", error=" ".join(str(exc).split())[:300],
-                           code=getattr(exc, "code", "invalid_input"))
-            rec["wall_s"] = round(time.perf_counter() - t0, 3)
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        for input_id, item in tqdm(todo_local, desc="batch", unit="turn", dynamic_ncols=True,
+                                   disable=not todo_local):
+            write_record(fh, analyse_input(agent, settings, input_id, item, explain))
     wall = time.perf_counter() - start
     summary = summarize(out, kind, inputs, len(items), len(todo), wall, load_s)
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -169,6 +167,40 @@ def batch(
         for r in summary["refusals"][:10]:
             console.print(f"[yellow]refused[/yellow] {r['input']}: {r['error']}")
         raise typer.Exit(1)
+
+
+def analyse_input(agent: Any, settings: Any, input_id: str, item: dict[str, Any] | str,
+                  explain: bool) -> dict[str, Any]:
+    """One input's result line (``status`` ok with the label and per-modality readings, or refused with a
+    reason): the same record for the local and the Ray engine."""
+    from emotion_agent.agent.inputs import InputError, make_turn
+    from emotion_agent.tools.media_checks import MediaCheckError
+
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"input": input_id}
+    try:
+        if isinstance(item, str):
+            raise InputError(item)
+        turn = make_turn(text=item.get("text"), audio=item.get("audio"), image=item.get("image"),
+                         video=item.get("video"), conversation_id=item.get("conversation_id"),
+                         speaker=item.get("speaker"), settings=settings)
+        result = agent.analyze(turn, explain=explain)
+        rec.update(status="ok", label=result.label, confidence=result.confidence,
+                   warnings=result.warnings, explanation=result.explanation,
+                   disagreement=[v.model_dump() for v in result.disagreement],
+                   **per_modality(result))
+    except (InputError, MediaCheckError, ValueError) as exc:
+        rec.update(status="refused", error=" ".join(str(exc).split())[:300],
+                   code=getattr(exc, "code", "invalid_input"))
+    rec["wall_s"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def write_record(fh: Any, rec: dict[str, Any]) -> None:
+    """Append one result line, flushed and fsynced, so a run cut at any time resumes after it."""
+    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def per_modality(result: FusedResult) -> dict[str, Any]:
