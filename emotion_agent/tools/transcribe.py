@@ -31,6 +31,7 @@ from emotion_agent.tools.base import Expert, ExpertError, TurnInput
 from emotion_agent.tools.evidence import Cue, EmotionEvidence, new_id, uniform
 from emotion_agent.tools.media import load_audio
 from emotion_agent.tools.prosody import prosody
+from emotion_agent.tools.short_window_asr import short_window_decode
 
 PAUSE_S = 0.5
 _MODELS: dict[tuple, Any] = {}
@@ -135,8 +136,9 @@ class TranscribeExpert(Expert):
 
     @property
     def model_id(self) -> str:
-        """The ASR backend and model as ``backend:model`` (and the beam width when not greedy)."""
-        return f"{self.backend}:{self.model_spec}" + (f" beam={self.beam_size}" if self.beam_size != 1 else "")
+        """The ASR backend and model as ``backend:model`` (beam width when not greedy, ``fast`` for the short window)."""
+        fast = " fast" if self.backend == "faster-whisper" and self.settings.asr_mode == "fast" else ""
+        return f"{self.backend}:{self.model_spec}" + (f" beam={self.beam_size}" if self.beam_size != 1 else "") + fast
 
     def _english_only(self) -> bool:
         spec = self.model_spec.lower()
@@ -156,8 +158,27 @@ class TranscribeExpert(Expert):
         return turn.has_audio()
 
     # -- backends -------------------------------------------------------------------------------------
+    def _run_short_window(self, audio: np.ndarray) -> dict[str, Any] | None:
+        """The short-window decode as a result, or None (with the reason) when it looks degenerate."""
+        model = _faster_whisper(self.model_spec, self.settings)
+        r = short_window_decode(model, audio, beam_size=self.beam_size)
+        if r["degenerate"]:
+            return {"fallback": f"short-window decode discarded ({r['degenerate']}); re-decoded with the full "
+                                "30 s window"}
+        duration = round(len(audio) / 16000, 2)
+        segment = {"start": 0.0, "end": duration, "text": r["text"], "no_speech_prob": round(r["no_speech_prob"], 3),
+                   "avg_logprob": round(r["avg_logprob"], 3)}
+        return {"segments": [segment] if r["text"] and heard(segment) else [], "language": "en",
+                "language_probability": 1.0, "window_s": r["window_s"]}
+
     def _run_faster_whisper(self, audio: np.ndarray) -> dict[str, Any]:
         model = _faster_whisper(self.model_spec, self.settings)
+        fallback = None
+        if self.settings.asr_mode == "fast" and not model.model.is_multilingual:
+            fast = self._run_short_window(audio)
+            if "fallback" not in fast:
+                return fast
+            fallback = fast["fallback"]
         language = "en" if not model.model.is_multilingual else None
         segs, info = model.transcribe(audio, language=language, beam_size=self.beam_size,
                                       condition_on_previous_text=False, vad_filter=False,
@@ -167,7 +188,8 @@ class TranscribeExpert(Expert):
                     for s in segs]
         segments = [s for s in segments if heard(s)]
         return {"segments": segments, "language": info.language,
-                "language_probability": float(info.language_probability)}
+                "language_probability": float(info.language_probability),
+                "warnings": [fallback] if fallback else []}
 
     def _run_openai_whisper(self, audio: np.ndarray) -> dict[str, Any]:
         import torch
@@ -240,6 +262,7 @@ class TranscribeExpert(Expert):
             speaking_rate = float(n_words / span)
             pauses = [{"start": round(float(a), 2), "end": round(float(b), 2), "duration": round(float(b - a), 2)}
                       for a, b in pros.pauses if b - a > PAUSE_S]
+        warnings.extend(result.get("warnings", []))
         cues: list[Cue] = []
         lang, lang_p = result["language"], result["language_probability"]
         if not text:

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure speed and accuracy and write JSON to results/."""
