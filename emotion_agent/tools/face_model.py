@@ -105,3 +105,47 @@ class FerModel:
         if calibrate and np.any(self.log_bias):
             p = p * np.exp(self.log_bias)
         return p / p.sum(axis=1, keepdims=True)
+
+
+#: The face CNN trained here (emotion_agent/training/train_face_cnn.py), exported to ONNX with its temperature.
+CNN_FILE = WEIGHTS_DIR / "face_cnn.onnx"
+
+
+class CnnFaceModel:
+    """The trained face CNN on onnxruntime: ``predict(gray)`` → (N, 7) temperature-scaled probabilities over LABELS.
+
+    Same interface as :class:`FerModel` (48x48 input, [-1, 1] scaling, flip test-time augmentation).
+    Not yet wired into the settings: the expert still uses ``fer`` until trained weights are shipped.
+    """
+
+    def __init__(self, path: Path | None = None, *, num_threads: int = 2, tta: str = "flip"):
+        import json
+
+        import onnxruntime as ort
+
+        self.path = Path(path) if path else CNN_FILE
+        meta = self.path.with_suffix(".json")
+        if not self.path.is_file() or not meta.is_file():
+            raise ExpertError(f"face CNN weights missing: {self.path} (+ .json); train and export them with "
+                              "`python -m emotion_agent.training.train_face_cnn --export ...`")
+        info = json.loads(meta.read_text())
+        if list(info["labels"]) != list(LABELS):
+            raise ExpertError(f"{meta}: label order differs from MELD's {list(LABELS)}")
+        self.temperature = float(info["temperature"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = num_threads, 1
+        self._sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.size, self.tta, self.calibration = 48, tta, None
+
+    def predict(self, gray: np.ndarray, *, tta: str | None = None, calibrate: bool = True) -> np.ndarray:
+        """Grayscale face crops (N, H, W) uint8 → (N, 7) distribution over LABELS."""
+        x = FerModel.preprocess(gray, self.size)[:, None]
+        if (self.tta if tta is None else tta) != "none":
+            x = np.concatenate([x, x[:, :, :, ::-1]])
+        logits = self._sess.run(None, {"gray": np.ascontiguousarray(x, np.float32)})[0].astype(np.float64)
+        n = 1 if gray.ndim == 2 else len(gray)
+        if len(logits) == 2 * n:  # original and flipped views
+            logits = (logits[:n] + logits[n:]) / 2
+        z = logits / (self.temperature if calibrate else 1.0)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
