@@ -1,7 +1,7 @@
 import pytest
 
 from emotion_agent.agent.fusion import fuse
-from emotion_agent.tools.evidence import EmotionEvidence
+from emotion_agent.tools.evidence import EmotionEvidence, TranscriptInfo
 
 
 def ev(modality, dist, conf, id_):
@@ -146,7 +146,7 @@ def test_an_unreliable_transcript_counts_little():
     def transcribe(reliable):
         return EmotionEvidence(id="transcribe-1", modality="transcript", expert="transcribe", model_id="m",
                                distribution={"neutral": 1.0}, confidence=0.0,
-                               extra={"transcript": "x", "transcript_reliable": reliable})
+                               transcript=TranscriptInfo(text="x", reliable=reliable))
 
     words = EmotionEvidence(id="text-1", modality="transcript", expert="text_emotion", model_id="m",
                             distribution={"joy": 0.9, "neutral": 0.1}, confidence=0.9,

@@ -11,7 +11,7 @@ from emotion_agent.agent.explain import Explainer
 from emotion_agent.agent.graph import AgentContext, graph
 from emotion_agent.agent.state import TurnOptions
 from emotion_agent.tools.base import Expert, TurnInput
-from emotion_agent.tools.evidence import LABELS, EmotionEvidence, new_id
+from emotion_agent.tools.evidence import LABELS, EmotionEvidence, TranscriptInfo, new_id
 from emotion_agent.tools.settings import Settings
 
 
@@ -164,7 +164,7 @@ class FakeTranscriber(FakeExpert):
         self.calls += 1
         return EmotionEvidence(id=new_id("transcribe"), modality="transcript", expert="transcribe", model_id="fake",
                                distribution=dist("neutral", 1 / 7), confidence=0.0,
-                               extra={"transcript": "kids are talking by the door"})
+                               transcript=TranscriptInfo(text="kids are talking by the door"))
 
 
 class ListMemory:

@@ -105,7 +105,7 @@ def informative(evidence: list[EmotionEvidence]) -> list[EmotionEvidence]:
 def transcript_unreliable(evidence: list[EmotionEvidence]) -> bool:
     """Whether the transcription expert marked its transcript unreliable (Whisper's mean log-probability
     below its own -1.0 threshold: unclear or non-English speech)."""
-    return any(e.expert == "transcribe" and e.extra.get("transcript_reliable") is False for e in evidence)
+    return any(e.transcript is not None and not e.transcript.reliable for e in evidence)
 
 
 def modality_weights(evidence: list[EmotionEvidence], params: FusionParams | None = None) -> dict[str, float]:

@@ -63,9 +63,8 @@ def effective_turn(state: AgentState) -> TurnInput:
     """The turn plus what experts learned so far (the transcript)."""
     turn = state["turn"]
     for ev in state.get("evidence", []):
-        transcript = ev.extra.get("transcript")
-        if isinstance(transcript, str) and transcript.strip() and not turn.transcript:
-            turn = turn.model_copy(update={"transcript": transcript})
+        if ev.transcript is not None and ev.transcript.text.strip() and not turn.transcript:
+            turn = turn.model_copy(update={"transcript": ev.transcript.text})
     return turn
 
 
@@ -249,14 +248,13 @@ def with_attributions(ctx: AgentContext, turn: TurnInput, result: FusedResult) -
         return result
     evidence = []
     for e in result.evidence:
-        if e.expert == "text_emotion" and e.confidence > 0 and "attributions" not in e.extra:
+        if e.expert == "text_emotion" and e.confidence > 0 and e.attributions is None:
             try:
                 weights = attribute(turn, result.label)
             except Exception as exc:  # attributions are an extra: their failure must not lose the explanation
                 log.warning("word attributions failed: %s", exc)
                 weights = []
-            e = e.model_copy(update={"extra": {**e.extra, "attributions": [w.model_dump() for w in weights],
-                                               "attributions_toward": result.label}})
+            e = e.model_copy(update={"attributions": list(weights), "attributions_toward": result.label})
         evidence.append(e)
     return result.model_copy(update={"evidence": evidence})
 

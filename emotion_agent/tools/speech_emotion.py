@@ -256,7 +256,7 @@ class SpeechEmotionExpert(Expert):
                 id=new_id("speech"), modality="audio", expert=self.name, model_id=self.model_id,
                 distribution=uniform(), label="neutral", confidence=0.0, cues=cues,
                 warnings=[f"no speech detected in {path.name} (tone, music, noise or silence?); "
-                          "no emotion can be read from the voice"], extra={**extra, "no_speech": True})
+                          "no emotion can be read from the voice"], extra=extra, no_speech=True)
         warnings: list[str] = []
         if self.backend == "hf":
             dist, conf, more = self._run_hf(audio)
