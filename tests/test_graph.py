@@ -195,5 +195,7 @@ def test_an_audio_only_turn_is_remembered_with_its_transcript():
     ctx = AgentContext(settings=Settings(), experts=experts, memory=memory, explainer=Explainer(lambda: None),
                        adjudicator=Adjudicator(lambda: None), chat_model=lambda: None)
     turn = TurnInput(audio_path=Path("clip.wav"), conversation_id="c1", turn_index=0)
-    graph.invoke({"turn": turn, "options": TurnOptions(explain=False, fusion="weighted")}, context=ctx)
+    out = graph.invoke({"turn": turn, "options": TurnOptions(explain=False, fusion="weighted")}, context=ctx)
     assert memory.stored and memory.stored[0]["text"] == "kids are talking by the door"
+    assert out["transcript"] == "kids are talking by the door"  # written to the state once, by run_experts
+    assert experts["text_emotion"].calls == 1

@@ -25,6 +25,7 @@ from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.agent.fusion_params import FusionParams, load_params
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
+from emotion_agent.tools.softmax import softmax
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence, ModalityView, normalize, uniform
 
 #: MELD train's label frequencies: what the text expert leans to when the words carry no emotion.
@@ -270,10 +271,7 @@ class LearnedFusionModel:
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
         """The learned fusion's distribution for feature rows."""
-        z = (((feats - self.mean) / self.scale) @ self.coef.T + self.intercept) / self.temperature
-        z = z - z.max(axis=-1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=-1, keepdims=True)
+        return softmax(((feats - self.mean) / self.scale) @ self.coef.T + self.intercept, self.temperature)
 
 
 _LEARNED: dict[tuple[str, int], LearnedFusionModel] = {}

@@ -60,12 +60,9 @@ def _ms(start: float) -> float:
 
 
 def effective_turn(state: AgentState) -> TurnInput:
-    """The turn plus what experts learned so far (the transcript)."""
-    turn = state["turn"]
-    for ev in state.get("evidence", []):
-        if ev.transcript is not None and ev.transcript.text.strip() and not turn.transcript:
-            turn = turn.model_copy(update={"transcript": ev.transcript.text})
-    return turn
+    """The turn plus what experts learned so far (the transcript ``run_experts`` wrote to the state)."""
+    turn, heard = state["turn"], state.get("transcript")
+    return turn.model_copy(update={"transcript": heard}) if heard and not turn.transcript else turn
 
 
 def allowed_experts(state: AgentState, ctx: AgentContext) -> list[str]:
@@ -183,8 +180,12 @@ def run_experts(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, 
             evidence = list(pool.map(one, names))
     else:
         evidence = [one(n) for n in names]
-    return {"evidence": evidence, "planned": [],
-            "timings": {f"expert_{e.expert}": round(e.latency_ms, 2) for e in evidence}}
+    update: dict[str, Any] = {"evidence": evidence, "planned": [],
+                              "timings": {f"expert_{e.expert}": round(e.latency_ms, 2) for e in evidence}}
+    heard = next((e.transcript.text for e in evidence if e.transcript is not None and e.transcript.text.strip()), None)
+    if heard and not turn.transcript:
+        update["transcript"] = heard
+    return update
 
 
 def fuse_node(state: AgentState) -> dict[str, Any]:
