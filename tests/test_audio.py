@@ -132,7 +132,7 @@ def test_silence_is_low_confidence_with_warning(silence_wav, audio_settings):
     assert ser.confidence <= 0.2 and ser.warnings and "silent" in ser.warnings[0]
     _valid_distribution(ser)
     asr = TranscribeExpert(audio_settings).analyze(TurnInput(audio_path=silence_wav))
-    assert asr.extra["transcript"] == "" and asr.warnings and "silent" in asr.warnings[0]
+    assert asr.transcript is not None and asr.transcript.text == "" and asr.warnings and "silent" in asr.warnings[0]
 
 
 # -- real models ----------------------------------------------------------------------------------------
@@ -143,8 +143,8 @@ def test_transcribe_ravdess_clip(speech_dir, audio_settings):
 
     ev = TranscribeExpert(audio_settings).analyze(TurnInput(audio_path=speech_dir / RAVDESS_KIDS))
     assert ev.modality == "transcript" and ev.confidence == 0.0 and not ev.warnings
-    assert {"kids", "talking", "door"} <= set(words(ev.extra["transcript"]))
-    for key in ("transcript", "language", "language_probability", "segments", "speaking_rate_wps", "pauses"):
+    assert {"kids", "talking", "door"} <= set(words(ev.transcript.text))
+    for key in ("language", "language_probability", "segments", "speaking_rate_wps", "pauses"):
         assert key in ev.extra
     assert ev.extra["language"] == "en" and ev.extra["segments"][0]["end"] > 0
     assert any(c.name == "speaking rate" and "words/s" in str(c.value) for c in ev.cues)
@@ -160,10 +160,10 @@ def test_non_english_speech_gives_a_transcript_marked_unreliable(speech_dir, aud
     german = sorted((speech_dir / "emodb").glob("*.flac"))[::13][:8]
     if not german:
         pytest.skip("EmoDB not in the data folder")
-    flags = [expert.analyze(TurnInput(audio_path=p)).extra.get("transcript_reliable") for p in german]
+    flags = [expert.analyze(TurnInput(audio_path=p)).transcript.reliable for p in german]
     assert flags.count(False) >= 2, flags
     english = expert.analyze(TurnInput(audio_path=speech_dir / RAVDESS_KIDS))
-    assert english.extra["transcript_reliable"] is True and english.extra["mean_logprob"] > -1.0
+    assert english.transcript.reliable is True and english.transcript.mean_logprob > -1.0
     flagged = next(expert.analyze(TurnInput(audio_path=p)) for p, f in zip(german, flags) if f is False)
     assert any("transcript is unreliable" in w for w in flagged.warnings)
 
@@ -176,8 +176,8 @@ def test_openai_whisper_conversion_gives_same_words(speech_dir, audio_settings):
     fw = TranscribeExpert(audio_settings, backend="faster-whisper").analyze(turn)
     ow = TranscribeExpert(audio_settings, backend="whisper").analyze(turn)
     assert not ow.warnings, ow.warnings
-    assert words(fw.extra["transcript"]) == words(ow.extra["transcript"])
-    assert "door" in words(ow.extra["transcript"])
+    assert words(fw.transcript.text) == words(ow.transcript.text)
+    assert "door" in words(ow.transcript.text)
 
 
 @pytest.mark.slow

@@ -45,3 +45,49 @@ def test_fused_result_roundtrips_json():
                     cited_evidence_ids=[ev.id])
     again = FusedResult.model_validate_json(r.model_dump_json())
     assert again.evidence_by_id()[ev.id].label == "anger"
+
+
+# -- typed fields (issue 21, point 1) -------------------------------------------------------------------------------
+
+
+def _ev(**fields):
+    from emotion_agent.tools.evidence import EmotionEvidence, uniform
+
+    return EmotionEvidence(id="x-1", modality="transcript", expert="transcribe", model_id="m",
+                           distribution=uniform(), confidence=0.0, **fields)
+
+
+def test_a_misspelt_evidence_field_is_refused():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError):
+        _ev(transcrpt={"text": "hi"})
+    with pytest.raises(pydantic.ValidationError):
+        _ev(transcript={"text": "hi", "reliabel": False})
+
+
+def test_old_extra_keys_of_stored_records_load_onto_typed_fields():
+    old = _ev().model_dump(mode="json") | {"extra": {
+        "transcript": "hello there", "transcript_reliable": False, "mean_logprob": -1.4, "no_speech": True,
+        "detection": "padded", "attributions": [{"word": "hello", "weight": 0.2}], "attributions_toward": "joy",
+        "language": "en"}}
+    from emotion_agent.tools.evidence import EmotionEvidence
+
+    ev = EmotionEvidence.model_validate(old)
+    assert ev.transcript is not None and ev.transcript.text == "hello there"
+    assert ev.transcript.reliable is False and ev.transcript.mean_logprob == -1.4
+    assert ev.no_speech is True and ev.detection == "padded" and ev.attributions_toward == "joy"
+    assert ev.attributions is not None and ev.attributions[0].word == "hello"
+    assert ev.extra == {"language": "en"}
+    again = EmotionEvidence.model_validate(ev.model_dump(mode="json"))  # the new form round-trips
+    assert (again.transcript, again.no_speech, again.detection, again.attributions, again.extra) == (
+        ev.transcript, ev.no_speech, ev.detection, ev.attributions, ev.extra)
+
+
+def test_fusion_reads_the_typed_transcript_reliability():
+    from emotion_agent.agent.fusion import transcript_unreliable
+    from emotion_agent.tools.evidence import TranscriptInfo
+
+    assert transcript_unreliable([_ev(transcript=TranscriptInfo(text="hi", reliable=False))])
+    assert not transcript_unreliable([_ev(transcript=TranscriptInfo(text="hi", reliable=True))])
+    assert not transcript_unreliable([_ev(extra={"reliable": False})])  # an untyped key no longer counts

@@ -1,7 +1,7 @@
 import pytest
 
 from emotion_agent.agent.fusion import fuse
-from emotion_agent.tools.evidence import EmotionEvidence
+from emotion_agent.tools.evidence import EmotionEvidence, TranscriptInfo
 
 
 def ev(modality, dist, conf, id_):
@@ -146,7 +146,7 @@ def test_an_unreliable_transcript_counts_little():
     def transcribe(reliable):
         return EmotionEvidence(id="transcribe-1", modality="transcript", expert="transcribe", model_id="m",
                                distribution={"neutral": 1.0}, confidence=0.0,
-                               extra={"transcript": "x", "transcript_reliable": reliable})
+                               transcript=TranscriptInfo(text="x", reliable=reliable))
 
     words = EmotionEvidence(id="text-1", modality="transcript", expert="text_emotion", model_id="m",
                             distribution={"joy": 0.9, "neutral": 0.1}, confidence=0.9,
@@ -201,3 +201,43 @@ def test_shipped_learned_parameters_keep_clear_words_above_a_sure_acted_voice():
     clear = ev("transcript", {"joy": 0.9, "neutral": 0.1}, 0.9, "t")
     assert weighted_fusion([carrier, voice], params=params).label == "anger"
     assert weighted_fusion([clear, voice], params=params).label == "joy"
+
+
+# -- fusion says what it does (issue 21, point 4) -------------------------------------------------------------------
+
+
+def test_every_policy_is_a_fusion_name_and_back():
+    import typing
+
+    from emotion_agent.agent.state import TurnOptions
+    from emotion_agent.tools.settings import FusionName
+
+    assert set(typing.get_args(FusionName)) == set(fusion_mod.POLICIES)
+    assert TurnOptions(fusion="learned_noctx").fusion == "learned_noctx"
+
+
+def test_context_in_text_model_reads_no_weights_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(fusion_mod, "LEARNED_WEIGHTS", tmp_path / "missing.npz")
+    monkeypatch.setattr(fusion_mod, "load_learned", lambda path=None: pytest.fail("weights file was read"))
+    text = ev("text", {"joy": 0.7, "neutral": 0.3}, 0.7, "t").model_copy(update={"extra": {"context_in_model": True}})
+    f = fuse([text], policy="learned")
+    assert f.policy == "learned(context in text model)" and f.label == "joy" and not f.warnings
+    f2 = fuse([text], policy="learned_noctx")
+    assert f2.policy == "learned_noctx(context in text model)"
+
+
+def test_learned_noctx_names_its_fallback(tmp_path, monkeypatch):
+    monkeypatch.setattr(fusion_mod, "LEARNED_NOCTX_WEIGHTS", tmp_path / "missing.npz")
+    f = fuse([ev("text", {"anger": 0.8, "neutral": 0.2}, 0.8, "t")], policy="learned_noctx")
+    assert f.policy == "learned_noctx->weighted" and any("weights not found" in w for w in f.warnings)
+
+
+def test_the_one_softmax_matches_its_definition():
+    from emotion_agent.tools.softmax import softmax
+
+    z = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, 0.0]])
+    p = softmax(z, 2.0)
+    assert p[0] == pytest.approx(np.exp(z[0] / 2) / np.exp(z[0] / 2).sum())
+    assert p[1] == pytest.approx([0.5, 0.5, 0.0])  # stable for large logits
+    with pytest.raises(ValueError):
+        softmax(z, 0.0)

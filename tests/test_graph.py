@@ -11,7 +11,7 @@ from emotion_agent.agent.explain import Explainer
 from emotion_agent.agent.graph import AgentContext, graph
 from emotion_agent.agent.state import TurnOptions
 from emotion_agent.tools.base import Expert, TurnInput
-from emotion_agent.tools.evidence import LABELS, EmotionEvidence, new_id
+from emotion_agent.tools.evidence import LABELS, EmotionEvidence, TranscriptInfo, new_id
 from emotion_agent.tools.settings import Settings
 
 
@@ -164,7 +164,7 @@ class FakeTranscriber(FakeExpert):
         self.calls += 1
         return EmotionEvidence(id=new_id("transcribe"), modality="transcript", expert="transcribe", model_id="fake",
                                distribution=dist("neutral", 1 / 7), confidence=0.0,
-                               extra={"transcript": "kids are talking by the door"})
+                               transcript=TranscriptInfo(text="kids are talking by the door"))
 
 
 class ListMemory:
@@ -195,5 +195,7 @@ def test_an_audio_only_turn_is_remembered_with_its_transcript():
     ctx = AgentContext(settings=Settings(), experts=experts, memory=memory, explainer=Explainer(lambda: None),
                        adjudicator=Adjudicator(lambda: None), chat_model=lambda: None)
     turn = TurnInput(audio_path=Path("clip.wav"), conversation_id="c1", turn_index=0)
-    graph.invoke({"turn": turn, "options": TurnOptions(explain=False, fusion="weighted")}, context=ctx)
+    out = graph.invoke({"turn": turn, "options": TurnOptions(explain=False, fusion="weighted")}, context=ctx)
     assert memory.stored and memory.stored[0]["text"] == "kids are talking by the door"
+    assert out["transcript"] == "kids are talking by the door"  # written to the state once, by run_experts
+    assert experts["text_emotion"].calls == 1

@@ -495,7 +495,7 @@ def test_face_crops_are_read_through_the_image_path(analyzer, data_dir):
     for r in rows:
         ev = expert(analyzer).analyze(TurnInput(image_path=data_dir / "faces" / r["path"]))
         assert ev.confidence > 0 and ev.extra["n_faces"] >= 1, ev.warnings
-        kinds.append(ev.extra.get("detection", "detector"))
+        kinds.append(ev.detection or "detector")
         assert any(c.name == "face crop" for c in ev.cues) or kinds[-1] == "detector"
     assert len(kinds) == 12
 

@@ -19,7 +19,7 @@ def result() -> FusedResult:
              for w in UTTERANCE.split()]
     text = EmotionEvidence(id="text-111111", modality="text", expert="text_emotion", model_id="m",
                            distribution=dist(joy=0.55, anger=0.25), confidence=0.55,
-                           extra={"attributions": [w.model_dump() for w in words], "attributions_toward": "joy"})
+                           attributions=words, attributions_toward="joy")
     return FusedResult(label="joy", confidence=0.55, distribution=dist(joy=0.55, anger=0.25), evidence=[text],
                        contributions={"text": 1.0})
 

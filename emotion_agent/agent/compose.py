@@ -133,13 +133,13 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
         sentences.append(f"The voice sounds {LABEL_PROSE[v_label][1]} ({v_p:.0%}){detail}.")
         cited.append(voice.id)
     else:
-        silent = next((e for e in result.evidence if e.modality == "audio" and e.extra.get("no_speech")), None)
+        silent = next((e for e in result.evidence if e.modality == "audio" and e.no_speech), None)
         if silent is not None:
             sentences.append("No speech was detected in the audio, so the voice adds nothing.")
     face = by_modality.get("vision")
     if face is not None:
         f_label, f_p = _top(face)
-        how = " (the image was read as a face crop)" if "crop" in str(face.extra.get("detection", "")) else ""
+        how = " (the image was read as a face crop)" if "crop" in (face.detection or "") else ""
         sentences.append(f"The face shows {FACE_LOOK[f_label]} ({f_p:.0%}){how}.")
         cited.append(face.id)
     if recall is not None and recall.previous:

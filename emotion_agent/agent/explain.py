@@ -236,7 +236,6 @@ def example_answer() -> str:
 def attributions_of(result: FusedResult) -> list[WordWeight]:
     """The word attributions the explain node attached to the text evidence (empty when none)."""
     for e in result.evidence:
-        raw = e.extra.get("attributions")
-        if e.modality in ("text", "transcript") and isinstance(raw, list):
-            return [WordWeight.model_validate(w) for w in raw]
+        if e.modality in ("text", "transcript") and e.attributions is not None:
+            return list(e.attributions)
     return []

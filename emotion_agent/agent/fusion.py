@@ -25,6 +25,7 @@ from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.agent.fusion_params import FusionParams, load_params
 from emotion_agent.agent.recall import MemoryRecall
 from emotion_agent.tools.base import TurnInput
+from emotion_agent.tools.softmax import softmax
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence, ModalityView, normalize, uniform
 
 #: MELD train's label frequencies: what the text expert leans to when the words carry no emotion.
@@ -105,7 +106,7 @@ def informative(evidence: list[EmotionEvidence]) -> list[EmotionEvidence]:
 def transcript_unreliable(evidence: list[EmotionEvidence]) -> bool:
     """Whether the transcription expert marked its transcript unreliable (Whisper's mean log-probability
     below its own -1.0 threshold: unclear or non-English speech)."""
-    return any(e.expert == "transcribe" and e.extra.get("transcript_reliable") is False for e in evidence)
+    return any(e.transcript is not None and not e.transcript.reliable for e in evidence)
 
 
 def modality_weights(evidence: list[EmotionEvidence], params: FusionParams | None = None) -> dict[str, float]:
@@ -270,10 +271,7 @@ class LearnedFusionModel:
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
         """The learned fusion's distribution for feature rows."""
-        z = (((feats - self.mean) / self.scale) @ self.coef.T + self.intercept) / self.temperature
-        z = z - z.max(axis=-1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=-1, keepdims=True)
+        return softmax(((feats - self.mean) / self.scale) @ self.coef.T + self.intercept, self.temperature)
 
 
 _LEARNED: dict[tuple[str, int], LearnedFusionModel] = {}
@@ -296,71 +294,73 @@ def load_learned(path: Path | None = None) -> LearnedFusionModel | None:
     return model
 
 
+def _fallback(evidence: list[EmotionEvidence], recall: MemoryRecall | None, name: str, reason: str) -> Fusion:
+    """The weighted rule, named ``<name>->weighted`` and with the reason as a warning."""
+    f = weighted_fusion(evidence, recall)
+    f.policy = f"{name}->weighted"
+    f.warnings.append(f"{reason}; used weighted fusion")
+    return f
+
+
+def _text_view_fusion(t: EmotionEvidence, view: dict[str, float], confidence: float,
+                      evidence: list[EmotionEvidence], recall: MemoryRecall | None, policy: str) -> Fusion:
+    """The text + context ``view`` alone, or late-fused with the other modalities by the weighted rule."""
+    others = [e for e in informative(evidence) if e is not t]
+    if others:
+        t2 = t.model_copy(update={"distribution": view, "confidence": confidence})
+        f = weighted_fusion([t2, *others], recall, weights=modality_weights(evidence))
+        f.used = [e.id for e in informative(evidence)]
+        f.policy = policy
+        return f
+    label = max(view, key=view.__getitem__)
+    return Fusion(label=label, confidence=round(float(view[label]) * transcript_scale(t, evidence), 4),
+                  distribution=normalize(view), contributions={t.modality: 1.0}, used=[t.id], policy=policy)
+
+
 def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
-                   turn: TurnInput | None = None, path: Path | None = None) -> Fusion:
+                   turn: TurnInput | None = None, path: Path | None = None, name: str = "learned") -> Fusion:
     """Learned late fusion: the text expert's distribution + the conversation's previous predictions.
 
-    Falls back to ``weighted`` — saying so in the policy name and a warning — when the weights file is
-    missing or the turn has no usable text evidence. Other modalities (audio, vision), when present,
-    are combined with the learned text+context distribution by the weighted rule.
+    The policy name says what ran: ``<name>`` (the weights file applied), ``<name>(context in text model)``
+    (the text expert reads the dialogue itself, so no weights file is loaded) or ``<name>->weighted`` with
+    a warning (no usable text evidence, or the weights file is missing). Other modalities (audio, vision),
+    when present, are combined with the text + context distribution by the weighted rule.
     """
-    model = load_learned(path)
     text = [e for e in informative(evidence) if e.modality in ("text", "transcript")]
-    reason = None
-    if model is None:
-        reason = f"learned fusion weights not found at {path or LEARNED_WEIGHTS} (train: python -m emotion_agent.evals.train_fusion)"
-    elif not text:
-        reason = "no text evidence for the learned fusion"
-    if reason:
-        f = weighted_fusion(evidence, recall)
-        f.policy = "learned->weighted"
-        f.warnings.append(f"{reason}; used weighted fusion")
-        return f
-    assert model is not None
+    if not text:
+        return _fallback(evidence, recall, name, "no text evidence for the learned fusion")
     t = text[0]
     if t.extra.get("context_in_model"):
         # The fine-tuned text expert already reads the dialogue (past turns with speakers): a second context
         # model trained on the MiniLM head's outputs lowered MELD dev W-F1 (62.0 -> 60.7), so its
-        # distribution is used as the text + context view.
-        learned = dict(t.distribution)
-        others = [e for e in informative(evidence) if e is not t]
-        if others:
-            f = weighted_fusion([t, *others], recall, weights=modality_weights(evidence))
-            f.used = [e.id for e in informative(evidence)]
-            f.policy = "learned(context in text model)"
-            return f
-        label = max(learned, key=learned.__getitem__)
-        return Fusion(label=label, confidence=round(float(learned[label]) * transcript_scale(t, evidence), 4),
-                      distribution=normalize(learned), contributions={t.modality: 1.0}, used=[t.id],
-                      policy="learned(context in text model)")
+        # distribution is used as the text + context view and no weights file is read.
+        return _text_view_fusion(t, dict(t.distribution), t.confidence, evidence, recall,
+                                 f"{name}(context in text model)")
+    weights = Path(path or LEARNED_WEIGHTS)
+    model = load_learned(weights)
+    if model is None:
+        return _fallback(evidence, recall, name, f"learned fusion weights not found at {weights} "
+                         "(train: python -m emotion_agent.evals.train_fusion)")
     feats = fusion_features(_dist_vec(t.distribution), previous_distributions(recall), model.context_k,
                             prev_speakers=previous_speakers(recall), speaker=turn.speaker if turn else None,
                             position=turn.turn_index if turn else None, version=model.feature_version)
     proba = model.predict_proba(feats[None, :])[0]
     learned = {lab: float(p) for lab, p in zip(LABELS, proba)}
-    others = [e for e in informative(evidence) if e is not t]
-    if others:  # late-fuse the other modalities with the learned text+context view
-        t2 = t.model_copy(update={"distribution": learned, "confidence": max(t.confidence, float(proba.max()))})
-        f = weighted_fusion([t2, *others], recall, weights=modality_weights(evidence))
-        f.used = [e.id for e in informative(evidence)]
-        return f
-    label = max(learned, key=learned.__getitem__)
-    return Fusion(label=label, confidence=round(float(learned[label]) * transcript_scale(t, evidence), 4),
-                  distribution=normalize(learned), contributions={t.modality: 1.0}, used=[t.id])
+    return _text_view_fusion(t, learned, max(t.confidence, float(proba.max())), evidence, recall, name)
+
+
+def learned_noctx_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None,
+                         turn: TurnInput | None = None) -> Fusion:
+    """Ablation: the learned fusion trained without conversation features."""
+    return learned_fusion(evidence, recall, turn, LEARNED_NOCTX_WEIGHTS, name="learned_noctx")
 
 
 POLICIES: dict[str, Callable[..., Fusion]] = {
     "weighted": weighted_fusion,
     "text_only": text_only_fusion,
     "learned": learned_fusion,
-    "learned_noctx": lambda evidence, recall=None, turn=None: _named(
-        learned_fusion(evidence, recall, turn, LEARNED_NOCTX_WEIGHTS), "learned_noctx"),
+    "learned_noctx": learned_noctx_fusion,
 }
-
-
-def _named(f: Fusion, name: str) -> Fusion:
-    f.policy = f.policy.replace("learned", name, 1) if f.policy else name
-    return f
 
 
 def fuse(evidence: list[EmotionEvidence], recall: MemoryRecall | None = None, policy: str = "weighted",

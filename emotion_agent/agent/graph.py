@@ -60,13 +60,9 @@ def _ms(start: float) -> float:
 
 
 def effective_turn(state: AgentState) -> TurnInput:
-    """The turn plus what experts learned so far (the transcript)."""
-    turn = state["turn"]
-    for ev in state.get("evidence", []):
-        transcript = ev.extra.get("transcript")
-        if isinstance(transcript, str) and transcript.strip() and not turn.transcript:
-            turn = turn.model_copy(update={"transcript": transcript})
-    return turn
+    """The turn plus what experts learned so far (the transcript ``run_experts`` wrote to the state)."""
+    turn, heard = state["turn"], state.get("transcript")
+    return turn.model_copy(update={"transcript": heard}) if heard and not turn.transcript else turn
 
 
 def allowed_experts(state: AgentState, ctx: AgentContext) -> list[str]:
@@ -184,8 +180,12 @@ def run_experts(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, 
             evidence = list(pool.map(one, names))
     else:
         evidence = [one(n) for n in names]
-    return {"evidence": evidence, "planned": [],
-            "timings": {f"expert_{e.expert}": round(e.latency_ms, 2) for e in evidence}}
+    update: dict[str, Any] = {"evidence": evidence, "planned": [],
+                              "timings": {f"expert_{e.expert}": round(e.latency_ms, 2) for e in evidence}}
+    heard = next((e.transcript.text for e in evidence if e.transcript is not None and e.transcript.text.strip()), None)
+    if heard and not turn.transcript:
+        update["transcript"] = heard
+    return update
 
 
 def fuse_node(state: AgentState) -> dict[str, Any]:
@@ -249,14 +249,13 @@ def with_attributions(ctx: AgentContext, turn: TurnInput, result: FusedResult) -
         return result
     evidence = []
     for e in result.evidence:
-        if e.expert == "text_emotion" and e.confidence > 0 and "attributions" not in e.extra:
+        if e.expert == "text_emotion" and e.confidence > 0 and e.attributions is None:
             try:
                 weights = attribute(turn, result.label)
             except Exception as exc:  # attributions are an extra: their failure must not lose the explanation
                 log.warning("word attributions failed: %s", exc)
                 weights = []
-            e = e.model_copy(update={"extra": {**e.extra, "attributions": [w.model_dump() for w in weights],
-                                               "attributions_toward": result.label}})
+            e = e.model_copy(update={"attributions": list(weights), "attributions_toward": result.label})
         evidence.append(e)
     return result.model_copy(update={"evidence": evidence})
 

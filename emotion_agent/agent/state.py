@@ -47,6 +47,9 @@ class AgentState(InputState, total=False):
     planned: list[str]
     #: run_experts → plan/fuse/explain: every evidence item gathered this turn.
     evidence: Annotated[list[EmotionEvidence], operator.add]
+    #: run_experts → every node after it (via ``effective_turn``): the words the transcription expert heard,
+    #: written once, when the turn came without a transcript.
+    transcript: str
     #: recall → experts (context), explain: what memory returned.
     recall: MemoryRecall
     #: planner → planner: rounds used (hard cap in settings.max_tool_rounds).

@@ -50,9 +50,8 @@ def labels_in(text: str) -> list[str]:
 
 def _attributions(result: FusedResult) -> tuple[list[WordWeight], str | None]:
     for e in result.evidence:
-        raw = e.extra.get("attributions")
-        if isinstance(raw, list) and raw:
-            return [WordWeight.model_validate(w) for w in raw], e.extra.get("attributions_toward")
+        if e.attributions:
+            return list(e.attributions), e.attributions_toward
     return [], None
 
 

@@ -211,9 +211,9 @@ def per_modality(result: FusedResult) -> dict[str, Any]:
                  "distribution": {k: round(v, 4) for k, v in e.distribution.items()}, "warnings": e.warnings}
                 for e in result.evidence if e.expert != "transcribe"]
     asr = next((e for e in result.evidence if e.expert == "transcribe"), None)
-    transcript = None if asr is None else {"text": asr.extra.get("transcript"), "warnings": asr.warnings,
-                                           "reliable": asr.extra.get("transcript_reliable"),
-                                           "mean_logprob": asr.extra.get("mean_logprob")}
+    transcript = None if asr is None else {"text": asr.transcript and asr.transcript.text, "warnings": asr.warnings,
+                                           "reliable": asr.transcript and asr.transcript.reliable,
+                                           "mean_logprob": asr.transcript and asr.transcript.mean_logprob}
     return {"modalities": readings, "transcript": transcript,
             "contributions": {k: round(v, 4) for k, v in result.contributions.items()},
             "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()}}

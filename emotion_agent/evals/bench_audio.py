@@ -139,7 +139,7 @@ def latency(settings: Settings, runs: int = 3) -> dict:
         "asr": f"{settings.asr_backend}:{settings.asr_model}", "speech_model": settings.speech_model,
         "model_load_s": round(load_s, 2), "runs": per_run, "best_total_s": best["total_s"],
         "median_total_s": float(np.median([r["total_s"] for r in per_run])),
-        "transcript": a.extra.get("transcript"), "speech_label": b.label, "speech_confidence": round(b.confidence, 3),
+        "transcript": a.transcript and a.transcript.text, "speech_label": b.label, "speech_confidence": round(b.confidence, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }

@@ -198,8 +198,8 @@ def explain_media(agent: Any, data_dir: Path, check_fn: Any) -> list[dict[str, A
             out.append({"key": clip.name, "source": None, "problems": [], "refused": str(exc)})
             continue
         r = agent.analyze(turn, explain=True, remember=False, use_memory=False)
-        t = turn.model_copy(update={"transcript": next((e.extra.get("transcript") for e in r.evidence
-                                                        if isinstance(e.extra.get("transcript"), str)), None)})
+        t = turn.model_copy(update={"transcript": next((e.transcript.text for e in r.evidence
+                                                        if e.transcript is not None), None)})
         out.append({"key": clip.name, "label": r.label, "source": r.explanation_source, "problems": check_fn(r, t),
                     "explanation": r.explanation, "llm_refused": llm_refusal(r),
                     "modalities": sorted({e.modality for e in r.evidence})})

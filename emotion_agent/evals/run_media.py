@@ -149,8 +149,8 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "label": result.label, "confidence": result.confidence, "distribution": result.distribution,
         "voice": top(ev.get("speech_emotion")), "words": top(ev.get("text_emotion")),
         "face": top(ev.get("facial_emotion")),
-        "transcript": (ev.get("transcribe") or {}).get("extra", {}).get("transcript"),
-        "face_detection": (ev.get("facial_emotion") or {}).get("extra", {}).get("detection", "detector")
+        "transcript": ((ev.get("transcribe") or {}).get("transcript") or {}).get("text"),
+        "face_detection": (ev.get("facial_emotion") or {}).get("detection") or "detector"
         if ev.get("facial_emotion") and (ev["facial_emotion"]["extra"].get("n_faces") or 0) > 0 else "none",
         "distributions": {name: {k: round(v, 4) for k, v in e["distribution"].items()} for name, e in ev.items()
                           if e.get("confidence", 0) > 0},

@@ -37,13 +37,7 @@ from emotion_agent.evals.metrics import classification_report, weighted_f1
 from emotion_agent.evals.train_text_expert import class_weights, embed_split, featurize
 from emotion_agent.tools.evidence import LABELS
 from emotion_agent.tools.text_emotion import DEFAULT_WEIGHTS, TextClassifier
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits ``z``."""
-    z = z - z.max(1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
+from emotion_agent.tools.softmax import softmax
 
 
 def text_hparams() -> dict:
@@ -61,7 +55,7 @@ def crossfit_text(feats: np.ndarray, y: np.ndarray, groups: np.ndarray, hp: dict
         sc = StandardScaler().fit(feats[tr])
         clf = LogisticRegression(C=hp["C"], max_iter=300)
         clf.fit(sc.transform(feats[tr]), y[tr], sample_weight=class_weights(y[tr], hp["alpha"]))
-        out[te] = softmax(clf.decision_function(sc.transform(feats[te])) / hp.get("temperature", 1.0))
+        out[te] = softmax(clf.decision_function(sc.transform(feats[te])), hp.get("temperature", 1.0))
     return out
 
 

@@ -30,6 +30,7 @@ from emotion_agent.evals.paths import RESULTS_DIR
 from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.evidence import LABELS
+from emotion_agent.tools.softmax import softmax
 
 RESULTS = RESULTS_DIR
 
@@ -145,10 +146,7 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
 
 def scaled(proba: np.ndarray, t: float) -> np.ndarray:
     """Probabilities re-softmaxed at temperature ``t``."""
-    z = np.log(np.clip(proba, 1e-12, 1.0)) / t
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+    return softmax(np.log(np.clip(proba, 1e-12, 1.0)), t)
 
 
 #: Variants compared on 2026-11-25 (Whisper-base, same folds; RAVDESS / EmoDB held-out accuracy).

@@ -55,7 +55,7 @@ def response_of(result: FusedResult, request_id: str, tenant: str | None, upload
         confidence=round(e.confidence, 4), distribution={k: round(v, 4) for k, v in e.distribution.items()},
         cues=[str(c) for c in e.cues], warnings=[scrub(w, upload) for w in e.warnings],
         latency_ms=round(e.latency_ms, 2),
-        transcript=e.extra.get("transcript") if isinstance(e.extra.get("transcript"), str) else None,
+        transcript=e.transcript.text if e.transcript is not None else None,
     ) for e in result.evidence]
     warnings = list(dict.fromkeys([*extra_warnings, *(scrub(w, upload) for w in result.warnings)]))
     return AnalyzeResponse(

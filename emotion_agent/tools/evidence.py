@@ -10,7 +10,7 @@ import math
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: MELD's seven emotion classes, in MELD's own order.
 LABELS: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
@@ -69,8 +69,51 @@ class Cue(BaseModel):
         return " ".join(parts)
 
 
+class WordWeight(BaseModel):
+    """How much one word of the utterance moved the text expert toward a label (occlusion: drop it, re-score)."""
+
+    word: str
+    weight: float = Field(description="Probability of the label with the word minus without it.")
+
+
+class TranscriptInfo(BaseModel):
+    """What the transcription expert heard: written by ``tools/transcribe.py``, read by fusion and the graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(default="", description="The words heard ('' when none).")
+    reliable: bool = Field(default=True, description="False when Whisper's mean log-probability is below -1.0.")
+    mean_logprob: float | None = Field(default=None, description="Whisper's mean token log-probability.")
+
+
+#: Evidence fields that older versions stored as keys of ``extra`` (run records still load).
+_LEGACY_EXTRA = ("transcript", "transcript_reliable", "mean_logprob", "no_speech", "detection", "attributions",
+                 "attributions_toward")
+
+
+def _migrate_extra(data: dict[str, object]) -> dict[str, object]:
+    """Move the old ``extra`` keys of a stored record onto the typed fields."""
+    extra = data.get("extra")
+    if not isinstance(extra, dict) or not any(k in extra for k in _LEGACY_EXTRA):
+        return data
+    extra = dict(extra)
+    data = {**data, "extra": extra}
+    text = extra.pop("transcript", None)
+    reliable, logprob = extra.pop("transcript_reliable", None), extra.pop("mean_logprob", None)
+    if isinstance(text, str) and not data.get("transcript"):
+        data["transcript"] = {"text": text, "reliable": reliable is not False, "mean_logprob": logprob}
+    for key in ("no_speech", "detection", "attributions", "attributions_toward"):
+        if key in extra:
+            value = extra.pop(key)
+            if not data.get(key):
+                data[key] = value
+    return data
+
+
 class EmotionEvidence(BaseModel):
     """What one expert concluded about one turn, in one modality."""
+
+    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(description="Unique id the explanation cites, e.g. 'text-3f9a1c'.")
     modality: Modality
@@ -82,7 +125,13 @@ class EmotionEvidence(BaseModel):
     cues: list[Cue] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     latency_ms: float = Field(default=0.0, ge=0.0)
-    extra: dict[str, object] = Field(default_factory=dict, description="Expert-specific payload (e.g. transcript).")
+    transcript: TranscriptInfo | None = Field(default=None, description="Set by the transcription expert.")
+    no_speech: bool = Field(default=False, description="The audio holds no speech (voice activity detection).")
+    detection: str | None = Field(default=None, description="How the face expert found the face, e.g. 'padded'.")
+    attributions: list[WordWeight] | None = Field(
+        default=None, description="Word attributions the explain node attached to the text evidence.")
+    attributions_toward: Label | None = Field(default=None, description="The label the attributions explain.")
+    extra: dict[str, object] = Field(default_factory=dict, description="Expert-specific display payload.")
 
     @field_validator("distribution")
     @classmethod
@@ -95,6 +144,8 @@ class EmotionEvidence(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_label(cls, data: object) -> object:
+        if isinstance(data, dict):
+            data = _migrate_extra(data)
         if isinstance(data, dict) and "distribution" in data and "label" not in data:
             dist = normalize(data["distribution"])
             data = {**data, "label": max(dist, key=dist.__getitem__)}
@@ -144,13 +195,6 @@ class Adjudication(BaseModel):
     status: Literal["applied", "not_needed", "failed"] = "not_needed"
     detail: str | None = None
     latency_ms: float = 0.0
-
-
-class WordWeight(BaseModel):
-    """How much one word of the utterance moved the text expert toward a label (occlusion: drop it, re-score)."""
-
-    word: str
-    weight: float = Field(description="Probability of the label with the word minus without it.")
 
 
 class ModalityView(BaseModel):

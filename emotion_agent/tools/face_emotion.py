@@ -176,7 +176,7 @@ class FacialEmotionExpert(Expert):
         return EmotionEvidence(
             id=new_id("face"), modality=self.modality, expert=self.name, model_id=self.model_id,
             distribution=face.distribution, confidence=confidence, cues=cues, warnings=warnings,
-            extra=extra)
+            detection=extra.pop("detection", None), extra=extra)
 
     # ----------------------------------------------------------------- video
     def sample_frames(self, path: Path | str) -> tuple[list[FrameReading], int, float]:

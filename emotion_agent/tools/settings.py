@@ -68,7 +68,7 @@ class Settings(BaseSettings):
                                                                  "automatic reuse of the previous prefix).")
     llm_url: str | None = Field(default=None, description="OpenAI-compatible endpoint instead of in-process.")
     planner: PlannerName = Field(default="auto", description="'auto' (every expert with input) or 'llm'.")
-    fusion: FusionName = Field(default="learned", description="learned (best on MELD dev), weighted, text_only.")
+    fusion: FusionName = Field(default="learned", description="learned (best on MELD dev), learned_noctx (ablation), weighted, text_only.")
     adjudicate: bool = Field(default=False, description="Let the LLM pick between the fused top-2 labels "
                                                         "when their margin is small (off: lower on MELD dev).")
     adjudicate_margin: float = Field(default=0.1, ge=0.0, le=1.0,

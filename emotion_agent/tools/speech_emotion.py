@@ -35,6 +35,7 @@ from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, new_id, u
 from emotion_agent.tools.media import SAMPLE_RATE, load_audio
 from emotion_agent.tools.prosody import Prosody, prosody, readable_cues
 from emotion_agent.tools.voice_activity import speech_presence
+from emotion_agent.tools.softmax import softmax
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "speech_head.npz"
 MIN_SPEECH_S = 0.3
@@ -131,11 +132,7 @@ class SpeechHead:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities over LABELS: standardise, linear layer, softmax with temperature."""
-        z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
-        z = z / self.temperature
-        z = z - z.max(axis=-1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=-1, keepdims=True)
+        return softmax(((x - self.mean) / self.scale) @ self.coef.T + self.intercept, self.temperature)
 
 
 def load_head(path: Path) -> SpeechHead:
@@ -256,7 +253,7 @@ class SpeechEmotionExpert(Expert):
                 id=new_id("speech"), modality="audio", expert=self.name, model_id=self.model_id,
                 distribution=uniform(), label="neutral", confidence=0.0, cues=cues,
                 warnings=[f"no speech detected in {path.name} (tone, music, noise or silence?); "
-                          "no emotion can be read from the voice"], extra={**extra, "no_speech": True})
+                          "no emotion can be read from the voice"], extra=extra, no_speech=True)
         warnings: list[str] = []
         if self.backend == "hf":
             dist, conf, more = self._run_hf(audio)

@@ -27,6 +27,7 @@ from emotion_agent.tools.embedding import MiniLMEmbedder, shared_embedder
 from emotion_agent.tools.words import weighable
 from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, WordWeight, new_id
 from emotion_agent.tools.text_features import build_features, context_vector, non_english_share, readable_cues
+from emotion_agent.tools.softmax import softmax
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "text_emotion.npz"
 DEFAULT_ADAPTER = WEIGHTS_DIR / "text_mpnet_lora.safetensors"
@@ -72,10 +73,7 @@ class MpnetTextModel:
         rows = [encode(self.tokenizer, past, speaker, t, self.model.cfg.max_len) for t in texts]
         with self.lock, torch_threads(), torch.inference_mode():
             logits = self.model(**collate(rows, self.tokenizer.pad_token_id)).numpy().astype(np.float64)
-        z = logits / self.temperature
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(logits, self.temperature)
 
 
 def shared_mpnet(base: str, adapter: Path, settings: Settings) -> MpnetTextModel:
@@ -121,11 +119,7 @@ class TextClassifier:
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Distribution over LABELS for feature rows (standardise, linear, temperature softmax)."""
-        z = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
-        z = z / self.temperature
-        z -= z.max(axis=-1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=-1, keepdims=True)
+        return softmax(((features - self.mean) / self.scale) @ self.coef.T + self.intercept, self.temperature)
 
 
 class TextEmotionExpert(Expert):

@@ -28,7 +28,7 @@ import numpy as np
 from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.voice_activity import speech_presence
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
-from emotion_agent.tools.evidence import Cue, EmotionEvidence, new_id, uniform
+from emotion_agent.tools.evidence import Cue, EmotionEvidence, TranscriptInfo, new_id, uniform
 from emotion_agent.tools.media import load_audio
 from emotion_agent.tools.prosody import prosody
 from emotion_agent.tools.short_window_asr import short_window_decode
@@ -234,7 +234,7 @@ class TranscribeExpert(Expert):
             return self._evidence(
                 "", cues=[Cue(name="speech", value=None, detail="none: the audio is silent")],
                 warnings=[f"no speech: {path.name} is silent (peak level below {-60} dBFS); empty transcript"],
-                extra={**base_extra, "transcript": "", "language": None, "language_probability": 0.0,
+                extra={**base_extra, "language": None, "language_probability": 0.0,
                        "segments": [], "speaking_rate_wps": 0.0, "pauses": []},
             )
         vad = speech_presence(audio)
@@ -243,8 +243,8 @@ class TranscribeExpert(Expert):
             return self._evidence(
                 "", cues=[Cue(name="speech", value=None, detail=f"none detected ({vad.speech_s:.2f} s by VAD)")],
                 warnings=[f"no speech detected in {path.name} (tone, music, noise or silence?); no transcript"],
-                extra={**base_extra, "transcript": "", "language": None, "language_probability": 0.0,
-                       "segments": [], "speaking_rate_wps": 0.0, "pauses": [], "no_speech": True},
+                extra={**base_extra, "language": None, "language_probability": 0.0,
+                       "segments": [], "speaking_rate_wps": 0.0, "pauses": []}, no_speech=True,
             )
         result = self.transcribe_audio(audio)
         text = " ".join(s["text"] for s in result["segments"]).strip()
@@ -285,21 +285,22 @@ class TranscribeExpert(Expert):
                             "English-trained text expert are unreliable")
         cues.append(Cue(name="language", value=lang, detail=f"p={lang_p:.2f}" + (
             "" if not self._english_only() else ", English-only model")))
-        extra: dict[str, Any] = {**base_extra, "transcript": text, "language": lang,
+        extra: dict[str, Any] = {**base_extra, "language": lang,
                                  "language_probability": round(float(lang_p), 3), "segments": result["segments"],
-                                 "speaking_rate_wps": round(speaking_rate, 2), "pauses": pauses,
-                                 "mean_logprob": None if logprob is None else round(logprob, 3),
-                                 "transcript_reliable": reliable}
+                                 "speaking_rate_wps": round(speaking_rate, 2), "pauses": pauses}
         if turn.text and turn.text.strip() and text:
             mismatch = wer(turn.text, text)
             extra["given_text_wer"] = round(mismatch, 3)
             if mismatch > 0.5:
                 warnings.append(f"the given text differs from what was heard (WER {mismatch:.2f}); "
                                 "the given text is kept")
-        return self._evidence(text, cues=cues, warnings=warnings, extra=extra)
+        return self._evidence(text, cues=cues, warnings=warnings, extra=extra, reliable=reliable,
+                              mean_logprob=None if logprob is None else round(logprob, 3))
 
-    def _evidence(self, text: str, *, cues: list[Cue], warnings: list[str], extra: dict[str, Any]) -> EmotionEvidence:
+    def _evidence(self, text: str, *, cues: list[Cue], warnings: list[str], extra: dict[str, Any],
+                  reliable: bool = True, mean_logprob: float | None = None, no_speech: bool = False) -> EmotionEvidence:
         return EmotionEvidence(
             id=new_id("transcribe"), modality="transcript", expert=self.name, model_id=self.model_id,
             distribution=uniform(), label="neutral", confidence=0.0, cues=cues, warnings=warnings, extra=extra,
+            transcript=TranscriptInfo(text=text, reliable=reliable, mean_logprob=mean_logprob), no_speech=no_speech,
         )
