@@ -1,7 +1,8 @@
 """``emotion-agent demo``: a guided tour of the agent on real data, or a MELD dialogue replayed.
 
 Without ``--dialogue`` the tour shows, each on real inputs from the data folder: a text dialogue with memory
-(MELD dev), a real acted-speech clip (RAVDESS, whose neutral words and angry voice disagree), the real MELD
+(MELD dev), a real acted-speech clip (RAVDESS acted anger, where the
+words and the voice disagree), the real MELD
 video clip, and one ``why`` answer. Without the data folder it says so in one line, runs the text dialogue on a
 short embedded exchange, and skips the clips.
 """
@@ -22,6 +23,8 @@ VIDEO_CLIP = Path("meld/media/train_dia1_utt0.mp4")              # MELD train di
 EMBEDDED_DIALOGUE = [("Ana", "My flight got cancelled again."), ("Ben", "Oh no, not again!"),
                      ("Ana", "And now they want me to pay for the hotel myself. This is ridiculous.")]
 WHY_QUESTION = "why not neutral?"
+#: The MELD dev dialogue the tour plays (three turns: neutral, joy, surprise).
+TOUR_DIALOGUE = 3
 
 
 def _readings(result) -> str:  # noqa: ANN001 - FusedResult
@@ -46,9 +49,14 @@ def _show(result, gold: str | None = None) -> None:  # noqa: ANN001 - FusedResul
         colour = "green" if result.label == gold else "red"
         verdict = f"gold [bold]{gold}[/bold] → agent [{colour}]{verdict}[/{colour}]"
     console.print(f"{verdict}   readings: {_readings(result)}")
-    if result.disagreement:
-        console.print("[yellow]modalities disagree:[/yellow] "
-                      + "; ".join(f"{v.modality} {v.label} {v.probability:.0%}" for v in result.disagreement))
+    tops = {e.modality: max(e.distribution, key=e.distribution.__getitem__) for e in result.evidence
+            if e.confidence > 0}
+    if result.disagreement or len(set(tops.values())) > 1:
+        views = ("; ".join(f"{v.modality} {v.label} {v.probability:.0%}" for v in result.disagreement)
+                 or "; ".join(f"{m} {lab}" for m, lab in tops.items()))
+        strongest = max(result.contributions, key=result.contributions.__getitem__) if result.contributions else None
+        console.print(f"[yellow]modalities disagree:[/yellow] {views}"
+                      + (f" — the fused label follows the {strongest}, which weighed most" if strongest else ""))
     if result.explanation:
         console.print(f"[italic]{result.explanation}[/italic]")
     console.print("timings ms: " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()), style="dim")
@@ -59,8 +67,8 @@ def _text_dialogue(agent, settings, conv: str, turns: int, explain: bool) -> Non
     from emotion_agent.evals.meld import MeldError, dialogues, load_split
 
     try:
-        lines = [(u.speaker, u.text, u.emotion) for u in dialogues(load_split("dev", settings.data_dir))[0][:turns]]
-        console.rule("1. A text dialogue with memory (MELD dev dialogue 0)")
+        lines = [(u.speaker, u.text, u.emotion) for u in dialogues(load_split("dev", settings.data_dir))[TOUR_DIALOGUE][:turns]]
+        console.rule(f"1. A text dialogue with memory (MELD dev dialogue {TOUR_DIALOGUE})")
     except MeldError:
         lines = [(s, t, None) for s, t in EMBEDDED_DIALOGUE[:turns]]
         console.rule("1. A text dialogue with memory (embedded example: MELD labels not found)")
@@ -103,7 +111,7 @@ def tour(turns: int = 3, explain: bool = True, llm: Optional[str] = None) -> Non
                       "the text dialogue runs on an embedded example and the clips are skipped.")
     agent = EmotionAgent(settings)
     _text_dialogue(agent, settings, f"demo-{uuid.uuid4().hex[:6]}", turns, explain)
-    audio = _clip(agent, settings, "2. A real audio clip (RAVDESS): neutral words, an angry voice", AUDIO_CLIP,
+    audio = _clip(agent, settings, "2. A real audio clip (RAVDESS, acted anger): words and voice disagree", AUDIO_CLIP,
                   "audio", "anger", explain)
     _clip(agent, settings, "3. The real MELD video clip (Joey)", VIDEO_CLIP, "video", "surprise", explain)
     console.rule(f"4. Why? (about the audio clip: \"{WHY_QUESTION}\")")
