@@ -1,9 +1,8 @@
 """``emotion-agent demo``: a guided tour of the agent on real data, or a MELD dialogue replayed.
 
 Without ``--dialogue`` the tour shows, each on real inputs from the data folder: a text dialogue with memory
-(MELD dev), a real acted-speech clip (RAVDESS acted anger, where the
-words and the voice disagree), the real MELD
-video clip, and one ``why`` answer. Without the data folder it says so in one line, runs the text dialogue on a
+(MELD dev), a real acted-speech clip (RAVDESS acted anger, where the words and the voice disagree), the real
+MELD video clip, and one ``why`` answer. Without the data folder it says so in one line, runs the text dialogue on a
 short embedded exchange, and skips the clips.
 """
 
