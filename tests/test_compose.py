@@ -65,7 +65,7 @@ def test_context_sentence_uses_memory():
     rec = MemoryRecall(previous=[RecalledTurn(id="c:0", conversation_id="c", turn_index=0, speaker="Ross",
                                               text="My flight got cancelled.", label="anger")])
     text, _ = compose(turn, result("anger", 0.6, [ev("text", "anger", 0.6)]), rec)
-    assert "the same speaker was labelled anger" in text
+    assert "the same speaker read as anger" in text
 
 
 def test_checks_catch_the_failures_seen_by_users():

@@ -90,7 +90,7 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
             attributions: list[WordWeight] | None = None) -> tuple[str, list[str]]:
     """A complete explanation of ``result`` and the ids of the evidence it relies on."""
     label, conf = result.label, result.confidence
-    noun, adj = LABEL_PROSE[label]
+    noun = LABEL_PROSE[label][0]
     seed = (turn.spoken_text() or "") + label
     cited: list[str] = []
     sentences: list[str] = []
@@ -98,11 +98,17 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
     if conf <= 0.0:
         sentences.append(f"No usable evidence was found, so the label defaults to {label} with no confidence.")
     else:
-        sentences.append(_pick([
-            f"This turn {_conf_word(conf)} expresses {noun} ({label}, {pct} confident).",
-            f"The label is {label}: the speaker {_conf_word(conf)} comes across as {adj} ({pct} confident).",
-            f"{label.capitalize()} fits this turn best ({pct} confident).",
-        ], seed))
+        if conf < 0.45:
+            sentences.append(_pick([
+                f"A tentative call: {label} ({pct} confidence).",
+                f"Tentatively {label} ({pct} confidence).",
+            ], seed))
+        else:
+            sentences.append(_pick([
+                f"The turn reads as {label} ({pct} confidence).",
+                f"The speaker {_conf_word(conf)} shows {noun} ({pct} confidence).",
+                f"Of the seven labels, {label} fits this turn best ({pct} confidence).",
+            ], seed))
 
     by_modality: dict[str, EmotionEvidence] = {}
     for e in result.evidence:
@@ -115,15 +121,16 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
         quoted = quoted_words(attributions or []) if w_label == label else []
         if w_label == label and quoted:
             q = _join([f"'{w}'" for w in quoted])
+            alone = "the text" if words.modality == "text" else "the transcript"
             sentences.append(_pick([
-                f"In {source}, {q} carry most of that reading ({w_p:.0%} {label} from the text alone).",
-                f"{source.capitalize()} point the same way, above all {q} ({w_p:.0%} {label}).",
-                f"Removing {q} from {source} would weaken the {label} reading most ({w_p:.0%} {label} as said).",
+                f"It rests mostly on {q} in {source} ({w_p:.0%} from {alone} alone).",
+                f"{source.capitalize()} point the same way, above all {q} ({w_p:.0%} from {alone} alone).",
+                f"Removing {q} from {source} would weaken the reading most ({w_p:.0%} from {alone} alone).",
             ], seed + "w"))
         elif w_label == label:
-            sentences.append(f"{source.capitalize()} as a whole read as {label} ({w_p:.0%}).")
+            sentences.append(f"{source.capitalize()} as a whole point the same way ({w_p:.0%}).")
         else:
-            sentences.append(f"{source.capitalize()} alone lean {w_label} ({w_p:.0%}) rather than {label}.")
+            sentences.append(f"{source.capitalize()} alone lean {w_label} ({w_p:.0%}).")
         cited.append(words.id)
     voice = by_modality.get("audio")
     if voice is not None:
@@ -146,15 +153,14 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
         last = recall.previous[-1]
         if last.label:
             who = "the same speaker" if last.speaker and last.speaker == turn.speaker else "the previous turn"
-            sentences.append(f"Just before, {who} was labelled {last.label}.")
+            sentences.append(f"Just before, {who} read as {last.label}.")
     if result.disagreement:
-        parts = [f"{'the words' if v.modality in ('text', 'transcript') else 'the voice' if v.modality == 'audio' else 'the face'}"
-                 f" say {v.label}" for v in result.disagreement]
+        def side(modality: str) -> str:
+            return "words" if modality in ("text", "transcript") else "voice" if modality == "audio" else "face"
+        parts = [f"{side(v.modality)}: {v.label}" for v in result.disagreement]
         strongest = max(result.contributions.items(), key=lambda kv: kv[1])[0] if result.contributions else None
-        tail = ""
-        if strongest:
-            tail = f"; the {'words' if strongest in ('text', 'transcript') else 'voice' if strongest == 'audio' else 'face'} weighed most"
-        sentences.append(f"The modalities disagree: {_join(parts)}{tail}.")
+        tail = f"; the {side(strongest)} weighed most" if strongest else ""
+        sentences.append(f"The modalities disagree ({'; '.join(parts)}){tail}.")
     if 0.0 < conf < 0.35:
-        sentences.append("The evidence is weak, so treat this label with caution.")
+        sentences.append("The evidence is weak: treat it with caution.")
     return " ".join(sentences), list(dict.fromkeys(cited))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 import time
@@ -73,6 +74,22 @@ _LOADED: dict[tuple[str, int, int], Any] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def close_loaded_models() -> None:
+    """Close every loaded ``Llama`` while the interpreter is still whole.
+
+    Left to the garbage collector at interpreter shutdown, ``Llama.__del__`` runs after llama_cpp's module
+    globals are set to ``None`` and prints ``TypeError: 'NoneType' object is not callable``. Registered
+    with :mod:`atexit` on the first load, after ``llama_cpp`` is imported, so it runs before any exit
+    handler of llama_cpp's own.
+    """
+    with _LOAD_LOCK:
+        while _LOADED:
+            _, llm = _LOADED.popitem()
+            close = getattr(llm, "close", None)
+            if callable(close):
+                close()
+
+
 def load_llama(spec: str, settings: Settings) -> Any:
     """Load (once per process) a ``llama_cpp.Llama`` for ``spec`` with a RAM prompt cache."""
     key = (spec, settings.llm_threads, settings.llm_ctx)
@@ -83,6 +100,9 @@ def load_llama(spec: str, settings: Settings) -> Any:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - install problem
             raise LLMError("llama-cpp-python is not installed; run `make setup`") from exc
+        if not _LOADED:
+            atexit.unregister(close_loaded_models)
+            atexit.register(close_loaded_models)
         target = resolve_gguf(spec, settings)
         common = dict(n_ctx=settings.llm_ctx, n_threads=settings.llm_threads,
                       n_threads_batch=settings.llm_threads, verbose=False, seed=0)

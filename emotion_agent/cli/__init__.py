@@ -14,7 +14,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from emotion_agent.cli import agent_commands, batch
+from emotion_agent.cli import agent_commands, batch, demo
 from emotion_agent.console import UserError, err
 from emotion_agent.evals import cli as eval_commands
 from emotion_agent.web import cli as service_commands
@@ -25,7 +25,7 @@ def build_app() -> typer.Typer:
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                       help="Multimodal emotion recognition agent (MELD's 7 labels), offline on CPU.")
     app.command()(agent_commands.analyze)
-    app.command()(agent_commands.demo)
+    app.command()(demo.demo)
     app.command()(batch.batch)
     app.command()(agent_commands.models)
     app.add_typer(eval_commands.eval_app, name="eval")

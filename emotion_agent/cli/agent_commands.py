@@ -1,4 +1,4 @@
-"""The agent's own commands: ``analyze`` (one turn), ``demo`` (a MELD dialogue replayed), ``models``."""
+"""The agent's own commands: ``analyze`` (one turn), ``models`` (``demo`` is in :mod:`emotion_agent.cli.demo`)."""
 
 from __future__ import annotations
 
@@ -79,46 +79,6 @@ def analyze(
     agent = EmotionAgent(settings, memory=conversation is not None)
     result = agent.analyze(turn, explain=explain, planner=planner, adjudicate=adjudicate)
     print_result(result, as_json)
-
-
-def demo(
-    dialogue: int = typer.Option(0, help="MELD dev dialogue id to replay."),
-    turns: int = typer.Option(6, help="How many turns to replay."),
-    explain: bool = typer.Option(True, "--explain/--no-explain"),
-    llm: Optional[str] = typer.Option(None, help="LLM registry name or .gguf path."),
-) -> None:
-    """Replay a real MELD dev dialogue turn by turn through the agent, with memory, and show what happened."""
-    import uuid
-
-    from emotion_agent.agent.inputs import make_turn
-    from emotion_agent.agent.runtime import EmotionAgent
-    from emotion_agent.evals.meld import dialogues, load_split
-
-    settings = settings_from(llm=llm)
-    dias = dialogues(load_split("dev", settings.data_dir))
-    if dialogue not in dias:
-        raise UserError(f"MELD dev has no dialogue {dialogue} (ids {min(dias)}-{max(dias)})")
-    agent = EmotionAgent(settings)
-    conv = f"demo-dev{dialogue}-{uuid.uuid4().hex[:6]}"
-    console.print(f"Replaying MELD dev dialogue {dialogue} as conversation [bold]{conv}[/bold] "
-                  f"(memory at {settings.chroma_url or settings.memory_path})")
-    correct = 0
-    shown = dias[dialogue][:turns]
-    for u in shown:
-        turn = make_turn(text=u.text, conversation_id=conv, speaker=u.speaker, settings=settings)
-        result = agent.analyze(turn, explain=explain)
-        ok = result.label == u.emotion
-        correct += ok
-        console.rule(f"turn {result.turn_index}: {u.speaker}")
-        console.print(f"\"{u.text}\"")
-        console.print(f"gold [bold]{u.emotion}[/bold] → agent [bold]{'[green]' if ok else '[red]'}{result.label}"
-                      f"{'[/green]' if ok else '[/red]'}[/bold] ({result.confidence:.2f})")
-        if result.explanation:
-            console.print(f"[italic]{result.explanation}[/italic]")
-        console.print("timings ms: " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()), style="dim")
-    console.rule()
-    console.print(f"{correct}/{len(shown)} turns match MELD's gold labels. Memory now holds "
-                  f"{len(agent.memory.conversation(conv)) if agent.memory else 0} turns of {conv}.")
 
 
 def models(
