@@ -99,6 +99,36 @@ def train_one(mode: str, seed: int, train: list, dev: list, args) -> tuple[Dialo
     return model, best, times
 
 
+def cross_validate(dias: list[dict[str, np.ndarray]], folds: int, seeds: list[int], args) -> dict:
+    """Dialogue-disjoint k-fold on one split: each fold's model trains on the other folds (epoch chosen on a
+    tenth of them), and the expert alone and both modes are scored on the pooled out-of-fold predictions.
+
+    A feasibility check while the train features are not cached; it never reads MELD test."""
+    rng = np.random.default_rng(0)
+    fold_of = rng.permutation(len(dias)) % folds
+    gold = np.concatenate([d["label"] for d in dias])
+    logits = np.concatenate([d["logits"] for d in dias])
+    rows = [report_row(f"expert alone (ctx{args.context})", "online", gold,
+                       torch.softmax(torch.from_numpy(logits), -1).numpy())]
+    for mode in ("online", "offline"):
+        oof = [None] * len(dias)
+        for k in range(folds):
+            test_idx = [i for i in range(len(dias)) if fold_of[i] == k]
+            rest = [i for i in range(len(dias)) if fold_of[i] != k]
+            val, fit = rest[: max(1, len(rest) // 10)], rest[max(1, len(rest) // 10):]
+            probs = []
+            for seed in seeds:
+                model, _, _ = train_one(mode, seed, [dias[i] for i in fit], [dias[i] for i in val], args)
+                probs.append(predict(model, [dias[i] for i in test_idx]))
+            p = np.mean(probs, 0)
+            off = 0
+            for i in test_idx:
+                n = len(dias[i]["label"])
+                oof[i], off = p[off:off + n], off + n
+        rows.append(report_row(f"dialogue GRU x{len(seeds)} seeds, {folds}-fold CV", mode, gold, np.concatenate(oof)))
+    return {"rows": rows, "folds": folds, "utterances": int(len(gold))}
+
+
 def main() -> None:
     """Train both modes over the seeds, report dev (and optionally test), save the weights."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,9 +143,23 @@ def main() -> None:
     ap.add_argument("--class-weight-power", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--score-test", action="store_true")
+    ap.add_argument("--cv-on", default=None, help="Instead: dialogue-disjoint k-fold CV on this split (dev only).")
+    ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     settings = Settings.from_env()
+    if args.cv_on:
+        if args.cv_on == "test":
+            raise SystemExit("cross-validation on MELD test is not allowed: test is for reporting only")
+        cv = cross_validate(by_dialogue(load_features(settings, args.context, args.cv_on)), args.folds,
+                            [int(s) for s in args.seeds.split(",")], args)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"text_dialogue_cv_{args.cv_on}_ctx{args.context}.json"
+        path.write_text(json.dumps({**cv, "split": args.cv_on, "args": vars(args)}, indent=2))
+        for r in cv["rows"]:
+            print(json.dumps(r))
+        print(f"wrote {path}")
+        return
     splits = ["train", "dev"] + (["test"] if args.score_test else [])
     data = {s: by_dialogue(load_features(settings, args.context, s)) for s in splits}
     out_dir = Path(settings.cache_dir) / "text-dialogue"
