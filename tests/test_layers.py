@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import emotion_agent
-from emotion_agent.evals.layers import check
+from emotion_agent.devtools.layers import check
 
 
 def test_layers_import_one_way_without_cycles():

@@ -1,10 +1,11 @@
 """Import-layer check: the package's layers import one way and no module imports itself through others.
 
-    python -m emotion_agent.evals.layers
+    python -m emotion_agent.devtools.layers
 
 Layers, bottom to top: ``tools`` (experts, evidence, media, assets, settings) → ``agent`` (graph, fusion,
-explanation, memory, LLM) → ``service`` (HTTP) → ``evals`` (which may drive the service) → ``web`` (the analyst pages, which read
-eval runs and mount on the service) → ``cli``. A module may import its own layer and the
+explanation, memory, LLM) → ``service`` (HTTP) → ``evals`` (the harness, which may drive the service) → ``training`` and
+``benchmarks`` (scripts on top of the harness) → ``web`` (the analyst pages, which read eval runs and mount on the
+service) → ``cli`` → ``devtools``. A module may import its own layer and the
 layers below it, never one above. Every import counts, including those inside functions, and the
 module graph (all imports) must have no cycle. Exit 1 with the offending edges otherwise.
 """
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = "emotion_agent"
-RANK = {"tools": 0, "agent": 1, "service": 2, "evals": 3, "web": 3.5, "cli": 4, "console": 0, "__init__": 4, "__main__": 5}
+RANK = {"tools": 0, "agent": 1, "service": 2, "evals": 3, "training": 3.2, "benchmarks": 3.2, "web": 3.5, "cli": 4,
+        "devtools": 5, "console": 0, "__init__": 4, "__main__": 5}
 #: Pairs of layers that must not import each other even though their ranks would allow it.
 FORBIDDEN_SIDEWAYS: set[tuple[str, str]] = set()
 
