@@ -190,8 +190,7 @@ def previous_distributions(recall: MemoryRecall | None) -> list[np.ndarray]:
         return []
     out = []
     for t in recall.previous:
-        dist = getattr(t, "distribution", None)
-        out.append(_dist_vec(dist) if dist else _pseudo_dist(t.label, t.confidence))
+        out.append(_dist_vec(t.distribution) if t.distribution else _pseudo_dist(t.label, t.confidence))
     return out
 
 
