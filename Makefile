@@ -66,7 +66,7 @@ test-fast:
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not llm"
 
 bench: setup
-	$(BIN)/python -m emotion_agent.evals.bench_agent
+	$(BIN)/python -m emotion_agent.benchmarks.bench_agent
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -186,7 +186,7 @@ def test_fusion_parameters_file_missing_or_malformed_falls_back_to_hand_set(tmp_
 
 
 def test_shipped_learned_parameters_keep_clear_words_above_a_sure_acted_voice():
-    """The learned file (evals/train_modality_weights.py) is what fusion uses; with it a sure voice still beats
+    """The learned file (training/train_modality_weights.py) is what fusion uses; with it a sure voice still beats
     lexically neutral carrier words, and clear words still beat a sure voice head trained on acted speech."""
     from emotion_agent.agent.fusion import load_params, weighted_fusion
     from emotion_agent.tools.evidence import LABELS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emotion_agent.evals.hostile import build, judge, run_agent
+from emotion_agent.benchmarks.hostile import build, judge, run_agent
 
 pytestmark = pytest.mark.slow
 

@@ -60,6 +60,10 @@ def test_wheel_holds_one_top_level_package_with_prompts_and_weights(installed):
     own = {str(p.relative_to(REPO / "emotion_agent" / "web")) for sub in ("templates", "static")
            for p in (REPO / "emotion_agent" / "web" / sub).iterdir() if p.is_file()}
     assert own and own <= pages  # the analyst pages' templates, stylesheet and htmx ship in the wheel
+    # run artifacts stay in the checkout's results/: no measured figures, logs or plots ship
+    artifacts = [n for n in names if "/results/" in n or n.endswith((".jsonl", ".png"))
+                 or (n.endswith(".json") and not n.startswith("emotion_agent/tools/weights/"))]
+    assert artifacts == [] and (REPO / "results" / "bench_latency.json").is_file()
 
 
 def _env(installed) -> dict[str, str]:

@@ -1,7 +1,7 @@
-"""The fusion-parameter search (evals/train_modality_weights.py) on small synthetic co-occurring readings."""
+"""The fusion-parameter search (training/train_modality_weights.py) on small synthetic co-occurring readings."""
 
 from emotion_agent.agent.fusion import weighted_fusion
-from emotion_agent.evals.train_modality_weights import Clip, _ev, balanced, search
+from emotion_agent.training.train_modality_weights import Clip, _ev, balanced, search
 from emotion_agent.tools.evidence import LABELS
 
 

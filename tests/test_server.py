@@ -30,8 +30,8 @@ B = {"X-API-Key": BOB}
 CORPUS = Path(__file__).with_name("injection_corpus.jsonl")
 
 
-from emotion_agent.evals.fault_test import png as _png  # noqa: E402 - one builder for tests and the fault script
-from emotion_agent.evals.fault_test import wav as _wav  # noqa: E402
+from emotion_agent.benchmarks.fault_test import png as _png  # noqa: E402 - one builder for tests and the fault script
+from emotion_agent.benchmarks.fault_test import wav as _wav  # noqa: E402
 
 
 @pytest.fixture(scope="module")

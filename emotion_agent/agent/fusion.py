@@ -2,7 +2,7 @@
 
 The fused label is computed from the evidence distributions — never parsed from LLM text.
 Policies are registered by name in :data:`POLICIES`; ``learned`` (the default) runs the trained
-text + conversation model (``evals/train_fusion.py``) and late-fuses the other modalities with it;
+text + conversation model (``training/train_fusion.py``) and late-fuses the other modalities with it;
 ``weighted`` is the rule alone.
 
 The late-fusion rule weighs each modality by how *informative* its evidence is in this turn: the
@@ -158,7 +158,7 @@ def text_only_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | Non
 
 
 # ---- learned late fusion ----------------------------------------------------------------
-#: Weights written by ``python -m emotion_agent.evals.train_fusion`` (small .npz, applied in numpy, no pickle).
+#: Weights written by ``python -m emotion_agent.training.train_fusion`` (small .npz, applied in numpy, no pickle).
 LEARNED_WEIGHTS = WEIGHTS_DIR / "fusion_learned.npz"
 #: The same model trained without conversation features (ablation: what context adds).
 LEARNED_NOCTX_WEIGHTS = WEIGHTS_DIR / "fusion_learned_noctx.npz"
@@ -191,8 +191,7 @@ def previous_distributions(recall: MemoryRecall | None) -> list[np.ndarray]:
         return []
     out = []
     for t in recall.previous:
-        dist = getattr(t, "distribution", None)
-        out.append(_dist_vec(dist) if dist else _pseudo_dist(t.label, t.confidence))
+        out.append(_dist_vec(t.distribution) if t.distribution else _pseudo_dist(t.label, t.confidence))
     return out
 
 
@@ -266,7 +265,7 @@ class LearnedFusionModel:
                                        version=self.feature_version))
         if self.coef.shape[1] != expected:
             raise ValueError(f"{path}: {self.coef.shape[1]} weights per class but feature set v"
-                             f"{self.feature_version} has {expected}; retrain with python -m emotion_agent.evals.train_fusion")
+                             f"{self.feature_version} has {expected}; retrain with python -m emotion_agent.training.train_fusion")
         self.meta = {k: str(data[k]) for k in ("trained_on", "dev_weighted_f1", "kind") if k in data}
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
@@ -340,7 +339,7 @@ def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None 
     model = load_learned(weights)
     if model is None:
         return _fallback(evidence, recall, name, f"learned fusion weights not found at {weights} "
-                         "(train: python -m emotion_agent.evals.train_fusion)")
+                         "(train: python -m emotion_agent.training.train_fusion)")
     feats = fusion_features(_dist_vec(t.distribution), previous_distributions(recall), model.context_k,
                             prev_speakers=previous_speakers(recall), speaker=turn.speaker if turn else None,
                             position=turn.turn_index if turn else None, version=model.feature_version)

@@ -1,6 +1,6 @@
 """The late-fusion rule's parameters: how much each modality counts, and when evidence counts as informative.
 
-The values are learned by ``python -m emotion_agent.evals.train_modality_weights`` from clips where the
+The values are learned by ``python -m emotion_agent.training.train_modality_weights`` from clips where the
 modalities really co-occur (each clip's own voice and its own Whisper transcript, with the voice read by a
 head that never heard that speaker) and shipped as ``tools/weights/fusion_modalities.json``. When that file
 is missing or unreadable, the hand-set defaults below are used and the policy name says so.

@@ -18,6 +18,8 @@ class RecalledTurn(BaseModel):
     label: str | None = None
     confidence: float | None = None
     similarity: float | None = Field(default=None, description="Cosine similarity to the current text.")
+    distribution: dict[str, float] | None = Field(
+        default=None, description="The turn's full predicted distribution, where the memory kept one (learned fusion).")
 
 
 class MemoryRecall(BaseModel):

@@ -35,15 +35,17 @@ PAUSED_STATE_TYPES = [("emotion_agent.tools.base", "TurnInput"), ("emotion_agent
                       ("emotion_agent.agent.state", "TurnOptions"), ("emotion_agent.agent.recall", "MemoryRecall"),
                       ("emotion_agent.agent.recall", "RecalledTurn"), ("emotion_agent.tools.evidence", "EmotionEvidence"),
                       ("emotion_agent.tools.evidence", "FusedResult"), ("emotion_agent.tools.evidence", "Cue"),
-                      ("emotion_agent.tools.evidence", "ModalityView"), ("emotion_agent.tools.evidence", "Adjudication"),
-                      ("emotion_agent.evals.meld_memory", "DistTurn")]
+                      ("emotion_agent.tools.evidence", "ModalityView"), ("emotion_agent.tools.evidence", "Adjudication")]
 
 
 class EmotionAgent:
     """Owns the models, memory and chat model; :meth:`analyze` runs one turn through the graph."""
 
     def __init__(self, settings: Settings | None = None, *, memory: "bool | MemoryStore" = True,
-                 experts: dict[str, Expert] | None = None, llm: Any = None):
+                 experts: dict[str, Expert] | None = None, llm: Any = None,
+                 explainer: Explainer | None = None, adjudicator: Adjudicator | None = None):
+        """``memory``: True (Chroma), False (none) or any :class:`MemoryStore`; ``experts``, ``llm``, ``explainer``
+        and ``adjudicator``: given ones are used (shared, e.g. by an eval's worker agents) instead of new ones."""
         self.settings = settings or Settings.from_env()
         self.experts = experts if experts is not None else build_experts(self.settings)
         if isinstance(memory, bool):
@@ -52,10 +54,10 @@ class EmotionAgent:
             self._memory = memory  # any object with the MemoryStore methods (the eval's MELD memory)
         self._llm = llm
         self._llm_lock = threading.Lock()
-        self.explainer = Explainer(lambda: self.llm, grammar=self.settings.explain_grammar,
-                                   use_llm=self.settings.explain_llm)
-        self.adjudicator = Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
-                                       grammar=self.settings.explain_grammar)
+        self.explainer = explainer or Explainer(lambda: self.llm, grammar=self.settings.explain_grammar,
+                                                use_llm=self.settings.explain_llm)
+        self.adjudicator = adjudicator or Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
+                                                      grammar=self.settings.explain_grammar)
         self.graph = graph
         self._paused_saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=PAUSED_STATE_TYPES))
         self._open_runs: deque[str] = deque()

@@ -1,1 +1,1 @@
-"""Benchmarks: scripts that measure speed and accuracy and write JSON to results/."""
+"""Benchmarks and service load, fault, soak and hostile-input runs: each prints figures and writes JSON to results/."""

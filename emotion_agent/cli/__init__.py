@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from emotion_agent.cli import agent_commands, batch, demo
 from emotion_agent.console import UserError, err
-from emotion_agent.evals import cli as eval_commands
+from emotion_agent.cli import eval_commands
 from emotion_agent.web import cli as service_commands
 
 

@@ -12,13 +12,6 @@ from emotion_agent.tools.base import PriorTurn
 from emotion_agent.tools.settings import Settings
 
 
-# ---- memory for the eval ---------------------------------------------------------------------
-class DistTurn(RecalledTurn):
-    """A recalled turn that also keeps the predicted distribution (used by the learned fusion)."""
-
-    distribution: dict[str, float] | None = None
-
-
 class EvalMemory:
     """In-process stand-in for Chroma with MELD's dialogues: recall returns the previous utterances.
 
@@ -50,9 +43,12 @@ class EvalMemory:
         return self.current.position if self.current else 0
 
     def recall(self, conversation_id: str, text: str | None, *, previous: int = 3, similar: int = 2) -> MemoryRecall:
-        """The current dialogue's previous ``previous`` utterances, labelled by the text expert."""
+        """The previous ``previous`` utterances of the current utterance, labelled by the text expert.
+
+        Only for the current utterance's own conversation: another ``conversation_id`` recalls nothing.
+        """
         u = self.current
-        if u is None or previous <= 0:
+        if u is None or previous <= 0 or conversation_id != conv_id(u):
             self.last_recall = MemoryRecall()
             return self.last_recall
         prev = self.dias[u.dialogue_id][max(0, u.position - previous):u.position]
@@ -62,10 +58,10 @@ class EvalMemory:
                 ev = self.text_expert.analyze(self.turn_for(p, self.context)) if self.text_expert else None
             except InputError:  # a wordless earlier utterance ("...") has no prediction, like in the agent
                 ev = None
-            out.append(DistTurn(id=f"{conv_id(p)}:{p.position:06d}", conversation_id=conv_id(p),
-                                turn_index=p.position, speaker=p.speaker, text=self.clean(p.text),
-                                label=ev.label if ev else None, confidence=round(ev.confidence, 4) if ev else None,
-                                distribution=ev.distribution if ev else None))
+            out.append(RecalledTurn(id=f"{conv_id(p)}:{p.position:06d}", conversation_id=conv_id(p),
+                                    turn_index=p.position, speaker=p.speaker, text=self.clean(p.text),
+                                    label=ev.label if ev else None, confidence=round(ev.confidence, 4) if ev else None,
+                                    distribution=ev.distribution if ev else None))
         self.last_recall = MemoryRecall(previous=out)
         return self.last_recall
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotion_agent.agent.inputs import InputError, make_turn
 from emotion_agent.evals.meld import Utterance, media_for
@@ -17,22 +17,22 @@ from emotion_agent.evals.scorers import explanation_checks
 from emotion_agent.tools.base import TurnInput
 from emotion_agent.tools.settings import Settings
 
+if TYPE_CHECKING:
+    from emotion_agent.evals.expert_cache import ExpertCache
 
-def build_agent(settings: Settings, cfg: RunConfig, utts: list[Utterance], cache_path: Path | None = None) -> Any:
-    """The run's agent: its experts behind the expert cache, with an :class:`EvalMemory`."""
+
+def build_agent(settings: Settings, cfg: RunConfig, utts: list[Utterance], cache: "ExpertCache") -> Any:
+    """The run's agent: its experts behind ``cache`` (the caller owns and flushes it), with an :class:`EvalMemory`."""
     from emotion_agent.agent.runtime import EmotionAgent
-    from emotion_agent.evals.expert_cache import ExpertCache, wrap_experts
+    from emotion_agent.evals.expert_cache import wrap_experts
     from emotion_agent.tools.registry import build_experts
 
     wanted = [n for m in cfg.modalities for n in MODALITY_EXPERTS.get(m, ())]
     if "text" not in cfg.modalities and ("audio" in cfg.modalities):
         wanted.append("text_emotion")  # the transcript goes to the text expert
-    cache = ExpertCache(cache_path or settings.cache_dir / "expert_cache.sqlite")
     experts = wrap_experts(build_experts(settings, only=wanted), cache)
-    agent = EmotionAgent(settings, memory=EvalMemory(utts, experts.get("text_emotion"), settings, cfg.context),
-                         experts=experts)
-    agent.expert_cache = cache  # type: ignore[attr-defined]
-    return agent
+    return EmotionAgent(settings, memory=EvalMemory(utts, experts.get("text_emotion"), settings, cfg.context),
+                        experts=experts)
 
 
 def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) -> dict[str, Any]:
@@ -111,12 +111,10 @@ def worker_agents(agent: Any, n: int, settings: Settings, cfg: RunConfig) -> lis
 
     agents = [agent]
     for _ in range(n - 1):
-        w = WorkerAgent(agent.settings, memory=False, experts=agent.experts)
-        w.explainer = agent.explainer
         mem = EvalMemory([], agent.memory.text_expert, settings, cfg.context)
         mem.dias = agent.memory.dias  # read-only after the primary's setup
-        w.memory = mem  # type: ignore[assignment]
-        agents.append(w)
+        agents.append(WorkerAgent(agent.settings, memory=mem, experts=agent.experts, explainer=agent.explainer,
+                                  adjudicator=agent.adjudicator))
     return agents
 
 

@@ -2,7 +2,7 @@
 
 * ``speech``: labelled clips of ``<data>/speech`` (RAVDESS actors 1–20, EmoDB), leave-speakers-out: each
   clip is analysed by an agent whose speech head was trained without that clip's speakers (fold heads from
-  ``python -m emotion_agent.evals.train_speech_head --fold-heads DIR``). Only the audio is given, as a user
+  ``python -m emotion_agent.training.train_speech_head --fold-heads DIR``). Only the audio is given, as a user
   would: Whisper transcribes it, the text expert reads the transcript, the voice head reads the voice.
 * ``faces``: the labelled crops of ``<data>/faces`` through ``analyze --image``'s path (detector, padding,
   crop fallback), class-balanced.
@@ -128,7 +128,7 @@ def fold_heads(folder: Path) -> dict[str, Path]:
     """Speaker key → the fold head trained without that speaker."""
     mapping = folder / "folds.json"
     if not mapping.is_file():
-        raise MediaEvalError(f"no fold heads in {folder}: run python -m emotion_agent.evals.train_speech_head "
+        raise MediaEvalError(f"no fold heads in {folder}: run python -m emotion_agent.training.train_speech_head "
                              f"--fold-heads {folder}")
     return {spk: folder / f"fold{f}.npz" for spk, f in json.loads(mapping.read_text()).items()}
 

@@ -85,7 +85,12 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     session = {"start": time.time(), "pid": os.getpid(), "todo": len(todo), "workers": workers}
     written = 0
     if todo:
-        agent = agent or build_agent(settings, cfg, utts, cache_path)
+        cache = None
+        if agent is None:
+            from emotion_agent.evals.expert_cache import ExpertCache
+
+            cache = ExpertCache(cache_path or settings.cache_dir / "expert_cache.sqlite")
+            agent = build_agent(settings, cfg, utts, cache)
         if agent.memory is None or not isinstance(agent.memory, EvalMemory):
             agent.memory = EvalMemory(utts, agent.experts.get("text_emotion"), settings, cfg.context)
         agent.memory.context = cfg.context
@@ -107,7 +112,6 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
                         if stop_after is not None and written >= stop_after:
                             break
         finally:  # also when interrupted: the cached expert outputs computed so far are kept
-            cache = getattr(agent, "expert_cache", None)
             if cache is not None:
                 cache.flush()
     session.update(end=time.time(), written=written)

@@ -1,6 +1,6 @@
 """Face analyzer: BlazeFace detection + aligned crops + the expression model, per RGB frame.
 
-Shared by the facial-expression expert and the benchmark (``evals/bench_faces.py``); one
+Shared by the facial-expression expert and the benchmark (``benchmarks/bench_faces.py``); one
 process-wide instance per TTA and calibration (:func:`shared_analyzer`).
 """
 

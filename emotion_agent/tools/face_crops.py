@@ -13,7 +13,7 @@ import numpy as np
 from emotion_agent.tools.face_detect import Face
 
 #: Square crop side = box side x (1 + CROP_MARGIN), centre moved up by CROP_SHIFT x box side.
-#: BlazeFace on FER2013 crops padded with replicated borders (evals/bench_faces.py, "detector_path"):
+#: BlazeFace on FER2013 crops padded with replicated borders (benchmarks/bench_faces.py, "detector_path"):
 #: the box is ~0.85 of FER2013's crop side and sits ~0.03 below its centre (→ margin ~0.17, shift ~0.04);
 #: accuracy there was flat for margins 0-0.18 and dropped at 0.25; eye alignment helped by 1-3 points.
 CROP_MARGIN = 0.12

@@ -27,7 +27,7 @@ _FER_TO_MELD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy":
                 "surprise": "surprise", "neutral": "neutral"}
 #: column of the fer output for each MELD label, in LABELS order.
 FER_INDEX = np.array([FER_CLASSES.index(next(k for k, v in _FER_TO_MELD.items() if v == lab)) for lab in LABELS])
-#: Optional calibration (per-class log-prior correction) written by ``python -m emotion_agent.evals.bench_faces --fit``.
+#: Optional calibration (per-class log-prior correction) written by ``python -m emotion_agent.benchmarks.bench_faces --fit``.
 #: OFF by default: it gains ~3 macro-F1 points on the class-balanced FER2013 crops (5-fold CV) but costs
 #: joy recall and multiplies disgust by ~20, which MELD's neutral/joy-heavy footage does not support.
 #: Turn it on with EMOTION_AGENT_FACE_CALIBRATION=1 (packaged file) or =/path/to/file.npz.

@@ -3,7 +3,7 @@
 Input is EmoBERTa-style: the past turns of the dialogue with speaker names, a separator, then
 ``"Speaker: current utterance"``. The current utterance's tokens are mean-pooled (attention still
 sees the context) and a linear head gives MELD's 7 logits. Only the LoRA matrices and the head are
-trained (``python -m emotion_agent.evals.train_text_finetune``), so what ships is a few MB of
+trained (``python -m emotion_agent.training.train_text_finetune``), so what ships is a few MB of
 ``safetensors``; the 438 MB base comes from the ``all-mpnet-base-v2`` asset or any local folder /
 hub id that ``transformers`` can load. At load time the adapters are merged into the base weights,
 so inference costs exactly one mpnet forward pass.

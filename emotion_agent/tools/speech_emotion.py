@@ -6,7 +6,7 @@ Backends (``Settings.speech_model``):
   once per process) runs over the clip's own speech span (no 30 s padding); hidden states of a middle and the
   last layer are mean/std-pooled over the speech-active frames, prosody (:mod:`tools.prosody`: pitch level and
   range, energy, voicing, tempo) is appended, and a linear softmax head trained by
-  ``python -m emotion_agent.evals.train_speech_head`` on RAVDESS + EmoDB (``tools/weights/speech_head.npz``, applied in numpy,
+  ``python -m emotion_agent.training.train_speech_head`` on RAVDESS + EmoDB (``tools/weights/speech_head.npz``, applied in numpy,
   no pickle) gives the distribution.
 - any other value: a Hugging Face audio-classification checkpoint (Wav2vec2 / HuBERT / WavLM ...) by local path
   or hub id through ``transformers.AutoModelForAudioClassification``; its labels are mapped to MELD's 7 by a
@@ -111,7 +111,7 @@ class SpeechHead:
     def __init__(self, path: Path):
         if not path.is_file():
             raise ExpertError(f"speech-emotion head not found at {path}; train it with "
-                              "`python -m emotion_agent.evals.train_speech_head`")
+                              "`python -m emotion_agent.training.train_speech_head`")
         d = np.load(path, allow_pickle=False)
         labels = [str(x) for x in d["labels"]]
         if labels != list(LABELS):

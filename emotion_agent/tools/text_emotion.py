@@ -4,11 +4,11 @@ Two models, chosen by ``settings.text_model``:
 
 * ``mpnet-lora`` (default): all-mpnet-base-v2 fine-tuned with LoRA on MELD train, EmoBERTa-style input
   (past turns with speaker names, a separator, then "Speaker: utterance"); chosen on MELD dev
-  (``python -m emotion_agent.evals.train_text_finetune``). The adapter + head ship in the package
+  (``python -m emotion_agent.training.train_text_finetune``). The adapter + head ship in the package
   (``tools/weights/text_mpnet_lora.safetensors``, a few MB); the base comes from the packaged asset or
   any folder / hub id in ``settings.text_base``.
 * ``minilm-head``: a linear classifier over frozen MiniLM int8 embeddings of the utterance, a recency-
-  weighted embedding of the previous turns and surface features (``evals/train_text_expert.py``),
+  weighted embedding of the previous turns and surface features (``training/train_text_expert.py``),
   applied in numpy.
 """
 
@@ -48,7 +48,7 @@ class MpnetTextModel:
 
         if not adapter.is_file():
             raise ExpertError(f"fine-tuned text adapter not found at {adapter}; train it with `python -m "
-                              "emotion_agent.evals.train_text_finetune --export`, set EMOTION_AGENT_TEXT_ADAPTER, "
+                              "emotion_agent.training.train_text_finetune --export`, set EMOTION_AGENT_TEXT_ADAPTER, "
                               "or use EMOTION_AGENT_TEXT_MODEL=minilm-head")
         self.tokenizer, self.model, self.meta = load_finetuned(base, adapter, len(LABELS))
         labels = self.meta.get("labels", ",".join(LABELS)).split(",")
@@ -103,7 +103,7 @@ class TextClassifier:
         if not path.is_file():
             raise ExpertError(
                 f"text expert weights not found at {path}; train them with "
-                "`python -m emotion_agent.evals.train_text_expert` or point EMOTION_AGENT_TEXT_WEIGHTS at a file"
+                "`python -m emotion_agent.training.train_text_expert` or point EMOTION_AGENT_TEXT_WEIGHTS at a file"
             )
         data = np.load(path, allow_pickle=False)
         self.mean = data["mean"]

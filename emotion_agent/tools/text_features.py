@@ -1,6 +1,6 @@
 """Features of an utterance for the text expert: MiniLM embeddings, context, surface cues.
 
-Kept apart from the expert so training (``evals/train_text_expert.py``) and inference build
+Kept apart from the expert so training (``training/train_text_expert.py``) and inference build
 exactly the same feature vector.
 """
 

@@ -1,1 +1,1 @@
-"""Training scripts: each fits one model or parameter file from the shared data (train/dev only)."""
+"""Training scripts: each learns a small weights file (tools/weights/) and writes its figures to results/."""

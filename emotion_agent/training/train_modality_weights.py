@@ -21,9 +21,9 @@ keeps its hand-set value. The held-out figure comes from speaker-disjoint cross-
 chosen on 4 folds, scored on the 5th); the shipped parameters are then chosen on all folds.
 
     emotion-agent batch ../shared/data/speech --out runs/batch-speech-full/results.jsonl
-    python -m emotion_agent.evals.train_speech_head --oof runs/fusion/speech_oof.json --fold-heads DIR
+    python -m emotion_agent.training.train_speech_head --oof runs/fusion/speech_oof.json --fold-heads DIR
     emotion-agent batch ../shared/data/meld/media --out runs/fusion/meld_clips.jsonl
-    python -m emotion_agent.evals.train_modality_weights --clips runs/batch-speech-full/results.jsonl \\
+    python -m emotion_agent.training.train_modality_weights --clips runs/batch-speech-full/results.jsonl \\
         --voice-oof runs/fusion/speech_oof.json --meld-clips runs/fusion/meld_clips.jsonl
 """
 
@@ -41,7 +41,7 @@ import numpy as np
 from emotion_agent.agent.fusion import weighted_fusion
 from emotion_agent.agent.fusion_params import PARAMS_FILE, FusionParams
 from emotion_agent.evals.paths import RESULTS_DIR
-from emotion_agent.evals.train_speech_head import MELD_GOLD
+from emotion_agent.training.train_speech_head import MELD_GOLD
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence
 from emotion_agent.tools.speech_emotion import ACTED_DOMAIN_FACTOR
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     learned = FusionParams(learned.weights, learned.informative_kl, learned.unreliable_transcript_scale, "learned")
     print(f"learned on all folds: {learned.to_json()} (balanced accuracy {100 * acc:.1f} %, log-lik {ll:.3f})")
     result = {
-        "command": "python -m emotion_agent.evals.train_modality_weights " + " ".join(argv or []),
+        "command": "python -m emotion_agent.training.train_modality_weights " + " ".join(argv or []),
         "params": learned.to_json(), "hand_set": hand.to_json(), "max_audio": args.max_audio,
         "unbounded_optimum": {**unbounded.to_json(), "balanced_accuracy": round(100 * u_acc, 1)}, "cv_fused_accuracy": cv, "cv_fold_params": chosen,
         "speech_hand_set": report("hand-set", clips, hand), "speech_learned": report("learned", clips, learned),

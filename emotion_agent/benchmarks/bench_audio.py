@@ -1,8 +1,8 @@
 """Benchmark the audio experts on the real clips: ASR WER + real-time factor, per-clip latency, peak RSS.
 
-    python -m emotion_agent.evals.bench_audio                 # everything → evals/results/bench_audio.json
-    python -m emotion_agent.evals.bench_audio --quick         # faster-whisper only
-    python -m emotion_agent.evals.bench_audio --latency-only  # (used internally, in a fresh process, for latency + RSS)
+    python -m emotion_agent.benchmarks.bench_audio                 # everything → results/bench_audio.json
+    python -m emotion_agent.benchmarks.bench_audio --quick         # faster-whisper only
+    python -m emotion_agent.benchmarks.bench_audio --latency-only  # (used internally, in a fresh process, for latency + RSS)
 
 Clips: the six MELD clips in ../shared/data/meld/media (references from the MELD CSVs; the
 ``probably_test_*`` clips were checked against test_sent_emo.csv: dia0_utt0 matches utterance 0 exactly, the
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(latency(settings)))
         return
     # latency + RSS in a fresh process with only the default models loaded
-    proc = subprocess.run([sys.executable, "-m", "emotion_agent.evals.bench_audio", "--latency-only"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "emotion_agent.benchmarks.bench_audio", "--latency-only"], capture_output=True,
                           text=True, cwd=SOURCE_DIR.parent, env=os.environ.copy())
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     lat = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}

@@ -1,10 +1,10 @@
 """Benchmark the agent end to end on real MELD dev turns: per-stage latency p50/p95 and peak RSS.
 
-    python -m emotion_agent.evals.bench_agent [--n 50] [--llm qwen2.5-coder-0.5b --llm smollm2-135m]
+    python -m emotion_agent.benchmarks.bench_agent [--n 50] [--llm qwen2.5-coder-0.5b --llm smollm2-135m]
 
 Each LLM runs in its own process (so peak RSS is its own): MELD dev dialogues are replayed turn
 by turn with memory on, first label-only (no LLM call), then with explanations. Figures are
-printed and written to ``evals/results/bench_agent.json``.
+printed and written to ``results/bench_agent.json``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for llm in args.llm or ["qwen2.5-coder-0.5b", "smollm2-135m"]:
-        proc = subprocess.run([sys.executable, "-m", "emotion_agent.evals.bench_agent", "--worker", llm, "--n", str(args.n),
+        proc = subprocess.run([sys.executable, "-m", "emotion_agent.benchmarks.bench_agent", "--worker", llm, "--n", str(args.n),
                                "--explain-n", str(args.explain_n)], capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)

@@ -4,10 +4,10 @@ Features per clip (computed by the same code the expert runs, :func:`tools.speec
 mean / std-pooled Whisper encoder states of the clip's own frames (selected layers, pooled over the
 speech-active frames) + prosody (:mod:`tools.prosody`). Data: RAVDESS actors 1–20 + EmoDB, only rows with a
 MELD emotion. Evaluation is speaker-independent: 5 folds, each holding out 4 RAVDESS actors and 2 EmoDB
-speakers. Results → ``evals/results/speech_head.json``; then the final head is trained on everything.
+speakers. Results → ``results/speech_head.json``; then the final head is trained on everything.
 
-    python -m emotion_agent.evals.train_speech_head                 # extract (cached), evaluate, write the head
-    python -m emotion_agent.evals.train_speech_head --model whisper-tiny.en --no-save   # compare encoders
+    python -m emotion_agent.training.train_speech_head                 # extract (cached), evaluate, write the head
+    python -m emotion_agent.training.train_speech_head --model whisper-tiny.en --no-save   # compare encoders
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ VARIANTS_MEASURED = [
      "ravdess_acc": 0.781, "emodb_acc": 0.890},
 ]
 
-MELD_GOLD = {  # from the MELD CSVs (see evals/bench_audio.py for how the probably_test clips were matched)
+MELD_GOLD = {  # from the MELD CSVs (see benchmarks/bench_audio.py for how the probably_test clips were matched)
     "train_dia1_utt0.wav": "surprise", "train_dia1038_utt17.wav": "joy", "probably_test_dia0_utt0.wav": "surprise",
     "probably_test_dia100_utt1.wav": "neutral", "probably_test_dia100_utt5.wav": "sadness",
     "probably_test_dia101_utt0.wav": "joy",
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                          "folder, for the leave-speakers-out agent eval (emotion-agent eval speech), then stop.")
     ap.add_argument("--oof", type=Path, default=None,
                     help="Also write every clip's out-of-fold (held-out speaker), temperature-scaled voice "
-                         "distribution to this JSON, for learning the fusion (evals/train_modality_weights.py).")
+                         "distribution to this JSON, for learning the fusion (training/train_modality_weights.py).")
     args = ap.parse_args(argv)
 
     settings = Settings.from_env()

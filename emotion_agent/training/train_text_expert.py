@@ -1,6 +1,6 @@
 """Train the text expert's head on MELD train, tune on dev, report dev and test.
 
-    python -m emotion_agent.evals.train_text_expert [--out tools/weights/text_emotion.npz]
+    python -m emotion_agent.training.train_text_expert [--out tools/weights/text_emotion.npz]
 
 Features: MiniLM embedding of the utterance, recency-weighted embedding of the previous K
 turns of the dialogue, surface features. Model: multinomial logistic regression with

@@ -1,7 +1,7 @@
 """Benchmark of the facial-expression expert: accuracy on FER2013 crops, latency, peak RSS.
 
-    python -m emotion_agent.evals.bench_faces            # → evals/results/faces.json
-    python -m emotion_agent.evals.bench_faces --fit      # also writes tools/weights/face_calibration.npz
+    python -m emotion_agent.benchmarks.bench_faces            # → results/faces.json
+    python -m emotion_agent.benchmarks.bench_faces --fit      # also writes tools/weights/face_calibration.npz
 
 ``../shared/data/faces`` holds 48x48 FER2013 *PublicTest* crops (already faces, so the detector
 is not run on them: the expression model reads them directly). Caveat: FER2013-trained models

@@ -1,6 +1,6 @@
 """Per-turn latency through ``EmotionAgent.analyze`` (the path users take), p50/p95, and peak RSS.
 
-    python -m emotion_agent.evals.bench_latency [--n 20] [--out emotion_agent/evals/results/bench_latency.json]
+    python -m emotion_agent.benchmarks.bench_latency [--n 20] [--out results/bench_latency.json]
 
 Rows: text label only; text + composed explanation (no LLM); text + LLM-rephrased explanation (checked);
 a 3–4 s speech clip (label only); a MELD video clip (audio + frames, label only). Each row also gives every
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if video.is_file():
         bench("MELD video clip, label only", [make_turn(video=video)] * (min(args.n, 10) + 1), explain=False)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"command": "python -m emotion_agent.evals.bench_latency --n %d" % args.n, "rows": rows,
+    out = {"command": "python -m emotion_agent.benchmarks.bench_latency --n %d" % args.n, "rows": rows,
            "peak_rss_mb": round(peak_mb, 1), "text_model": agent.experts["text_emotion"].model_id}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))

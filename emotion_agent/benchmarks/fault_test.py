@@ -7,7 +7,7 @@
 4. Malformed / huge / truncated / disguised uploads and bad requests: every one gets a 4xx with a
    clear message (no 5xx, no traceback, no server path in the answer).
 
-    python -m emotion_agent.evals.fault_test            # writes evals/results/service_fault.json
+    python -m emotion_agent.benchmarks.fault_test            # writes results/service_fault.json
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from emotion_agent.evals.load_test import RESULTS, free_port, respawn, spawn_server, wait_http
+from emotion_agent.benchmarks.load_test import RESULTS, free_port, respawn, spawn_server, wait_http
 
 BIN = Path(sys.executable).parent
 

@@ -1,11 +1,11 @@
 """Benchmark of the analyst pages: time to first byte and full load of the run page and a turn page
 (p50 of N loads in a real headless Chromium), and the service's peak RSS while they are used.
 
-    python -m emotion_agent.evals.bench_pages --runs-dir runs --run meld-test-full [--loads 10]
+    python -m emotion_agent.benchmarks.bench_pages --runs-dir runs --run meld-test-full [--loads 10]
 
 Spawns ``emotion-agent serve`` on a free loopback port (the real agent, as users run it), logs in through
 the form, loads each page ``--loads`` times after one cold load (reported apart), filters the run once
-per load (the htmx swap), and samples the server's RSS every 0.2 s. Writes JSON to evals/results/.
+per load (the htmx swap), and samples the server's RSS every 0.2 s. Writes JSON to results/.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emotion_agent.evals.load_test import free_port, rss_mb, wait_http
+from emotion_agent.benchmarks.load_test import free_port, rss_mb, wait_http
 from emotion_agent.evals.paths import RESULTS_DIR
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"filter swap p50 {out['filter_swap']['p50_ms']:.0f} ms", flush=True)
         stop.set()
         rss = [m for _, m in samples]
-        result = {"command": "python -m emotion_agent.evals.bench_pages " + " ".join(argv or sys.argv[1:]),
+        result = {"command": "python -m emotion_agent.benchmarks.bench_pages " + " ".join(argv or sys.argv[1:]),
                   "run": args.run, "run_utterances": sum(1 for _ in records.open()), "pages": out,
                   "service": {"ready_after_s": started_s, "rss_ready_mb": rss_ready,
                               "rss_peak_mb": round(max(rss), 1) if rss else None,

@@ -1,6 +1,6 @@
 """Fine-tune the text expert: all-mpnet-base-v2 + LoRA + linear head on MELD train, chosen on dev.
 
-    python -m emotion_agent.evals.train_text_finetune [--run-dir .cache/text-finetune] [--epochs 3]
+    python -m emotion_agent.training.train_text_finetune [--run-dir .cache/text-finetune] [--epochs 3]
 
 Resumable: a checkpoint (adapters, head, optimizer, scheduler, RNG, position in the epoch) is written
 atomically every ``--ckpt-every`` steps and at each epoch's end; rerunning the same command continues

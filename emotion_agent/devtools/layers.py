@@ -1,22 +1,27 @@
 """Import-layer check: the package's layers import one way and no module imports itself through others.
 
-    python -m emotion_agent.evals.layers
+    python -m emotion_agent.devtools.layers
 
 Layers, bottom to top: ``tools`` (experts, evidence, media, assets, settings) → ``agent`` (graph, fusion,
-explanation, memory, LLM) → ``service`` (HTTP) → ``evals`` (which may drive the service) → ``web`` (the analyst pages, which read
-eval runs and mount on the service) → ``cli``. A module may import its own layer and the
-layers below it, never one above. Every import counts, including those inside functions, and the
-module graph (all imports) must have no cycle. Exit 1 with the offending edges otherwise.
+explanation, memory, LLM) → ``service`` (HTTP) → ``evals`` (the harness, which may drive the service) → ``training`` and
+``benchmarks`` (scripts on top of the harness) → ``web`` (the analyst pages, which read eval runs and mount on the
+service) → ``cli`` → ``devtools``. A module may import its own layer and the
+layers below it, never one above. Every import counts, including those inside functions, and so does a
+module named in a string (``"emotion_agent.evals.x"``, as a serializer's allow-list or ``importlib`` names it;
+a ``python -m`` command in a message is a hint to the user, not a reference). The module graph (all imports)
+must have no cycle. Exit 1 with the offending edges otherwise.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 PACKAGE = "emotion_agent"
-RANK = {"tools": 0, "agent": 1, "service": 2, "evals": 3, "web": 3.5, "cli": 4, "console": 0, "__init__": 4, "__main__": 5}
+RANK = {"tools": 0, "agent": 1, "service": 2, "evals": 3, "training": 3.2, "benchmarks": 3.2, "web": 3.5, "cli": 4,
+        "devtools": 5, "console": 0, "__init__": 4, "__main__": 5}
 #: Pairs of layers that must not import each other even though their ranks would allow it.
 FORBIDDEN_SIDEWAYS: set[tuple[str, str]] = set()
 
@@ -50,6 +55,23 @@ def imports_of(path: Path, name: str) -> set[str]:
     return out
 
 
+#: A dotted module path of the package inside a string, unless it follows ``-m `` (a command shown to the user).
+MODULE_IN_STRING = re.compile(r"(?<!-m )\b(" + PACKAGE + r"(?:\.[A-Za-z_]\w*)+)")
+
+
+def string_references(path: Path) -> set[str]:
+    """Package modules named in the file's string constants (docstrings excepted), e.g. ``"emotion_agent.evals.x"``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            out.update(MODULE_IN_STRING.findall(node.value))
+    return out
+
+
 def layer(module: str) -> str:
     """The layer a module belongs to (its first component under the package)."""
     parts = module.split(".")
@@ -70,6 +92,10 @@ def check(root: Path) -> list[str]:
                 continue
             if RANK.get(b, 0) > RANK.get(a, 0) or (a, b) in FORBIDDEN_SIDEWAYS:
                 problems.append(f"layer: {name} ({a}) imports {t} ({b})")
+        for ref in sorted(string_references(path)):
+            a, b = layer(name), layer(ref)
+            if a != b and (RANK.get(b, 0) > RANK.get(a, 0) or (a, b) in FORBIDDEN_SIDEWAYS):
+                problems.append(f"layer: {name} ({a}) names {ref} ({b}) in a string")
     # cycles (Tarjan's strongly connected components)
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -1,6 +1,6 @@
 """A hostile-input corpus (≥ 200 cases) run through the batch path, the HTTP API and the CLI.
 
-    python -m emotion_agent.evals.hostile --out runs/hostile [--cli-sample 25]
+    python -m emotion_agent.benchmarks.hostile --out runs/hostile [--cli-sample 25]
 
 Every case says what a careful tool must do with it: ``refuse`` (nothing usable: exit 2 / a 4xx with a
 reason), ``answer`` (something usable: a label; a refused file must be named in a warning) or ``low``

@@ -1,10 +1,10 @@
 """How much resident memory the conversation memory (Chroma) itself adds per stored turn.
 
-    python -m emotion_agent.evals.bench_memory_growth [--turns 800]
+    python -m emotion_agent.benchmarks.bench_memory_growth [--turns 800]
 
 Stores ``--turns`` turns (each with a full result record, as the service stores them) across 50
 conversations, recalling after each, in a private memory folder, and prints the RSS growth every 200
-turns; the soak test's residual slope is compared with this. Writes JSON to evals/results/.
+turns; the soak test's residual slope is compared with this. Writes JSON to results/.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from emotion_agent.evals.load_test import rss_mb
+from emotion_agent.benchmarks.load_test import rss_mb
 from emotion_agent.evals.paths import RESULTS_DIR
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence, FusedResult
 from emotion_agent.tools.settings import Settings
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             if i % 200 == 0:
                 growth.append({"turns": i, "rss_growth_mb": round((rss_mb(os.getpid()) or 0.0) - base, 1)})
                 print(growth[-1], flush=True)
-    out = {"command": "python -m emotion_agent.evals.bench_memory_growth --turns %d" % args.turns,
+    out = {"command": "python -m emotion_agent.benchmarks.bench_memory_growth --turns %d" % args.turns,
            "rss_after_warmup_mb": round(base, 1), "growth": growth}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """Train the learned late fusion on MELD train, tune on dev, score on test.
 
-    python -m emotion_agent.evals.train_fusion [--out tools/weights/fusion_learned.npz] [--folds 5]
+    python -m emotion_agent.training.train_fusion [--out tools/weights/fusion_learned.npz] [--folds 5]
 
 Inputs of the fusion (see :func:`agent.fusion.fusion_features`): the text expert's distribution for
 the utterance and the *predicted* distributions of the previous K utterances of the dialogue
@@ -10,7 +10,7 @@ window and the position in the dialogue. Gold labels of earlier turns are never 
 
 Train-set text predictions would be optimistic (the text head was fitted on train), so they are
 **cross-fitted**: the text head is refitted with its chosen hyper-parameters (C, alpha, temperature
-from ``evals/results/text_expert.json``) on 4/5 of the train dialogues and predicts the held-out
+from ``results/text_expert.json``) on 4/5 of the train dialogues and predicts the held-out
 fifth (dialogue-grouped folds). Dev and test use the shipped text head, exactly as the agent does.
 The fusion is multinomial logistic regression with class weights (n/n_c)^alpha; (K, C, alpha) are
 chosen by dev weighted-F1. Test is only scored.
@@ -34,7 +34,7 @@ from emotion_agent.tools.settings import Settings
 from emotion_agent.agent.fusion import FEATURE_VERSION, LEARNED_WEIGHTS, LearnedFusionModel, fusion_features
 from emotion_agent.evals.meld import Utterance, dialogues, load_split
 from emotion_agent.evals.metrics import classification_report, weighted_f1
-from emotion_agent.evals.train_text_expert import class_weights, embed_split, featurize
+from emotion_agent.training.train_text_expert import class_weights, embed_split, featurize
 from emotion_agent.tools.evidence import LABELS
 from emotion_agent.tools.text_emotion import DEFAULT_WEIGHTS, TextClassifier
 from emotion_agent.tools.softmax import softmax
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             best = {"wf1": wf1, "k": k, "C": c, "alpha": a, "clf": clf, "scaler": sc}
     k, clf, sc = best["k"], best["clf"], best["scaler"]
     # Temperature on dev (NLL): class weighting skews the probabilities; this fixes calibration, not labels.
-    from emotion_agent.evals.train_text_expert import fit_temperature
+    from emotion_agent.training.train_text_expert import fit_temperature
 
     temperature = fit_temperature(clf.decision_function(sc.transform(mats[("dev", k)])), y["dev"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

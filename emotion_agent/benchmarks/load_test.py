@@ -3,10 +3,10 @@
 Each client plays one conversation: it sends a turn, "thinks" (exponential, mean ``--think`` s), sends
 the next; a mix of request types (label-only analyze, streamed analyze with explanation, why, reading
 the conversation, health). Reports p50/p95/p99 latency per request type, throughput, errors by
-status, and the server's RSS sampled every second (start / peak / end), as JSON in evals/results/.
+status, and the server's RSS sampled every second (start / peak / end), as JSON in results/.
 
-    python -m emotion_agent.evals.load_test --clients 50 --duration 300            # spawns a server on a free port
-    python -m emotion_agent.evals.load_test --url http://127.0.0.1:8000 --api-key K  # against a running one
+    python -m emotion_agent.benchmarks.load_test --clients 50 --duration 300            # spawns a server on a free port
+    python -m emotion_agent.benchmarks.load_test --url http://127.0.0.1:8000 --api-key K  # against a running one
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from urllib.parse import urlparse
 
 import httpx
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from emotion_agent.evals.paths import RESULTS_DIR
+
+RESULTS = RESULTS_DIR
 TEXTS = [
     "Hi, I'm checking on my order from last week.",
     "This is the third time the package arrived broken. I'm really fed up!",
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
                             "memory_backend": health.get("memory_backend"),
                             "request_timeout_s": args.server_timeout if spawned else None,
                             "llm_threads": os.environ.get("EMOTION_AGENT_LLM_THREADS", "1") if spawned else None}
-        result["command"] = "python -m emotion_agent.evals.load_test " + " ".join(argv if argv is not None else sys.argv[1:])
+        result["command"] = "python -m emotion_agent.benchmarks.load_test " + " ".join(argv if argv is not None else sys.argv[1:])
         result["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

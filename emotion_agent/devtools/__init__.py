@@ -1,0 +1,1 @@
+"""Developer checks on the source tree (the import-layer check)."""
