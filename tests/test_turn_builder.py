@@ -30,7 +30,7 @@ def test_service_refuses_a_turn_that_is_only_instructions():
 
 
 def test_remnant_corpus_no_instruction_word_survives_and_content_is_kept():
-    from emotion_agent.evals.injection_remnants import load_corpus, stripper_rates
+    from emotion_agent.benchmarks.injection_remnants import load_corpus, stripper_rates
 
     cases = load_corpus()
     assert len(cases) >= 40

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = "emotion_agent"
-RANK = {"tools": 0, "agent": 1, "service": 2, "evals": 3, "web": 3.5, "cli": 4, "console": 0, "__init__": 4, "__main__": 5}
+RANK = {"tools": 0, "agent": 1, "service": 2, "evals": 3, "training": 3.2, "benchmarks": 3.2, "web": 3.5, "cli": 4,
+        "devtools": 5, "console": 0, "__init__": 4, "__main__": 5}
 #: Pairs of layers that must not import each other even though their ranks would allow it.
 FORBIDDEN_SIDEWAYS: set[tuple[str, str]] = set()
 
