@@ -30,7 +30,7 @@ def test_service_refuses_a_turn_that_is_only_instructions():
 
 
 def test_remnant_corpus_no_instruction_word_survives_and_content_is_kept():
-    from emotion_agent.evals.injection_remnants import load_corpus, stripper_rates
+    from emotion_agent.benchmarks.injection_remnants import load_corpus, stripper_rates
 
     cases = load_corpus()
     assert len(cases) >= 40
@@ -89,3 +89,39 @@ def test_conversation_ids_follow_one_rule_in_the_cli_and_the_api(cid):
 def test_service_scopes_the_conversation_to_its_tenant():
     turn, _ = build_turn({"text": "hello there", "conversation_id": "c-1"}, {}, "alice", _settings())
     assert turn.conversation_id == "alice~c-1"
+
+
+def test_every_limit_error_says_which_variable_changes_it(tmp_path):
+    import dataclasses
+
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    from emotion_agent.agent.inputs import InputError, make_turn
+    from emotion_agent.tools.media_checks import LIMIT_ENV, Limits, MediaCheckError, check_file, limit_hint
+    from emotion_agent.tools.settings import Settings
+
+    wav = tmp_path / "three_seconds.wav"
+    sf.write(wav, np.zeros(16000 * 3, dtype="float32"), 16000)
+    with pytest.raises(InputError, match=r"at most 2 s \(set EMOTION_AGENT_MAX_AUDIO_S to change it\)"):
+        make_turn(audio=wav, settings=Settings(max_audio_s=2.0))
+    with pytest.raises(InputError, match=r"at most 0.5 s \(set EMOTION_AGENT_MAX_AUDIO_S"):
+        make_turn(audio=wav, settings=Settings(max_audio_s=0.5))  # not rounded to "at most 0 s"
+    from emotion_agent.tools.base import ExpertError
+    from emotion_agent.tools.media import load_audio
+
+    with pytest.raises(ExpertError, match=r"the limit is 1 s \(set EMOTION_AGENT_MAX_AUDIO_S"):
+        load_audio(wav, 1.0)  # the experts' own check says the same
+    turn = make_turn(text="I am really very upset about this", settings=Settings(max_text_chars=10))
+    assert any("EMOTION_AGENT_MAX_TEXT_CHARS" in w for w in turn.warnings), turn.warnings
+    png = tmp_path / "big.png"
+    Image.new("L", (100, 100)).save(png)
+    with pytest.raises(MediaCheckError, match=r"at most 100 pixels \(a fixed limit\)"):
+        check_file(png, "image", Limits(max_image_pixels=100))
+    # every named variable is a real setting (EMOTION_AGENT_<FIELD>) or the service's upload variable
+    for name, env in LIMIT_ENV.items():
+        assert name in {f.name for f in dataclasses.fields(Limits)} | set(Settings.model_fields), name
+        field = env.removeprefix("EMOTION_AGENT_").lower()
+        assert field in Settings.model_fields or env == "EMOTION_AGENT_MAX_UPLOAD_MB", env
+        assert env in limit_hint(name)

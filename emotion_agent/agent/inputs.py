@@ -6,7 +6,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from emotion_agent.tools.media_checks import Limits, MediaCheckError, check_file
+from emotion_agent.tools.media_checks import Limits, MediaCheckError, check_file, limit_hint
 from emotion_agent.tools.base import PriorTurn, TurnInput
 from emotion_agent.tools.settings import Settings
 
@@ -45,7 +45,7 @@ def clean_text(raw: str | bytes | None, max_chars: int) -> tuple[str | None, lis
     if not text:
         return None, warnings
     if len(text) > max_chars:
-        warnings.append(f"text truncated from {len(text)} to {max_chars} characters")
+        warnings.append(f"text truncated from {len(text)} to {max_chars} characters {limit_hint('max_text_chars')}")
         text = text[:max_chars]
     return text, warnings
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from emotion_agent.tools.base import TurnInput
 from emotion_agent.tools.settings import Settings
 
 #: A case must finish within this many seconds (anything longer is a hang).
@@ -212,9 +213,17 @@ def finish(case: dict[str, Any], outcome: dict[str, Any], t0: float) -> dict[str
     return outcome
 
 
+def case_turn(case: dict[str, Any], settings: Settings) -> TurnInput:
+    """A case's turn from the one turn builder, with the run's limits (as the batch and CLI build theirs)."""
+    from emotion_agent.agent.inputs import make_turn
+
+    return make_turn(text=case.get("text"), audio=case.get("audio"), image=case.get("image"),
+                     video=case.get("video"), settings=settings)
+
+
 def run_agent(cases: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     """Every case through make_turn + EmotionAgent.analyze (the batch and CLI code path)."""
-    from emotion_agent.agent.inputs import InputError, make_turn
+    from emotion_agent.agent.inputs import InputError
     from emotion_agent.agent.runtime import EmotionAgent
     from emotion_agent.tools.media_checks import MediaCheckError
 
@@ -224,8 +233,7 @@ def run_agent(cases: list[dict[str, Any]], settings: Settings) -> list[dict[str,
         t0 = time.perf_counter()
         o: dict[str, Any] = {"id": c["id"]}
         try:
-            turn = make_turn(text=c.get("text"), audio=c.get("audio"), image=c.get("image"), video=c.get("video"),
-                             max_chars=settings.max_text_chars)
+            turn = case_turn(c, settings)
             r = agent.analyze(turn, explain=False)
             o.update(status="answered", label=r.label, confidence=r.confidence, warnings=r.warnings)
         except (InputError, MediaCheckError) as exc:

@@ -41,6 +41,7 @@ from emotion_agent.service.security import (
     validate_speaker,
 )
 from emotion_agent.tools.evidence import FusedResult
+from emotion_agent.tools.media_checks import limit_hint
 from emotion_agent.tools.settings import Settings
 
 log = logging.getLogger("emotion_agent.service.server")
@@ -159,7 +160,8 @@ async def save_upload(slot: str, file: UploadFile, upload: UploadDir, limits: Li
             size += len(chunk)
             if size > limits.max_upload_bytes:
                 raise SecurityError(413, f"the {slot} upload is larger than "
-                                         f"{limits.max_upload_bytes // (1024 * 1024)} MiB", "too_large")
+                                         f"{limits.max_upload_bytes // (1024 * 1024)} MiB {limit_hint('max_upload_bytes')}",
+                                    "too_large")
             out.write(chunk)
     return f"{kind}:{path}"
 

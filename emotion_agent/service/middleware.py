@@ -9,6 +9,7 @@ from typing import Any
 
 from emotion_agent.service.schemas import ErrorBody, ErrorOut
 from emotion_agent.service.security import Limits
+from emotion_agent.tools.media_checks import limit_hint
 
 log = logging.getLogger("emotion_agent.service.server")
 
@@ -31,7 +32,8 @@ class GuardMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         ctype = headers.get("content-type", "")
-        limit = self.limits.max_json_bytes if ctype.startswith("application/json") else self.limits.max_request_bytes
+        json_body = ctype.startswith("application/json")
+        limit = self.limits.max_json_bytes if json_body else self.limits.max_request_bytes
         start = time.perf_counter()
         status = {"code": 0}
 
@@ -62,8 +64,9 @@ class GuardMiddleware:
             if status["code"] == 0:
                 body = ErrorOut(error=ErrorBody(
                     code="too_large", request_id=request_id,
-                    message=f"request body larger than {limit // 1024} KiB "
-                            f"({'JSON' if limit == self.limits.max_json_bytes else 'upload'} limit)")).model_dump_json()
+                    message=f"request body larger than {limit // 1024} KiB ({'JSON' if json_body else 'upload'} "
+                            f"limit) {limit_hint('max_json_bytes' if json_body else 'max_request_bytes')}"
+                )).model_dump_json()
                 await send_wrapper({"type": "http.response.start", "status": 413,
                                     "headers": [(b"content-type", b"application/json")]})
                 await send_wrapper({"type": "http.response.body", "body": body.encode()})

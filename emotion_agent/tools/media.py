@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_agent.tools.base import ExpertError
+from emotion_agent.tools.media_checks import limit_hint
 
 SAMPLE_RATE = 16_000
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -45,6 +46,12 @@ _CACHE: OrderedDict[tuple, Media] = OrderedDict()
 _LOCK = threading.Lock()
 _CACHE_SIZE = 4
 _FILE_LOCKS: dict[tuple, threading.Lock] = {}
+
+
+def too_long(p: Path, seconds: float | None, max_seconds: float) -> ExpertError:
+    """The decoders' one over-the-duration-limit error (it names the variable that changes the limit)."""
+    length = f"{p.name} is {seconds:.1f} s long; " if seconds is not None else f"{p.name} is too long: "
+    return ExpertError(f"{length}the limit is {max_seconds:g} s {limit_hint('max_audio_s')}")
 
 
 def decode(path: Path | str, *, max_frames: int = 16, max_seconds: float | None = None,
@@ -84,8 +91,7 @@ def decode(path: Path | str, *, max_frames: int = 16, max_seconds: float | None 
             if hit is not None:
                 _CACHE.move_to_end(hit_key)
                 if max_seconds is not None and hit.duration_s > max_seconds * 1.05:
-                    raise ExpertError(f"{p.name} is {hit.duration_s:.0f} s long; the limit is {max_seconds:.0f} s "
-                                      "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
+                    raise too_long(p, hit.duration_s, max_seconds)
                 return hit
         if audio_only is not None:
             # The audio track is already decoded (an audio expert came first): decode the frames only.
@@ -140,8 +146,7 @@ def _decode(p: Path, *, max_frames: int, max_seconds: float | None, want_audio: 
                               "stream")
         duration = float(container.duration / 1_000_000) if container.duration else 0.0
         if max_seconds is not None and duration > max_seconds:
-            raise ExpertError(f"{p.name} is {duration:.0f} s long; the limit is {max_seconds:.0f} s "
-                              "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
+            raise too_long(p, duration, max_seconds)
         astream = astreams[0] if astreams else None
         vstream = vstreams[0] if vstreams else None
         media = Media(path=p, audio=None, duration_s=duration)
@@ -177,7 +182,7 @@ def _decode(p: Path, *, max_frames: int, max_seconds: float | None, want_audio: 
                             while next_target < len(targets) and targets[next_target] <= t + 1e-6:
                                 next_target += 1
                 if max_seconds is not None and chunks and sum(map(len, chunks)) > max_seconds * SAMPLE_RATE * 1.05:
-                    raise ExpertError(f"{p.name} is longer than the {max_seconds:.0f} s limit")
+                    raise too_long(p, None, max_seconds)
                 if astream is None and vstream is not None and next_target >= len(targets):
                     break  # frames only and every target sampled: skip decoding the tail
             if resampler is not None:
@@ -204,6 +209,5 @@ def load_audio(path: Path | str, max_seconds: float, what: str = "analyse") -> t
         raise ExpertError(f"{p.name} has no audio to {what}")
     duration = len(media.audio) / SAMPLE_RATE
     if duration > max_seconds:
-        raise ExpertError(f"{p.name} is {duration:.0f} s long; the limit is {max_seconds:.0f} s "
-                          "(set EMOTION_AGENT_MAX_AUDIO_S to raise it)")
+        raise too_long(p, duration, max_seconds)
     return media.audio, duration

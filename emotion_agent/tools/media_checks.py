@@ -24,6 +24,19 @@ class MediaCheckError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
+#: The environment variable that sets each limit (a limit not named here is fixed). Every limit's error
+#: message ends with :func:`limit_hint`, so users are told how to change it.
+LIMIT_ENV = {"max_audio_s": "EMOTION_AGENT_MAX_AUDIO_S", "max_video_s": "EMOTION_AGENT_MAX_AUDIO_S",
+             "max_text_chars": "EMOTION_AGENT_MAX_TEXT_CHARS", "max_upload_bytes": "EMOTION_AGENT_MAX_UPLOAD_MB",
+             "max_request_bytes": "EMOTION_AGENT_MAX_UPLOAD_MB"}
+
+
+def limit_hint(name: str) -> str:
+    """How to change the limit ``name`` (a :class:`Limits` or ``Settings`` field), for its error message."""
+    env = LIMIT_ENV.get(name)
+    return f"(set {env} to change it)" if env else "(a fixed limit)"
+
+
 def check_file(path: Path, slot: str, limits: "Limits | None" = None) -> str:
     """Sniff and probe a local file for ``slot`` (audio, image, video); return its kind or raise MediaCheckError."""
     limits = limits or Limits()
@@ -36,7 +49,8 @@ def check_file(path: Path, slot: str, limits: "Limits | None" = None) -> str:
         raise MediaCheckError(422, f"the {slot} file {path.name} is empty", "bad_media")
     if size > limits.max_local_bytes:
         raise MediaCheckError(413, f"the {slot} file {path.name} is {size / 1e6:.0f} MB; at most "
-                                   f"{limits.max_local_bytes / 1e6:.0f} MB", "too_large")
+                                   f"{limits.max_local_bytes / 1e6:.0f} MB {limit_hint('max_local_bytes')}",
+                               "too_large")
     with path.open("rb") as fh:
         head = fh.read(64)
     kind = sniff(head)
@@ -140,7 +154,8 @@ def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
             with Image.open(path) as im:  # DecompressionBombError is raised here for absurd sizes
                 w, h = im.size
                 if w * h > limits.max_image_pixels:
-                    raise MediaCheckError(413, f"image is {w}x{h}; at most {limits.max_image_pixels} pixels",
+                    raise MediaCheckError(413, f"image is {w}x{h}; at most {limits.max_image_pixels} pixels "
+                                               f"{limit_hint('max_image_pixels')}",
                                         "image_too_large")
                 im.load()  # raises on truncated data
         except MediaCheckError:
@@ -155,7 +170,8 @@ def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
         _check_riff_size(path)
     import av
 
-    max_s = limits.max_audio_s if slot == "audio" else limits.max_video_s
+    limit = "max_audio_s" if slot == "audio" else "max_video_s"
+    max_s = getattr(limits, limit)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             streams = [s for s in container.streams if s.type in ("audio", "video")]
@@ -165,7 +181,8 @@ def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
                 raise MediaCheckError(422, "the video upload has no video stream", "bad_media")
             declared = container.duration / 1e6 if container.duration else None
             if declared is not None and declared > max_s + 0.5:
-                raise MediaCheckError(413, f"{slot} is {declared:.1f} s long; at most {max_s:.0f} s",
+                raise MediaCheckError(413, f"{slot} is {declared:.1f} s long; at most {max_s:g} s "
+                                         f"{limit_hint(limit)}",
                                     "too_long")
             # Demux + decode everything: truncated or corrupt files fail here, not inside an expert.
             seconds, decoded = 0.0, 0
@@ -174,7 +191,8 @@ def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
                 if frame.time is not None:
                     seconds = max(seconds, float(frame.time))
                 if seconds > max_s + 0.5:
-                    raise MediaCheckError(413, f"{slot} is longer than {max_s:.0f} s", "too_long")
+                    raise MediaCheckError(413, f"{slot} is longer than {max_s:g} s {limit_hint(limit)}",
+                                          "too_long")
             if decoded == 0:
                 raise MediaCheckError(422, f"the {slot} upload contains no decodable data (empty or truncated)",
                                     "bad_media")

@@ -36,7 +36,6 @@ from emotion_agent.web.render import error_page, render
 log = logging.getLogger("emotion_agent.web")
 router = APIRouter(prefix="/ui")
 JOB_TTL_S = 600.0
-MAX_TEXT = 20_000
 
 
 class Jobs:
@@ -106,7 +105,7 @@ async def analyze(request: Request, s: Session = Depends(session)):
                                   "speaker": str(form.get("speaker") or "") or None}
         text = form.get("text")
         if isinstance(text, str) and text.strip():
-            fields["text"] = text[:MAX_TEXT]
+            fields["text"] = text  # limited by make_turn (Settings.max_text_chars, with a warning)
         files: dict[str, str] = {}
         refused: list[SecurityError] = []
         for slot in ALLOWED:

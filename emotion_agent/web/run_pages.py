@@ -14,9 +14,11 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import ValidationError
 
 from emotion_agent.agent.explain import attributions_of as attributions_from_result
+from emotion_agent.agent.inputs import InputError, make_turn
 from emotion_agent.agent.why import answer_why
 from emotion_agent.service.context import ctx_of
 from emotion_agent.tools.base import PriorTurn, TurnInput
+from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.evidence import LABELS, FusedResult
 from emotion_agent.web.auth import Session, check_csrf, session
 from emotion_agent.web.render import error_page, render
@@ -188,9 +190,9 @@ async def attributions_of(request: Request, run: Any, record: dict[str, Any]) ->
     expert = ctx.agent.experts.get("text_emotion")
     if expert is None or not hasattr(expert, "attributions"):
         return [], False
-    turn = TurnInput(text=str(record["text"])[:2000], speaker=record.get("speaker"),
-                     context=[PriorTurn(speaker=c.get("speaker"), text=str(c.get("text") or ""), label=c.get("label"))
-                              for c in record.get("context") or [] if c.get("text")])
+    turn = attribution_turn(record, ctx.settings)
+    if turn is None:
+        return [], False
     try:
         weights = await ctx.worker.run(lambda: expert.attributions(turn, record.get("label") or "neutral"),
                                        ctx.cfg.request_timeout_s, what="attributions")
@@ -198,6 +200,18 @@ async def attributions_of(request: Request, run: Any, record: dict[str, Any]) ->
         return [], False
     run.words[key] = [w.model_dump() for w in weights]
     return run.words[key], True
+
+
+def attribution_turn(record: dict[str, Any], settings: Settings) -> TurnInput | None:
+    """The record's turn rebuilt by the one turn builder (the text limit from ``settings``, instructions
+    stripped as the agent strips them), or None when its text has nothing to analyse."""
+    context = [PriorTurn(speaker=c.get("speaker"), text=str(c.get("text") or ""), label=c.get("label"))
+               for c in record.get("context") or [] if c.get("text")]
+    try:
+        return make_turn(text=str(record["text"]), speaker=record.get("speaker"), context=context,
+                         check_media=False, settings=settings)
+    except InputError:
+        return None
 
 
 def face_box(result: dict[str, Any]) -> dict[str, Any] | None:

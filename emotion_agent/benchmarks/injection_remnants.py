@@ -7,7 +7,7 @@ writes to ``results/injection_remnants.json``:
   (stripper) or quoted in the word attributions / explanation (end to end, ``--e2e N``);
 - ``content_kept_rate``: share of cases where every content word is still in the analysed text.
 
-``python -m emotion_agent.evals.injection_remnants [--e2e 6]`` (end to end uses the real text expert
+``python -m emotion_agent.benchmarks.injection_remnants [--e2e 8]`` (end to end uses the real text expert
 through ``EmotionAgent.analyze`` with the template explanation).
 """
 
