@@ -32,7 +32,7 @@ def test_a_case_turn_uses_the_runs_limits(tmp_path):
     import soundfile as sf
 
     from emotion_agent.agent.inputs import InputError
-    from emotion_agent.evals.hostile import case_turn
+    from emotion_agent.benchmarks.hostile import case_turn
     from emotion_agent.tools.settings import Settings
 
     wav = tmp_path / "three_seconds.wav"

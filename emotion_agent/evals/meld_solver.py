@@ -47,7 +47,7 @@ def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) ->
     mem.current = u
     try:
         turn = make_turn(text=text, audio=audio, image=image, video=video, conversation_id=conv_id(u),
-                         speaker=u.speaker, turn_index=u.position, max_chars=settings.max_text_chars)
+                         speaker=u.speaker, turn_index=u.position, settings=settings)
     except InputError as exc:  # one unusable utterance must not stop the run: it is scored as what the agent
         # emits for "nothing to analyse" (neutral, zero confidence) and the record says why
         turn = TurnInput(conversation_id=conv_id(u), speaker=u.speaker, turn_index=u.position,
