@@ -2,11 +2,11 @@
 
 from emotion_agent.agent.fusion import weighted_fusion
 from emotion_agent.training.train_modality_weights import Clip, _ev, balanced, search
-from emotion_agent.tools.evidence import LABELS
+from emotion_agent.tools.evidence import LABELS, TranscriptInfo
 
 
 def clip(i: int, corpus: str, gold: str, words: dict, voice: dict, reliable: bool = True) -> Clip:
-    asr = _ev("transcript", "transcribe", {"neutral": 1.0}, 0.0, transcript_reliable=reliable)
+    asr = _ev("transcript", "transcribe", {"neutral": 1.0}, 0.0, transcript=TranscriptInfo(reliable=reliable))
     return Clip(f"c{i}", corpus, i % 2, gold, [asr, _ev("transcript", "text_emotion", words, max(words.values())),
                                                _ev("audio", "speech_emotion", voice, max(voice.values()) * 0.5)])
 

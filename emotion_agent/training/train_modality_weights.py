@@ -42,7 +42,7 @@ from emotion_agent.agent.fusion import weighted_fusion
 from emotion_agent.agent.fusion_params import PARAMS_FILE, FusionParams
 from emotion_agent.evals.paths import RESULTS_DIR
 from emotion_agent.training.train_speech_head import MELD_GOLD
-from emotion_agent.tools.evidence import LABELS, EmotionEvidence
+from emotion_agent.tools.evidence import LABELS, EmotionEvidence, TranscriptInfo
 from emotion_agent.tools.speech_emotion import ACTED_DOMAIN_FACTOR
 
 AUDIO_GRID = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
@@ -62,16 +62,19 @@ class Clip:
     evidence: list[EmotionEvidence]
 
 
-def _ev(modality: str, expert: str, dist: dict[str, float], confidence: float, **extra: Any) -> EmotionEvidence:
+def _ev(modality: str, expert: str, dist: dict[str, float], confidence: float,
+        transcript: TranscriptInfo | None = None) -> EmotionEvidence:
     dist = {k: float(dist.get(k, 0.0)) for k in LABELS}
     return EmotionEvidence(id=f"{expert}-x", modality=modality, expert=expert, model_id="offline", distribution=dist,
                            label=max(dist, key=dist.__getitem__), confidence=min(1.0, max(0.0, confidence)),
-                           extra=extra)
+                           transcript=transcript)
 
 
 def _asr(record: dict[str, Any]) -> EmotionEvidence:
-    reliable = (record.get("transcript") or {}).get("reliable")
-    return _ev("transcript", "transcribe", {k: 1 / len(LABELS) for k in LABELS}, 0.0, transcript_reliable=reliable)
+    heard = record.get("transcript") or {}
+    info = TranscriptInfo(text=heard.get("text") or "", reliable=heard.get("reliable") is not False,
+                          mean_logprob=heard.get("mean_logprob"))
+    return _ev("transcript", "transcribe", {k: 1 / len(LABELS) for k in LABELS}, 0.0, transcript=info)
 
 
 def _readings(record: dict[str, Any], modalities: tuple[str, ...]) -> list[EmotionEvidence]:
