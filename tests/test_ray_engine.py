@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
+import emotion_agent
 from emotion_agent.cli.ray_engine import dialogue_units
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
+# The CLI subprocesses and the Ray workers import this checkout's package, installed or not.
+SRC_ROOT = str(Path(emotion_agent.__file__).resolve().parents[1])
+
+
+def with_src_path(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (SRC_ROOT, env.get("PYTHONPATH")) if p)}
 
 
 def test_a_dialogue_is_never_split() -> None:
@@ -37,8 +44,8 @@ def inputs_file(tmp_path: Path, data_dir: Path) -> Path:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EMOTION_AGENT_EXPLAIN": "0", "EMOTION_AGENT_MEMORY_DIR": str(cwd / "memory"),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = with_src_path({**os.environ, "EMOTION_AGENT_EXPLAIN": "0", "EMOTION_AGENT_MEMORY_DIR": str(cwd / "memory"),
+                         "RAY_USAGE_STATS_ENABLED": "0"})
     return subprocess.run([sys.executable, "-m", "emotion_agent", "batch", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=900)
 
@@ -50,7 +57,8 @@ def labels(path: Path) -> dict[str, str]:
     return {r["input"]: r.get("label") for r in recs}
 
 
-def test_same_labels_as_local_then_kill_then_resume(tmp_path: Path, data_dir: Path) -> None:
+def test_same_labels_as_local_then_kill_then_resume(tmp_path: Path, data_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     src = inputs_file(tmp_path, data_dir)
     local = cli(str(src), "--out", str(tmp_path / "local.jsonl"), cwd=tmp_path)
     assert local.returncode == 0, local.stderr[-2000:]
@@ -71,8 +79,9 @@ def test_same_labels_as_local_then_kill_then_resume(tmp_path: Path, data_dir: Pa
         return ray_run(todo, out, llm=None, explain=False, address=None, workers=2, threads_per_worker=1,
                        analyse=analyse_input, write=write_record, written=done_ids(out), **kw)
 
-    os.environ["EMOTION_AGENT_EXPLAIN"] = "0"
-    os.environ["EMOTION_AGENT_MEMORY_DIR"] = str(tmp_path / "memory")
+    monkeypatch.setenv("EMOTION_AGENT_EXPLAIN", "0")
+    monkeypatch.setenv("EMOTION_AGENT_MEMORY_DIR", str(tmp_path / "memory"))
+    monkeypatch.setenv("PYTHONPATH", with_src_path(dict(os.environ))["PYTHONPATH"])  # the actors inherit it
     connect(None, num_cpus=2)
     try:
         _, items = read_inputs(str(src))

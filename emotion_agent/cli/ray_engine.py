@@ -77,7 +77,7 @@ def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, a
                workers: int, threads_per_worker: int, analyse: Any, write: Any, written: set[str],
                on_started: Any = None) -> float:
     """Analyse ``todo`` on ``workers`` actors and append the result lines to ``out``; returns the seconds
-    spent starting the actors (model loading). ``analyse`` and ``write`` are the local engine's record builder
+    spent starting Ray and the actors (model loading). ``analyse`` and ``write`` are the local engine's record builder
     and line writer (``batch.analyse_input``, ``batch.write_record``); ``written`` the ids already in ``out``.
     ``on_started(actors)`` is called once the pool is live (the kill test uses it)."""
     try:
@@ -89,9 +89,9 @@ def run_on_ray(todo: list[Item], out: Path, *, llm: str | None, explain: bool, a
         raise UserError("--engine ray needs Ray: pip install 'emotion-agent[ray]'") from exc
     from tqdm import tqdm
 
+    t0 = time.perf_counter()  # start-up (joining or starting Ray, loading the models) is timed apart
     connect(address, num_cpus=workers * threads_per_worker)
     actor_cls = ray.remote(num_cpus=threads_per_worker, max_restarts=0)(AgentWorker)
-    t0 = time.perf_counter()
     actors = [actor_cls.remote(llm, threads_per_worker) for _ in range(workers)]
     ray.get([a.ready.remote() for a in actors])
     load_s = time.perf_counter() - t0
