@@ -1,0 +1,51 @@
+"""The ask agent's run tools and grounding checker on a small real-format run records file."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from emotion_agent.agent.ask_grounding import check_grounding
+from emotion_agent.agent.ask_run_tools import RunTools, TurnFilter
+
+
+@pytest.fixture()
+def run(tmp_path):
+    recs = [
+        {"key": "d1_u0", "gold": "fear", "label": "neutral", "confidence": 0.41, "modalities_used": ["text"],
+         "text": "Oh no.", "result": {"evidence": [{"label": "fear", "confidence": 0.5},
+                                                   {"label": "neutral", "confidence": 0.6}]}},
+        {"key": "d1_u1", "gold": "fear", "label": "fear", "confidence": 0.7, "modalities_used": ["text", "audio"]},
+        {"key": "d1_u2", "gold": "joy", "label": "joy", "confidence": 0.9, "modalities_used": ["text"]},
+    ]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "{broken")
+    return RunTools(tmp_path)
+
+
+def test_run_tools_compute_counts(run):
+    assert run.metrics().n == 3 and run.metrics().accuracy == pytest.approx(0.667)
+    errs = run.class_errors("fear")
+    assert (errs.gold_count, errs.wrong, errs.predicted_instead) == (2, 1, {"neutral": 1})
+    hits = run.filter_turns(TurnFilter(gold="fear", wrong_only=True))
+    assert [r.key for r in hits.rows] == ["d1_u0"]
+    assert run.filter_turns(TurnFilter(disagreement=True)).matched == 1
+    assert run.filter_turns(TurnFilter(modality="audio")).matched == 1
+    assert run.confusion()["fear"] == {"neutral": 1, "fear": 1}
+
+
+def test_tool_inputs_are_typed(run):
+    with pytest.raises(ValidationError):
+        TurnFilter(gold="rage")
+    with pytest.raises(ValidationError):
+        TurnFilter(min_confidence=3)
+
+
+def test_grounding_names_the_failed_check(run):
+    results = [run.class_errors("fear").model_dump(), run.filter_turns(TurnFilter(gold="fear")).model_dump()]
+    ok = check_grounding('Of 2 fear turns, 1 was called neutral ("Oh no.").', results)
+    assert ok.grounded, ok
+    bad = check_grounding('3 fear turns were called anger, turn 7 said "help".', results)
+    assert not bad.grounded
+    assert set(bad.failed_checks) == {"labels", "numbers", "turn_indices", "quoted_words"}
+    assert bad.unsupported["labels"] == ["anger"]
+    assert check_grounding("Accuracy was 66.7%.", [run.metrics().model_dump()]).grounded
