@@ -49,3 +49,27 @@ def test_grounding_names_the_failed_check(run):
     assert set(bad.failed_checks) == {"labels", "numbers", "turn_indices", "quoted_words"}
     assert bad.unsupported["labels"] == ["anger"]
     assert check_grounding("Accuracy was 66.7%.", [run.metrics().model_dump()]).grounded
+
+
+class _Scripted:
+    """A scripted chat model for the loop unit: replays fixed AI messages."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def bind_tools(self, tools):
+        return self
+
+    def invoke(self, messages):
+        return self.replies.pop(0)
+
+
+def test_loop_calls_tools_and_checks_grounding(run):
+    from langchain_core.messages import AIMessage
+
+    from emotion_agent.agent.ask_loop import ask, run_tools
+    call = AIMessage("", tool_calls=[{"name": "class_errors", "args": {"label": "fear"}, "id": "c1"}])
+    good = ask(_Scripted([call, AIMessage("Of 2 fear turns, 1 was called neutral.")]), run_tools(run), "fear errors?")
+    assert good.grounded and good.citations == ["class_errors({'label': 'fear'})"]
+    bad = ask(_Scripted([call, AIMessage("5 fear turns were called anger.")]), run_tools(run), "fear errors?")
+    assert not bad.grounded and "labels" in bad.text and "numbers" in bad.text

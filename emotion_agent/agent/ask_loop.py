@@ -1,0 +1,80 @@
+"""The ask agent's LangGraph loop: the chat model calls scope-bound tools through a ToolNode, at most
+``max_rounds`` times, then the answer is checked for grounding against the tool results of this ask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import StructuredTool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode
+from pydantic import BaseModel, Field
+
+from emotion_agent.agent.ask_grounding import check_grounding
+from emotion_agent.agent.ask_run_tools import Label, RunTools, TurnFilter
+
+PROMPT = (Path(__file__).resolve().parent.parent / "prompts" / "ask_system.md").read_text(encoding="utf-8")
+
+
+class Answer(BaseModel):
+    text: str
+    citations: list[str] = Field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    grounded: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+
+class _Label(BaseModel):
+    label: Label
+
+
+def run_tools(tools: RunTools) -> list[StructuredTool]:
+    """The run tools as LangChain tools; the run is bound here, never an argument."""
+    def filter_turns(**kw: Any) -> dict:
+        return tools.filter_turns(TurnFilter(**kw)).model_dump()
+    return [
+        StructuredTool.from_function(filter_turns, name="filter_turns", args_schema=TurnFilter,
+                                     description="Turns of this run matching gold/pred/modality/disagreement/confidence."),
+        StructuredTool.from_function(lambda: tools.metrics().model_dump(), name="metrics",
+                                     description="Accuracy and per-class recall of this run."),
+        StructuredTool.from_function(lambda: tools.confusion(), name="confusion",
+                                     description="Counts of gold label -> predicted label in this run."),
+        StructuredTool.from_function(lambda label: tools.class_errors(label).model_dump(), name="class_errors",
+                                     args_schema=_Label, description="How often one gold label was missed, and as what."),
+    ]
+
+
+def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_rounds: int = 4) -> Answer:
+    """Run the loop; an answer that fails the grounding check is refused, naming the failed checks."""
+    model = chat_model.bind_tools(tools)
+    rounds = {"n": 0}
+
+    def agent(state: MessagesState) -> dict:
+        rounds["n"] += 1
+        return {"messages": [model.invoke(state["messages"])]}
+
+    def route(state: MessagesState) -> str:
+        last = state["messages"][-1]
+        return "tools" if getattr(last, "tool_calls", None) and rounds["n"] < max_rounds else END
+
+    g = StateGraph(MessagesState)
+    g.add_node("agent", agent)
+    g.add_node("tools", ToolNode(tools))
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", route, {"tools": "tools", END: END})
+    g.add_edge("tools", "agent")
+    out = g.compile().invoke({"messages": [SystemMessage(PROMPT), HumanMessage(question)]})
+    msgs = out["messages"]
+    calls = [c for m in msgs if isinstance(m, AIMessage) for c in (m.tool_calls or [])]
+    results = [m.content for m in msgs if isinstance(m, ToolMessage)]
+    text = str(msgs[-1].content) if isinstance(msgs[-1], AIMessage) else ""
+    warnings = [] if rounds["n"] < max_rounds else [f"round cap {max_rounds} reached"]
+    report = check_grounding(text, results)
+    cites = [f"{c['name']}({c.get('args') or {}})" for c in calls]
+    if not report.grounded:
+        return Answer(text="I cannot answer that from the tool results (failed checks: "
+                      + ", ".join(report.failed_checks) + ").", citations=cites, tool_calls=calls,
+                      grounded=False, warnings=warnings + [f"unsupported: {report.unsupported}"])
+    return Answer(text=text, citations=cites, tool_calls=calls, grounded=True, warnings=warnings)
