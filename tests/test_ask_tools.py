@@ -73,3 +73,15 @@ def test_loop_calls_tools_and_checks_grounding(run):
     assert good.grounded and good.citations == ["class_errors({'label': 'fear'})"]
     bad = ask(_Scripted([call, AIMessage("5 fear turns were called anger.")]), run_tools(run), "fear errors?")
     assert not bad.grounded and "labels" in bad.text and "numbers" in bad.text
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_loop_with_the_real_llm(settings, run):
+    """The real local LLM (0.5B by default in tests) answers through the tools; a shown answer is grounded."""
+    from emotion_agent.agent.ask_loop import ask, run_tools
+    from emotion_agent.agent.chat_model import build_chat_model
+    ans = ask(build_chat_model(settings), run_tools(run), "How many fear turns did this run get wrong?")
+    assert ans.tool_calls, ans
+    assert all(c["name"] in {"filter_turns", "metrics", "confusion", "class_errors"} for c in ans.tool_calls)
+    assert ans.grounded or "failed checks" in ans.text
