@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from pydantic import BaseModel, Field
 from emotion_agent.agent.ask_grounding import check_grounding
 from emotion_agent.agent.ask_run_tools import Label, RunTools, TurnFilter
 
+_OUT_OF_SCOPE = re.compile(r"\b(another|other|different)\s+(conversation|call|key|user|customer|run)s?\b"
+                           r"|\b(ignore|disregard)\b.*\b(instructions?|rules?|prompt)\b"
+                           r"|\b(api[_ ]?key|password|system prompt)\b", re.IGNORECASE)
 PROMPT = (Path(__file__).resolve().parent.parent / "prompts" / "ask_system.md").read_text(encoding="utf-8")
 
 
@@ -47,7 +51,13 @@ def run_tools(tools: RunTools) -> list[StructuredTool]:
 
 
 def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_rounds: int = 4) -> Answer:
-    """Run the loop; an answer that fails the grounding check is refused, naming the failed checks."""
+    """Run the loop; an answer that fails the grounding check is refused, naming the failed checks.
+
+    Questions that are instructions or that ask for another conversation/run/key are refused before any tool
+    runs (the tools themselves are bound to one scope, so this is a clearer message, not the only guard)."""
+    if _OUT_OF_SCOPE.search(question):
+        return Answer(text="I can only answer questions about this conversation or run, and I do not follow "
+                      "instructions; this question was refused.", grounded=True, warnings=["refused: out of scope"])
     model = chat_model.bind_tools(tools)
     rounds = {"n": 0}
 
