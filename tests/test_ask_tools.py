@@ -94,3 +94,15 @@ def test_hostile_questions_are_refused_before_any_tool(run, q):
     from emotion_agent.agent.ask_loop import ask, run_tools
     ans = ask(_Scripted([]), run_tools(run), q)
     assert isinstance(ans, Answer) and not ans.tool_calls and "refused" in ans.text
+
+
+def test_emotion_agent_ask_on_a_run(run, tmp_path, settings):
+    from emotion_agent.agent.runtime import EmotionAgent
+    from langchain_core.messages import AIMessage
+    agent = EmotionAgent(settings, memory=False, experts={})
+    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "metrics", "args": {}, "id": "m"}]),
+                            AIMessage("Accuracy was 0.667 over 3 turns.")])
+    ans = agent.ask("accuracy?", run=tmp_path)
+    assert ans.grounded and ans.citations == ["metrics({})"]
+    with pytest.raises(NotImplementedError):
+        agent.ask("x", conversation_id="c1")

@@ -142,3 +142,16 @@ class EmotionAgent:
             for node, values in update.items():
                 if isinstance(values, dict) and isinstance(values.get("result"), FusedResult):
                     yield node, values["result"]
+
+    def ask(self, question: str, *, conversation_id: str | None = None, run: "str | Path | None" = None,
+            turn: str | None = None) -> Any:
+        """Answer ``question`` about a stored run by the LLM calling run tools (``agent.ask_loop``).
+
+        Only ``run`` is served so far; conversation and turn scopes raise a clear ``NotImplementedError``."""
+        from pathlib import Path as _Path
+
+        from emotion_agent.agent.ask_loop import ask, run_tools
+        from emotion_agent.agent.ask_run_tools import RunTools
+        if run is None or conversation_id is not None or turn is not None:
+            raise NotImplementedError("ask serves only run=DIR so far (conversation and turn scopes are not built)")
+        return ask(self.llm, run_tools(RunTools(_Path(run))), question)
