@@ -71,7 +71,11 @@ def test_loop_calls_tools_and_checks_grounding(run):
     call = AIMessage("", tool_calls=[{"name": "class_errors", "args": {"label": "fear"}, "id": "c1"}])
     good = ask(_Scripted([call, AIMessage("Of 2 fear turns, 1 was called neutral.")]), run_tools(run), "fear errors?")
     assert good.grounded and good.citations == ["class_errors({'label': 'fear'})"]
-    bad = ask(_Scripted([call, AIMessage("5 fear turns were called anger.")]), run_tools(run), "fear errors?")
+    fixed = ask(_Scripted([call, AIMessage("5 fear turns were called anger."), AIMessage("1 of 2 was missed.")]),
+                run_tools(run), "fear errors?")
+    assert fixed.grounded and fixed.text == "1 of 2 was missed." and "repaired once" in fixed.warnings[0]
+    bad = ask(_Scripted([call, AIMessage("5 fear turns were called anger."), AIMessage("Still 5, anger.")]),
+              run_tools(run), "fear errors?")
     assert not bad.grounded and "labels" in bad.text and "numbers" in bad.text
 
 

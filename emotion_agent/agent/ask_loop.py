@@ -82,6 +82,13 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     text = str(msgs[-1].content) if isinstance(msgs[-1], AIMessage) else ""
     warnings = [] if rounds["n"] < max_rounds else [f"round cap {max_rounds} reached"]
     report = check_grounding(text, results)
+    if not report.grounded:  # one repair: name the unsupported items and ask again, without new tools
+        fix = chat_model.invoke(msgs + [HumanMessage("Your answer used items no tool returned: "
+                                                     f"{report.unsupported}. Answer again using only the tool results.")])
+        if check_grounding(str(fix.content), results).grounded:
+            text, report = str(fix.content), check_grounding(str(fix.content), results)
+            warnings.append("repaired once after failing: " + ", ".join(check_grounding(
+                str(msgs[-1].content), results).failed_checks))
     cites = [f"{c['name']}({c.get('args') or {}})" for c in calls]
     if not report.grounded:
         return Answer(text="I cannot answer that from the tool results (failed checks: "
