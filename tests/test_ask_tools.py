@@ -108,5 +108,9 @@ def test_emotion_agent_ask_on_a_run(run, tmp_path, settings):
                             AIMessage("Accuracy was 0.667 over 3 turns.")])
     ans = agent.ask("accuracy?", run=tmp_path)
     assert ans.grounded and ans.citations == ["metrics({})"]
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="memory is off"):
         agent.ask("x", conversation_id="c1")
+    with pytest.raises(ValueError, match="exactly one scope"):
+        agent.ask("x", conversation_id="c1", run=tmp_path)
+    with pytest.raises(KeyError, match="no turn with key"):
+        agent.ask("x", run=tmp_path, turn="nope")

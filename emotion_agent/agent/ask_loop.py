@@ -14,6 +14,7 @@ from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
 from emotion_agent.agent.ask_grounding import check_grounding
+from emotion_agent.agent.ask_memory_tools import ConversationTools, SimilarQuery, TurnIndex, TurnRange
 from emotion_agent.agent.ask_run_tools import Label, RunTools, TurnFilter
 
 _OUT_OF_SCOPE = re.compile(r"\b(another|other|different)\s+(conversation|call|key|user|customer|run)s?\b"
@@ -47,6 +48,29 @@ def run_tools(tools: RunTools) -> list[StructuredTool]:
                                      description="Counts of gold label -> predicted label in this run."),
         StructuredTool.from_function(lambda label: tools.class_errors(label).model_dump(), name="class_errors",
                                      args_schema=_Label, description="How often one gold label was missed, and as what."),
+    ]
+
+
+def conversation_tools(tools: ConversationTools) -> list[StructuredTool]:
+    """The conversation tools as LangChain tools; the conversation is bound here, never an argument."""
+    def turns(**kw: Any) -> dict:
+        return tools.turns(TurnRange(**kw)).model_dump()
+
+    def turn_evidence(**kw: Any) -> dict:
+        got = tools.turn_evidence(TurnIndex(**kw))
+        return got if isinstance(got, dict) else got.model_dump()
+
+    def similar_turns(**kw: Any) -> dict:
+        return tools.similar(SimilarQuery(**kw)).model_dump()
+    return [
+        StructuredTool.from_function(turns, name="turns", args_schema=TurnRange,
+                                     description="Stored turns of this conversation with their labels."),
+        StructuredTool.from_function(turn_evidence, name="turn_evidence", args_schema=TurnIndex,
+                                     description="One turn's evidence: each modality's label, confidence, share."),
+        StructuredTool.from_function(similar_turns, name="similar_turns", args_schema=SimilarQuery,
+                                     description="Past turns of this conversation most similar to some words."),
+        StructuredTool.from_function(lambda: tools.summary().model_dump(), name="summary",
+                                     description="Label trajectory and turning points (which modality drove each)."),
     ]
 
 

@@ -78,10 +78,17 @@ def _disagrees(r: dict[str, Any]) -> bool:
 
 
 class RunTools:
-    """The run tools, scoped to one run folder (its ``records.jsonl``)."""
+    """The run tools, scoped to one run folder (its ``records.jsonl``), or to one turn of it when ``key`` is set."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.records = _records(Path(run_dir) / "records.jsonl")
+    def __init__(self, run_dir: Path, key: str | None = None) -> None:
+        path = Path(run_dir) / "records.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} has no records.jsonl (give a folder written by a batch/eval run)")
+        self.records = _records(path)
+        if key is not None:
+            self.records = [r for r in self.records if r["key"] == key]
+            if not self.records:
+                raise KeyError(f"run {run_dir} has no turn with key {key!r}")
 
     def filter_turns(self, f: TurnFilter) -> FilterResult:
         hits = []
