@@ -10,10 +10,12 @@ import time
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
+from emotion_agent.agent.conversation_summary import summarize_conversation
 from emotion_agent.agent.why import answer_why
 from emotion_agent.service.context import ctx_of, tenant
 from emotion_agent.service.errors import ServiceError
-from emotion_agent.service.schemas import ConversationOut, DeletedOut, TurnOut, WhyRequest, WhyResponse
+from emotion_agent.service.schemas import (AskRequest, AskResponse, ConversationOut, DeletedOut, SummaryOut, TurnOut,
+                                           WhyRequest, WhyResponse)
 from emotion_agent.service.security import scoped_id, validate_conversation_id
 from emotion_agent.tools.evidence import FusedResult
 
@@ -34,6 +36,34 @@ async def get_conversation(request: Request, conversation_id: str = cid_path, t:
     return ConversationOut(conversation_id=cid, turns=[TurnOut(
         turn_index=x["turn_index"], speaker=x["speaker"], text=x["text"], label=x["label"],
         confidence=x["confidence"], explanation=(x.get("record") or {}).get("explanation")) for x in turns])
+
+
+@router.get("/v1/conversations/{conversation_id}/summary", response_model=SummaryOut, tags=["memory"],
+            summary="Label trajectory and turning points of a conversation, from its stored evidence")
+async def conversation_summary(request: Request, conversation_id: str = cid_path, t: str | None = Depends(tenant)):
+    """The deterministic summary (agent/conversation_summary.py) of this key's conversation; 404 when empty."""
+    ctx = ctx_of(request)
+    cid = validate_conversation_id(conversation_id)
+    turns = await ctx.in_thread(ctx.memory().conversation, scoped_id(t, cid), True)
+    if not turns:
+        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    return SummaryOut(conversation_id=cid, **summarize_conversation(turns).model_dump())
+
+
+@router.post("/v1/ask", response_model=AskResponse, tags=["analysis"],
+             summary="Answer a question about a stored conversation: the LLM calls tools bound to it")
+async def ask(request: Request, body: AskRequest, t: str | None = Depends(tenant)):
+    """The ask agent (agent/ask_loop.py) over this key's conversation; the answer is checked for grounding."""
+    ctx = ctx_of(request)
+    cid = validate_conversation_id(body.conversation_id)
+    memory = ctx.memory()
+    if not await ctx.in_thread(memory.conversation, scoped_id(t, cid)):
+        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    agent = ctx.get_agent()
+    ans = await ctx.llm_worker.run(lambda: agent.ask(body.question, conversation_id=scoped_id(t, cid)),
+                                   ctx.cfg.request_timeout_s, "ask")
+    return AskResponse(conversation_id=cid, answer=ans.text, grounded=ans.grounded, citations=ans.citations,
+                       tool_calls=ans.tool_calls, warnings=ans.warnings)
 
 
 @router.delete("/v1/conversations/{conversation_id}", response_model=DeletedOut, tags=["memory"],
