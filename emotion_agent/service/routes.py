@@ -24,15 +24,23 @@ router = APIRouter()
 cid_path = Path(description="Conversation id: 1-64 of [A-Za-z0-9._-].", max_length=64)
 
 
+async def stored_conversation(request: Request, conversation_id: str | None, t: str | None) -> tuple[str, list[dict]]:
+    """The valid id and the stored turns (with records) of the key's conversation; 404 when there are none."""
+    ctx = ctx_of(request)
+    cid = validate_conversation_id(conversation_id)
+    if cid is None:
+        raise ServiceError(422, "conversation_id is required", "bad_conversation_id")
+    turns = await ctx.in_thread(ctx.memory().conversation, scoped_id(t, cid), True)
+    if not turns:
+        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    return cid, turns
+
+
 @router.get("/v1/conversations/{conversation_id}", response_model=ConversationOut, tags=["memory"],
             summary="The stored turns of a conversation, with labels")
 async def get_conversation(request: Request, conversation_id: str = cid_path, t: str | None = Depends(tenant)):
     """The stored turns of a conversation with their labels; 404 when there are none."""
-    ctx = ctx_of(request)
-    cid = validate_conversation_id(conversation_id)
-    turns = await ctx.in_thread(ctx.memory().conversation, scoped_id(t, cid), True)
-    if not turns:
-        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    cid, turns = await stored_conversation(request, conversation_id, t)
     return ConversationOut(conversation_id=cid, turns=[TurnOut(
         turn_index=x["turn_index"], speaker=x["speaker"], text=x["text"], label=x["label"],
         confidence=x["confidence"], explanation=(x.get("record") or {}).get("explanation")) for x in turns])
@@ -42,11 +50,7 @@ async def get_conversation(request: Request, conversation_id: str = cid_path, t:
             summary="Label trajectory and turning points of a conversation, from its stored evidence")
 async def conversation_summary(request: Request, conversation_id: str = cid_path, t: str | None = Depends(tenant)):
     """The deterministic summary (agent/conversation_summary.py) of this key's conversation; 404 when empty."""
-    ctx = ctx_of(request)
-    cid = validate_conversation_id(conversation_id)
-    turns = await ctx.in_thread(ctx.memory().conversation, scoped_id(t, cid), True)
-    if not turns:
-        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    cid, turns = await stored_conversation(request, conversation_id, t)
     return SummaryOut(conversation_id=cid, **summarize_conversation(turns).model_dump())
 
 
@@ -55,10 +59,7 @@ async def conversation_summary(request: Request, conversation_id: str = cid_path
 async def ask(request: Request, body: AskRequest, t: str | None = Depends(tenant)):
     """The ask agent (agent/ask_loop.py) over this key's conversation; the answer is checked for grounding."""
     ctx = ctx_of(request)
-    cid = validate_conversation_id(body.conversation_id)
-    memory = ctx.memory()
-    if not await ctx.in_thread(memory.conversation, scoped_id(t, cid)):
-        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    cid, _ = await stored_conversation(request, body.conversation_id, t)
     agent = ctx.get_agent()
     ans = await ctx.llm_worker.run(lambda: agent.ask(body.question, conversation_id=scoped_id(t, cid)),
                                    ctx.cfg.request_timeout_s, "ask")
