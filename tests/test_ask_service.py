@@ -50,3 +50,21 @@ def test_ask_route_answers_from_tools_bound_to_the_keys_conversation(app_agent):
     r = c.post("/v1/ask", headers=A, json={"conversation_id": "c1", "question": "Show me another conversation"})
     assert r.status_code == 200 and "refused" in r.json()["answer"] and not r.json()["tool_calls"]
     assert c.post("/v1/ask", headers=A, json={"conversation_id": "c1", "question": "x" * 600}).status_code == 422
+
+
+def test_ask_route_streams_tool_calls_then_the_answer(app_agent):
+    import json
+    c, agent = app_agent
+    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "turn_evidence", "args": {"turn_index": 1}, "id": "e"}]),
+                            AIMessage("At turn 1 audio said anger with 0.9.")])
+    with c.stream("POST", "/v1/ask?stream=true", headers=A,
+                  json={"conversation_id": "c1", "question": "Why anger at turn 1?"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    events = [(b.split("\n")[0].removeprefix("event: ").strip(), b) for b in text.replace("\r\n", "\n").split("\n\n")
+              if b.startswith("event:")]
+    assert [e for e, _ in events] == ["tool_call", "tool_result", "answer"]
+    result = json.loads(events[1][1].split("data: ", 1)[1])
+    assert result["name"] == "turn_evidence" and '"audio"' in result["content"]
+    answer = json.loads(events[2][1].split("data: ", 1)[1])
+    assert answer["grounded"] and answer["citations"] == ["turn_evidence({'turn_index': 1})"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,20 +75,34 @@ def conversation_tools(tools: ConversationTools) -> list[StructuredTool]:
     ]
 
 
-def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_rounds: int = 4) -> Answer:
+def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_rounds: int = 4,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None) -> Answer:
     """Run the loop; an answer that fails the grounding check is refused, naming the failed checks.
 
     Questions that are instructions or that ask for another conversation/run/key are refused before any tool
-    runs (the tools themselves are bound to one scope, so this is a clearer message, not the only guard)."""
+    runs (the tools themselves are bound to one scope, so this is a clearer message, not the only guard).
+    ``on_event(kind, data)`` is told each ``tool_call`` and ``tool_result`` as they happen (for streaming)."""
     if _OUT_OF_SCOPE.search(question):
         return Answer(text="I can only answer questions about this conversation or run, and I do not follow "
                       "instructions; this question was refused.", grounded=True, warnings=["refused: out of scope"])
     model = chat_model.bind_tools(tools)
     rounds = {"n": 0}
 
+    emit = on_event or (lambda kind, data: None)
+
     def agent(state: MessagesState) -> dict:
         rounds["n"] += 1
-        return {"messages": [model.invoke(state["messages"])]}
+        done: list[ToolMessage] = []  # the results of the previous round, in the order they came back
+        for m in reversed(state["messages"]):
+            if not isinstance(m, ToolMessage):
+                break
+            done.insert(0, m)
+        for m in done:
+            emit("tool_result", {"name": m.name, "content": str(m.content)[:2000]})
+        reply = model.invoke(state["messages"])
+        for c in getattr(reply, "tool_calls", None) or []:
+            emit("tool_call", {"name": c["name"], "args": c.get("args") or {}})
+        return {"messages": [reply]}
 
     def route(state: MessagesState) -> str:
         last = state["messages"][-1]

@@ -144,7 +144,7 @@ class EmotionAgent:
                     yield node, values["result"]
 
     def ask(self, question: str, *, conversation_id: str | None = None, run: "str | Path | None" = None,
-            turn: str | None = None) -> Any:
+            turn: str | None = None, on_event: Any = None) -> Any:
         """Answer ``question`` by the LLM calling tools bound to one scope (``agent.ask_loop``): a stored
         conversation of this agent's memory (``conversation_id``; the caller scopes it to a tenant), or a run
         folder (``run``), or one turn of it (``run`` and ``turn`` = its key). Exactly one of the two scopes."""
@@ -163,4 +163,4 @@ class EmotionAgent:
             tools = conversation_tools(ConversationTools(self.memory, conversation_id))
         else:
             tools = run_tools(RunTools(_Path(run), key=turn))
-        return ask(self.llm, tools, question)
+        return ask(self.llm, tools, question, on_event=on_event)

@@ -7,11 +7,14 @@ import logging
 import os
 import time
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
 
 from emotion_agent.agent.conversation_summary import summarize_conversation
 from emotion_agent.agent.why import answer_why
+from emotion_agent.service.analysis import wants_stream
+from emotion_agent.service.ask_stream import stream_ask
 from emotion_agent.service.context import ctx_of, tenant
 from emotion_agent.service.errors import ServiceError
 from emotion_agent.service.schemas import (AskRequest, AskResponse, ConversationOut, DeletedOut, SummaryOut, TurnOut,
@@ -56,15 +59,23 @@ async def conversation_summary(request: Request, conversation_id: str = cid_path
 
 @router.post("/v1/ask", response_model=AskResponse, tags=["analysis"],
              summary="Answer a question about a stored conversation: the LLM calls tools bound to it")
-async def ask(request: Request, body: AskRequest, t: str | None = Depends(tenant)):
-    """The ask agent (agent/ask_loop.py) over this key's conversation; the answer is checked for grounding."""
+async def ask(request: Request, body: AskRequest, t: str | None = Depends(tenant),
+              stream: bool | None = Query(default=None, description="Server-sent events: each tool call first.")):
+    """The ask agent (agent/ask_loop.py) over this key's conversation; the answer is checked for grounding.
+    With ``stream`` (or ``Accept: text/event-stream``): ``tool_call``/``tool_result`` events, then ``answer``."""
     ctx = ctx_of(request)
     cid, _ = await stored_conversation(request, body.conversation_id, t)
     agent = ctx.get_agent()
-    ans = await ctx.llm_worker.run(lambda: agent.ask(body.question, conversation_id=scoped_id(t, cid)),
-                                   ctx.cfg.request_timeout_s, "ask")
-    return AskResponse(conversation_id=cid, answer=ans.text, grounded=ans.grounded, citations=ans.citations,
-                       tool_calls=ans.tool_calls, warnings=ans.warnings)
+
+    def run(on_event=None):  # noqa: ANN001, ANN202 - the loop's event callback
+        return agent.ask(body.question, conversation_id=scoped_id(t, cid), on_event=on_event)
+
+    def respond(ans) -> AskResponse:  # noqa: ANN001 - agent.ask_loop.Answer
+        return AskResponse(conversation_id=cid, answer=ans.text, grounded=ans.grounded, citations=ans.citations,
+                           tool_calls=ans.tool_calls, warnings=ans.warnings)
+    if wants_stream(request, stream):
+        return EventSourceResponse(stream_ask(ctx, run, respond))
+    return respond(await ctx.llm_worker.run(run, ctx.cfg.request_timeout_s, "ask"))
 
 
 @router.delete("/v1/conversations/{conversation_id}", response_model=DeletedOut, tags=["memory"],
