@@ -114,3 +114,10 @@ def test_emotion_agent_ask_on_a_run(run, tmp_path, settings):
         agent.ask("x", conversation_id="c1", run=tmp_path)
     with pytest.raises(KeyError, match="no turn with key"):
         agent.ask("x", run=tmp_path, turn="nope")
+
+
+def test_turn_scope_keeps_only_that_turn(run, tmp_path):
+    one = RunTools(tmp_path, key="d1_u0")
+    assert one.metrics().n == 1 and one.confusion() == {"fear": {"neutral": 1}}
+    with pytest.raises(FileNotFoundError, match="no records.jsonl"):
+        RunTools(tmp_path / "missing")
