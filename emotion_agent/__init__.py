@@ -26,11 +26,13 @@ _EXPORTS = {
     "EmotionEvidence": "emotion_agent.tools.evidence",
     "LABELS": "emotion_agent.tools.evidence",
     "Settings": "emotion_agent.tools.settings",
+    "Answer": "emotion_agent.agent.ask_loop",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from emotion_agent.agent.ask_loop import Answer
     from emotion_agent.agent.inputs import InputError, make_turn
     from emotion_agent.agent.runtime import EmotionAgent
     from emotion_agent.tools.evidence import LABELS, EmotionEvidence, FusedResult

@@ -145,3 +145,25 @@ class EmotionAgent:
             for node, values in update.items():
                 if isinstance(values, dict) and isinstance(values.get("result"), FusedResult):
                     yield node, values["result"]
+
+    def ask(self, question: str, *, conversation_id: str | None = None, run: "str | Path | None" = None,
+            turn: str | None = None, on_event: Any = None) -> Any:
+        """Answer ``question`` by the LLM calling tools bound to one scope (``agent.ask_loop``): a stored
+        conversation of this agent's memory (``conversation_id``; the caller scopes it to a tenant), or a run
+        folder (``run``), or one turn of it (``run`` and ``turn`` = its key). Exactly one of the two scopes."""
+        from pathlib import Path as _Path
+
+        from emotion_agent.agent.ask_loop import ask, conversation_tools, run_tools
+        from emotion_agent.agent.ask_memory_tools import ConversationTools
+        from emotion_agent.agent.ask_run_tools import RunTools
+        if (conversation_id is None) == (run is None):
+            raise ValueError("ask needs exactly one scope: conversation_id=... or run=DIR")
+        if conversation_id is not None:
+            if turn is not None:
+                raise ValueError("turn=KEY goes with run=DIR; ask about a conversation's turn in the question")
+            if self.memory is None:
+                raise ValueError("conversation memory is off, so there is no conversation to ask about")
+            tools = conversation_tools(ConversationTools(self.memory, conversation_id))
+        else:
+            tools = run_tools(RunTools(_Path(run), key=turn))
+        return ask(self.llm, tools, question, on_event=on_event)

@@ -1,4 +1,4 @@
-"""Command line: ``emotion-agent analyze | batch | demo | models | eval | report | why | serve``.
+"""Command line: ``emotion-agent analyze | batch | demo | models | ask | eval | report | why | serve``.
 
 The app is composed here, explicitly, from the commands of each layer (the agent's, the eval
 harness's, the service's); importing a module never registers a command. User mistakes (no
@@ -28,6 +28,7 @@ def build_app() -> typer.Typer:
     app.command()(demo.demo)
     app.command()(batch.batch)
     app.command()(agent_commands.models)
+    app.command()(agent_commands.ask)
     app.add_typer(eval_commands.eval_app, name="eval")
     app.command()(eval_commands.report)
     app.command()(eval_commands.why)

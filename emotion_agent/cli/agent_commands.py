@@ -115,3 +115,47 @@ def models(
             assets.remove_markers(n, settings)
         path = assets.ensure(n, settings)
         console.print(f"ok {n}: {path}")
+
+
+def ask(
+    question: str = typer.Argument(..., help="The question, e.g. \"When did the caller get angry?\""),
+    conversation: Optional[str] = typer.Option(None, "--conversation", "-c",
+                                               help="Ask about this stored conversation (the local memory)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Ask about a run folder (its records.jsonl)."),
+    turn: Optional[str] = typer.Option(None, "--turn", help="With --run: only the turn with this key."),
+    llm: Optional[str] = typer.Option(None, help="LLM: registry name or .gguf path (default: settings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
+) -> None:
+    """Answer a question about a stored conversation or a run: the LLM calls tools bound to that one scope, and
+    an answer that cites anything no tool returned is refused."""
+    from emotion_agent.agent.llm import resolve_gguf
+    from emotion_agent.agent.runtime import EmotionAgent
+
+    if (conversation is None) == (run is None):
+        raise UserError("give exactly one of --conversation ID or --run DIR")
+    if turn is not None and run is None:
+        raise UserError("--turn KEY goes with --run DIR")
+    if run is not None and not (run / "records.jsonl").is_file():
+        raise UserError(f"{run} has no records.jsonl (give a folder written by `emotion-agent batch` or an eval)")
+    settings = settings_from(llm=llm)
+    if not settings.llm_url:
+        try:
+            resolve_gguf(settings.llm, settings)
+        except Exception as exc:  # the model is missing: say how to get it instead of a traceback
+            raise UserError(f"the LLM '{settings.llm}' is not available ({exc}); run "
+                            "`emotion-agent models fetch` or pass --llm PATH.gguf") from None
+    agent = EmotionAgent(settings, memory=conversation is not None, experts={})
+    if conversation is not None and not agent.memory.conversation(conversation):
+        raise UserError(f"no stored turns for conversation '{conversation}' in {settings.memory_path}")
+    try:
+        answer = agent.ask(question, conversation_id=conversation, run=run, turn=turn)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    if as_json:
+        sys.stdout.write(answer.model_dump_json(indent=2) + "\n")
+        return
+    console.print(answer.text if answer.grounded else f"[yellow]{answer.text}[/yellow]")
+    if answer.citations:
+        console.print("tools: " + ", ".join(answer.citations), style="dim")
+    for w in answer.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")

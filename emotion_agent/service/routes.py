@@ -7,13 +7,18 @@ import logging
 import os
 import time
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
 
+from emotion_agent.agent.conversation_summary import summarize_conversation
 from emotion_agent.agent.why import answer_why
+from emotion_agent.service.analysis import wants_stream
+from emotion_agent.service.ask_stream import stream_ask
 from emotion_agent.service.context import ctx_of, tenant
 from emotion_agent.service.errors import ServiceError
-from emotion_agent.service.schemas import ConversationOut, DeletedOut, TurnOut, WhyRequest, WhyResponse
+from emotion_agent.service.schemas import (AskRequest, AskResponse, ConversationOut, DeletedOut, SummaryOut, TurnOut,
+                                           WhyRequest, WhyResponse)
 from emotion_agent.service.security import scoped_id, validate_conversation_id
 from emotion_agent.tools.evidence import FusedResult
 
@@ -22,18 +27,55 @@ router = APIRouter()
 cid_path = Path(description="Conversation id: 1-64 of [A-Za-z0-9._-].", max_length=64)
 
 
+async def stored_conversation(request: Request, conversation_id: str | None, t: str | None) -> tuple[str, list[dict]]:
+    """The valid id and the stored turns (with records) of the key's conversation; 404 when there are none."""
+    ctx = ctx_of(request)
+    cid = validate_conversation_id(conversation_id)
+    if cid is None:
+        raise ServiceError(422, "conversation_id is required", "bad_conversation_id")
+    turns = await ctx.in_thread(ctx.memory().conversation, scoped_id(t, cid), True)
+    if not turns:
+        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    return cid, turns
+
+
 @router.get("/v1/conversations/{conversation_id}", response_model=ConversationOut, tags=["memory"],
             summary="The stored turns of a conversation, with labels")
 async def get_conversation(request: Request, conversation_id: str = cid_path, t: str | None = Depends(tenant)):
     """The stored turns of a conversation with their labels; 404 when there are none."""
-    ctx = ctx_of(request)
-    cid = validate_conversation_id(conversation_id)
-    turns = await ctx.in_thread(ctx.memory().conversation, scoped_id(t, cid), True)
-    if not turns:
-        raise ServiceError(404, f"no stored turns for conversation '{cid}'", "not_found")
+    cid, turns = await stored_conversation(request, conversation_id, t)
     return ConversationOut(conversation_id=cid, turns=[TurnOut(
         turn_index=x["turn_index"], speaker=x["speaker"], text=x["text"], label=x["label"],
         confidence=x["confidence"], explanation=(x.get("record") or {}).get("explanation")) for x in turns])
+
+
+@router.get("/v1/conversations/{conversation_id}/summary", response_model=SummaryOut, tags=["memory"],
+            summary="Label trajectory and turning points of a conversation, from its stored evidence")
+async def conversation_summary(request: Request, conversation_id: str = cid_path, t: str | None = Depends(tenant)):
+    """The deterministic summary (agent/conversation_summary.py) of this key's conversation; 404 when empty."""
+    cid, turns = await stored_conversation(request, conversation_id, t)
+    return SummaryOut(conversation_id=cid, **summarize_conversation(turns).model_dump())
+
+
+@router.post("/v1/ask", response_model=AskResponse, tags=["analysis"],
+             summary="Answer a question about a stored conversation: the LLM calls tools bound to it")
+async def ask(request: Request, body: AskRequest, t: str | None = Depends(tenant),
+              stream: bool | None = Query(default=None, description="Server-sent events: each tool call first.")):
+    """The ask agent (agent/ask_loop.py) over this key's conversation; the answer is checked for grounding.
+    With ``stream`` (or ``Accept: text/event-stream``): ``tool_call``/``tool_result`` events, then ``answer``."""
+    ctx = ctx_of(request)
+    cid, _ = await stored_conversation(request, body.conversation_id, t)
+    agent = ctx.get_agent()
+
+    def run(on_event=None):  # noqa: ANN001, ANN202 - the loop's event callback
+        return agent.ask(body.question, conversation_id=scoped_id(t, cid), on_event=on_event)
+
+    def respond(ans) -> AskResponse:  # noqa: ANN001 - agent.ask_loop.Answer
+        return AskResponse(conversation_id=cid, answer=ans.text, grounded=ans.grounded, citations=ans.citations,
+                           tool_calls=ans.tool_calls, warnings=ans.warnings)
+    if wants_stream(request, stream):
+        return EventSourceResponse(stream_ask(ctx, run, respond))
+    return respond(await ctx.llm_worker.run(run, ctx.cfg.request_timeout_s, "ask"))
 
 
 @router.delete("/v1/conversations/{conversation_id}", response_model=DeletedOut, tags=["memory"],

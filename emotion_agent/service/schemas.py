@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emotion_agent.agent.conversation_summary import ConversationSummary
 from emotion_agent.agent.reply_hint import ReplyHint
 from emotion_agent.tools.evidence import Adjudication
 
@@ -124,3 +125,29 @@ class ErrorOut(BaseModel):
     """JSON body of every error response: ``{"error": {code, message, request_id}}``."""
 
     error: ErrorBody
+
+
+class SummaryOut(ConversationSummary):
+    """Response of ``GET /v1/conversations/{id}/summary``: the deterministic summary from the stored evidence."""
+
+    conversation_id: str
+
+
+class AskRequest(BaseModel):
+    """JSON body of ``POST /v1/ask``: a question about one stored conversation of this API key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str
+    question: str = Field(min_length=3, max_length=500)
+
+
+class AskResponse(BaseModel):
+    """Response of ``POST /v1/ask``: the answer, whether it passed the grounding check, the tool calls made."""
+
+    conversation_id: str
+    answer: str
+    grounded: bool
+    citations: list[str] = Field(default_factory=list)
+    tool_calls: list[dict] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)

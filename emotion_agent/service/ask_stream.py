@@ -1,0 +1,47 @@
+"""``POST /v1/ask?stream=true`` (or ``Accept: text/event-stream``): server-sent events of the ask loop, one
+``tool_call`` and one ``tool_result`` per tool the model calls, as they happen, then ``answer`` (the same body as
+the JSON response) or ``error``. The loop runs on the LLM lane; its events cross to the event loop by a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from emotion_agent.service.analysis import _sse
+from emotion_agent.service.context import ServiceContext
+from emotion_agent.service.errors import ServiceError
+
+log = logging.getLogger("emotion_agent.service.server")
+_END = object()
+
+
+async def stream_ask(ctx: ServiceContext, run: Callable[[Callable[[str, dict], None]], Any],
+                     respond: Callable[[Any], Any]) -> AsyncIterator[Any]:
+    """Events of ``run(on_event)`` (run on the LLM lane), then ``answer`` with ``respond(answer)``."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def on_event(kind: str, data: dict) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (kind, data))
+
+    async def job() -> Any:
+        try:
+            return await ctx.llm_worker.run(lambda: run(on_event), ctx.cfg.request_timeout_s, "ask")
+        finally:
+            queue.put_nowait(_END)
+
+    task = asyncio.create_task(job())
+    while (item := await queue.get()) is not _END:
+        yield _sse(*item)
+    try:
+        answer = await task
+    except ServiceError as exc:
+        yield _sse("error", {"error": {"code": exc.code, "message": exc.message}})
+        return
+    except Exception as exc:  # the stream has started: report, do not raise
+        log.warning("ask stream failed: %s", type(exc).__name__)
+        yield _sse("error", {"error": {"code": "internal_error", "message": "the ask failed"}})
+        return
+    yield _sse("answer", respond(answer))
