@@ -31,4 +31,4 @@ def test_fast_and_accurate_modes_on_a_real_clip(data_dir, settings):
     accurate = TranscribeExpert(settings.model_copy(update={"asr_mode": "accurate"})).analyze(turn)
     assert fast.model_id.endswith(" fast") and not accurate.model_id.endswith(" fast")
     for ev in (fast, accurate):
-        assert wer("Kids are talking by the door", ev.extra["transcript"]) <= 0.34, ev.extra["transcript"]
+        assert wer("Kids are talking by the door", ev.transcript.text) <= 0.34, ev.transcript.text
