@@ -9,6 +9,7 @@ LLM planner chooses which expert to call, never which file it reads.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated, Any, ClassVar
 
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.prebuilt import InjectedState
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from emotion_agent.tools.evidence import EmotionEvidence, Modality
 
@@ -29,6 +30,40 @@ class PriorTurn(BaseModel):
     speaker: str | None = None
     text: str
     label: str | None = None
+
+
+class TurnMemo:
+    """Values derived once per turn (the decoded audio and its prosody), shared by every expert of the turn.
+
+    Copies of a turn (``model_copy``) share it; a turn built anew, or unpickled, starts empty. Thread-safe:
+    experts running in parallel wait for the first computation of a key and reuse it (errors included).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[Any, threading.Lock] = {}
+        self._values: dict[Any, tuple[bool, Any]] = {}
+
+    def get(self, key: Any, compute: Any) -> Any:
+        """``compute()`` once for ``key``; later calls return its value or raise its exception again."""
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            if key not in self._values:
+                try:
+                    self._values[key] = (True, compute())
+                except Exception as exc:  # noqa: BLE001 - kept and re-raised for every expert alike
+                    self._values[key] = (False, exc)
+            ok, value = self._values[key]
+        if not ok:
+            raise value
+        return value
+
+    def __deepcopy__(self, memo: dict) -> "TurnMemo":
+        return TurnMemo()
+
+    def __reduce__(self):
+        return (TurnMemo, ())
 
 
 class TurnInput(BaseModel):
@@ -47,6 +82,11 @@ class TurnInput(BaseModel):
                                             description="Instruction-like spans removed from the text (never analysed).")
     #: Filled by the transcription expert when the turn had audio and no text.
     transcript: str | None = None
+    _memo: TurnMemo = PrivateAttr(default_factory=TurnMemo)
+
+    def derived(self, key: Any, compute: Any) -> Any:
+        """A value computed once per turn and shared by its copies (see :class:`TurnMemo`)."""
+        return self._memo.get(key, compute)
 
     def spoken_text(self) -> str | None:
         """The text to analyse: given text first, else the transcript."""

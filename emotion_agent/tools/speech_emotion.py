@@ -32,9 +32,9 @@ from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
 from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, new_id, uniform
-from emotion_agent.tools.media import SAMPLE_RATE, load_audio
-from emotion_agent.tools.prosody import Prosody, prosody, readable_cues
-from emotion_agent.tools.voice_activity import speech_presence
+from emotion_agent.tools.media import SAMPLE_RATE
+from emotion_agent.tools.prosody import Prosody, readable_cues
+from emotion_agent.tools.turn_audio import turn_audio
 from emotion_agent.tools.softmax import softmax
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "speech_head.npz"
@@ -235,9 +235,8 @@ class SpeechEmotionExpert(Expert):
         return turn.has_audio()
 
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:
-        path = Path(turn.audio_path or turn.video_path)  # type: ignore[arg-type]
-        audio, duration = load_audio(path, self.settings.max_audio_s, "analyse")
-        pros = prosody(audio)
+        shared = turn_audio(turn, self.settings.max_audio_s)
+        path, audio, duration, pros = shared.path, shared.audio, shared.duration_s, shared.prosody
         cues = [Cue(name=n, value=v, detail=d) for n, v, d in readable_cues(pros)]
         extra: dict[str, Any] = {"duration_s": round(duration, 2), "backend": self.backend,
                                  "prosody": pros.as_dict()}
@@ -246,7 +245,8 @@ class SpeechEmotionExpert(Expert):
                 id=new_id("speech"), modality="audio", expert=self.name, model_id=self.model_id,
                 distribution=uniform(), label="neutral", confidence=0.0, cues=cues,
                 warnings=[f"no speech: {path.name} is silent; no emotion can be read from the voice"], extra=extra)
-        vad = speech_presence(audio)
+        vad = shared.speech
+        assert vad is not None  # computed for every clip that is not silent
         extra["speech_s"] = vad.speech_s
         if not vad.has_speech:
             return EmotionEvidence(

@@ -20,18 +20,15 @@ from __future__ import annotations
 import os
 import re
 import threading
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from emotion_agent.tools.settings import Settings
-from emotion_agent.tools.voice_activity import speech_presence
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
 from emotion_agent.tools.evidence import Cue, EmotionEvidence, TranscriptInfo, new_id, uniform
-from emotion_agent.tools.media import load_audio
-from emotion_agent.tools.prosody import prosody
 from emotion_agent.tools.short_window_asr import short_window_decode
+from emotion_agent.tools.turn_audio import turn_audio
 
 PAUSE_S = 0.5
 _MODELS: dict[tuple, Any] = {}
@@ -225,9 +222,8 @@ class TranscribeExpert(Expert):
 
     # -- expert ---------------------------------------------------------------------------------------
     def _analyze(self, turn: TurnInput) -> EmotionEvidence:
-        path = Path(turn.audio_path or turn.video_path)  # type: ignore[arg-type]
-        audio, duration = load_audio(path, self.settings.max_audio_s, "transcribe")
-        pros = prosody(audio)
+        shared = turn_audio(turn, self.settings.max_audio_s)
+        path, audio, duration, pros = shared.path, shared.audio, shared.duration_s, shared.prosody
         base_extra: dict[str, Any] = {"duration_s": round(duration, 2), "backend": self.backend,
                                       "model": self.model_spec}
         if pros.silent:
@@ -237,7 +233,8 @@ class TranscribeExpert(Expert):
                 extra={**base_extra, "language": None, "language_probability": 0.0,
                        "segments": [], "speaking_rate_wps": 0.0, "pauses": []},
             )
-        vad = speech_presence(audio)
+        vad = shared.speech
+        assert vad is not None  # computed for every clip that is not silent
         base_extra["speech_s"] = vad.speech_s
         if not vad.has_speech:
             return self._evidence(
