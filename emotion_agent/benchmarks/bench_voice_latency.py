@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from emotion_agent import EmotionAgent, make_turn
+from emotion_agent.agent.inputs import make_turn
+from emotion_agent.agent.runtime import EmotionAgent
 from emotion_agent.benchmarks.asr_wer import cpu_model
 from emotion_agent.tools.settings import Settings
 
