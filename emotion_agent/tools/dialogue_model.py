@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion_agent.tools.softmax import softmax
+
 ContextMode = Literal["online", "offline"]
 N_LABELS = 7
 #: Speaker-cue width: same-as-previous, first turn of this speaker, previous turn's and own previous distribution.
@@ -28,8 +30,7 @@ CUE_DIM = 2 + 2 * N_LABELS
 
 def speaker_cues(speakers: Sequence[str], logits: np.ndarray) -> np.ndarray:
     """Per-utterance speaker cues for one dialogue (see the module docstring); shape (T, CUE_DIM)."""
-    z = logits - logits.max(1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    probs = softmax(logits)
     cues = np.zeros((len(speakers), CUE_DIM), dtype=np.float32)
     last_of: dict[str, int] = {}
     for t, spk in enumerate(speakers):

@@ -27,6 +27,7 @@ from emotion_agent.evals.paths import RESULTS_DIR
 from emotion_agent.tools.dialogue_model import DialogueGRU, pad_dialogues, speaker_cues
 from emotion_agent.tools.evidence import LABELS
 from emotion_agent.tools.settings import Settings
+from emotion_agent.tools.softmax import softmax
 from emotion_agent.training.cache_text_features import load_features
 
 MINORITY = ("fear", "disgust", "sadness")
@@ -109,7 +110,7 @@ def cross_validate(dias: list[dict[str, np.ndarray]], folds: int, seeds: list[in
     gold = np.concatenate([d["label"] for d in dias])
     logits = np.concatenate([d["logits"] for d in dias])
     rows = [report_row(f"expert alone (ctx{args.context})", "online", gold,
-                       torch.softmax(torch.from_numpy(logits), -1).numpy())]
+                       softmax(logits))]
     for mode in ("online", "offline"):
         oof = [None] * len(dias)
         for k in range(folds):
@@ -171,7 +172,7 @@ def main() -> None:
         gold = np.concatenate([d["label"] for d in data[split]])
         logits = np.concatenate([d["logits"] for d in data[split]])
         result["rows"][split].append(report_row(f"expert alone (ctx{args.context})", "online", gold,
-                                                torch.softmax(torch.from_numpy(logits), -1).numpy()))
+                                                softmax(logits)))
     for mode in ("online", "offline"):
         models, epoch_s = [], []
         for seed in seeds:
