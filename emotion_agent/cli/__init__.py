@@ -1,4 +1,4 @@
-"""Command line: ``emotion-agent analyze | batch | demo | models | ask | eval | report | why | serve``.
+"""Command line: ``emotion-agent analyze | batch | demo | models | ask | eval | report | why | serve | stream``.
 
 The app is composed here, explicitly, from the commands of each layer (the agent's, the eval
 harness's, the service's); importing a module never registers a command. User mistakes (no
@@ -14,7 +14,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from emotion_agent.cli import agent_commands, batch, demo
+from emotion_agent.cli import agent_commands, batch, demo, stream_client
 from emotion_agent.console import UserError, err
 from emotion_agent.cli import eval_commands
 from emotion_agent.web import cli as service_commands
@@ -33,6 +33,7 @@ def build_app() -> typer.Typer:
     app.command()(eval_commands.report)
     app.command()(eval_commands.why)
     app.command()(service_commands.serve)
+    app.command()(stream_client.stream)
     return app
 
 

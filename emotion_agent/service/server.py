@@ -9,6 +9,8 @@ Endpoints (OpenAPI docs at ``/docs``):
 * ``GET|DELETE /v1/conversations/{id}`` — the turns with labels / forget memory and stored records.
 * ``POST /v1/why`` — an analyst's question about a stored turn, answered from its stored record.
 * ``GET /healthz``.
+* ``WS /v1/stream`` — streamed voice: PCM in, partial transcripts and one result per utterance out
+  (:mod:`service.stream`).
 
 Models load once at start (``agent.warmup()``). Model work is queued on single-thread lanes, never run
 in parallel threads: one lane for the experts + fusion + memory (the label), one for the LLM
@@ -33,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emotion_agent.service import analysis, routes
+from emotion_agent.service import analysis, routes, stream
 from emotion_agent.service.analysis import request_id_of
 from emotion_agent.service.config import ServiceConfig
 from emotion_agent.service.context import ServiceContext
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None, agent: Any = None, *, config: S
     add_error_handlers(app)
     app.include_router(analysis.router)
     app.include_router(routes.router)
+    app.include_router(stream.router)
     for router in routers:
         app.include_router(router)
     return app

@@ -106,6 +106,17 @@ class Settings(BaseSettings):
     frame_strategy: FrameStrategy = Field(default="uniform", description="'uniform', 'middle' or 'expressive'.")
     face_select: FaceSelect = Field(default="largest", description="Primary face rule: 'largest' or 'central'.")
     vlm_model: str | None = Field(default=None, description="VLM path/hub id; describe_scene off if unset.")
+    # streaming voice (WS /v1/stream)
+    stream_max_utterance_s: float = Field(default=15.0, gt=0, le=60, description="An utterance is cut (and a new "
+                                          "one starts) when it reaches this length.")
+    stream_end_silence_ms: int = Field(default=500, ge=100, le=5000, description="Silence that ends an utterance.")
+    stream_idle_timeout_s: float = Field(default=10.0, gt=0, description="A stream that sends nothing for this "
+                                         "long is closed (code 4408).")
+    stream_max_per_key: int = Field(default=4, ge=1, description="Open streams allowed per API key (code 4429).")
+    stream_max_lead_s: float = Field(default=2.0, gt=0, description="How far ahead of real time a client may send "
+                                     "audio before the stream is closed (code 4413).")
+    stream_partial_every_s: float = Field(default=1.0, ge=0, description="A partial transcript after each this many "
+                                          "seconds of new speech (0: none); skipped while the models are busy.")
 
     @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter", mode="before")
     @classmethod
