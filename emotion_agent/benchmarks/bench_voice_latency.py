@@ -7,7 +7,9 @@ Every request reads a fresh copy of its clip, so no decode is served from an ear
 Both ASR modes run in one process, interleaved clip by clip (the same clips, the same machine load).
 
 ``python -m emotion_agent.benchmarks.bench_voice_latency [N_AUDIO] [N_VIDEO]`` prints the figures and writes
-``results/bench_voice_latency.json`` (with the CPU model and the peak RSS).
+``results/bench_voice_latency.json`` (with the CPU model and the peak RSS). ``--before-after`` runs it twice in
+fresh processes, CTranslate2's OpenMP threads spinning (the old default) and passive (:mod:`tools.openmp`), and
+prints both side by side.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import soundfile as sf
 from emotion_agent.agent.inputs import make_turn
 from emotion_agent.agent.runtime import EmotionAgent
 from emotion_agent.benchmarks.asr_wer import cpu_model
+from emotion_agent.tools import openmp
 from emotion_agent.tools.settings import Settings
 
 MODES = ("fast", "accurate")
@@ -71,7 +74,7 @@ def one_request(agent: EmotionAgent, clip: Path, kind: str, scratch: Path) -> di
     return stages
 
 
-def main(n_audio: int = 8, n_video: int = 5) -> dict:
+def main(n_audio: int = 8, n_video: int = 5, out_path: str = "results/bench_voice_latency.json") -> dict:
     settings = Settings.from_env()
     data = settings.data_dir
     audio = short_ravdess(data, n_audio)
@@ -100,10 +103,11 @@ def main(n_audio: int = 8, n_video: int = 5) -> dict:
         "n_audio_clips": len(audio), "n_video_requests": len(runs[MODES[0]]["video"]),
         "audio_clips": [p.name for p in audio], "video": VIDEO,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "ct2_openmp_wait_policy": openmp.loaded_policy, "load_avg_at_end": os.getloadavg(),
         "summary_ms": summary, "runs": runs,
     }
-    Path("results").mkdir(exist_ok=True)
-    Path("results/bench_voice_latency.json").write_text(json.dumps(out, indent=1))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(out, indent=1))
     print(out["cpu"], f"({out['cpu_count']} CPUs, shared)", f"peak RSS {out['peak_rss_mb']} MB")
     for key, stages in summary.items():
         main_stages = {s: stages[s]["p50"] for s in ("request", "total", "make_turn", "expert_transcribe",
@@ -113,5 +117,38 @@ def main(n_audio: int = 8, n_video: int = 5) -> dict:
     return out
 
 
+def before_after(n_audio: int, n_video: int) -> dict:
+    """The benchmark twice, each in a fresh process: CTranslate2's OpenMP threads spinning (before, the old
+    default) then passive (after, :mod:`tools.openmp`); one JSON with both, printed side by side."""
+    import subprocess
+
+    both = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, flag in (("before_spinning", "0"), ("after_passive", "1")):
+            child = Path(tmp) / f"{name}.json"
+            subprocess.run([sys.executable, "-m", "emotion_agent.benchmarks.bench_voice_latency", str(n_audio),
+                            str(n_video), "--out", str(child)], check=True,
+                           env={**os.environ, "EMOTION_AGENT_CT2_PASSIVE": flag})
+            both[name] = json.loads(child.read_text())
+    Path("results").mkdir(exist_ok=True)
+    Path("results/bench_voice_latency.json").write_text(json.dumps(both, indent=1))
+    print(f"{'mode/turn':16s} {'stage (p50 ms)':22s} {'before':>8s} {'after':>8s}")
+    for key in both["after_passive"]["summary_ms"]:
+        for stage in ("request", "expert_transcribe", "expert_speech_emotion", "expert_facial_emotion",
+                      "expert_text_emotion"):
+            b, a = (both[n]["summary_ms"].get(key, {}).get(stage, {}).get("p50") for n in both)
+            if a is not None:
+                print(f"{key:16s} {stage:22s} {b:8.0f} {a:8.0f}")
+    return both
+
+
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    args = sys.argv[1:]
+    if "--before-after" in args:
+        args.remove("--before-after")
+        before_after(*(int(a) for a in args[:2]))
+    elif "--out" in args:
+        i = args.index("--out")
+        main(*(int(a) for a in args[:i][:2]), out_path=args[i + 1])
+    else:
+        main(*(int(a) for a in args[:2]))

@@ -64,8 +64,9 @@ def short_window_decode(model: Any, audio: np.ndarray, *, beam_size: int = 1) ->
     Returns ``text``, ``avg_logprob``, ``no_speech_prob``, ``n_tokens``, ``budget``, ``window_s`` and
     ``degenerate`` (a reason, or None).
     """
-    import ctranslate2
+    from emotion_agent.tools.openmp import import_ctranslate2
 
+    ctranslate2 = import_ctranslate2()
     duration = len(audio) / SAMPLE_RATE
     window_s = min(FULL_WINDOW_S, max(MIN_WINDOW_S, duration + 1.0))
     n_frames = int(window_s * SAMPLE_RATE / HOP)

@@ -27,6 +27,9 @@ CONTEXT = 64  # samples of the previous window the model sees
 
 def vad_session():
     """The shared Silero ONNX session (faster-whisper caches the model: loaded once per process)."""
+    from emotion_agent.tools.openmp import import_ctranslate2
+
+    import_ctranslate2()  # before faster-whisper loads it: OpenMP threads that sleep when idle
     from faster_whisper.vad import get_vad_model
 
     return get_vad_model().session

@@ -60,6 +60,9 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def _faster_whisper(spec: str, settings: Settings):
+    from emotion_agent.tools.openmp import import_ctranslate2
+
+    import_ctranslate2()  # before faster-whisper loads it: OpenMP threads that sleep when idle
     from faster_whisper import WhisperModel
 
     from emotion_agent.tools.audio_assets import resolve_whisper

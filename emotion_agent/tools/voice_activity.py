@@ -52,6 +52,9 @@ def speech_presence(audio: np.ndarray) -> SpeechPresence:
             return hit
     duration = len(audio) / SAMPLE_RATE
     try:
+        from emotion_agent.tools.openmp import import_ctranslate2
+
+        import_ctranslate2()  # faster_whisper imports ctranslate2: load it with passive OpenMP threads
         from faster_whisper.vad import VadOptions, get_speech_timestamps
     except ImportError:  # no VAD installed: say nothing about speech rather than guess
         return SpeechPresence(speech_s=duration, duration_s=duration, segments=0, available=False)
