@@ -69,7 +69,8 @@ def agent(tmp_path_factory):
 
     settings = Settings.from_env(memory_dir=tmp_path_factory.mktemp("mem"), chroma_url=None, llm_url=None,
                                  asr_mode="fast", stream_idle_timeout_s=1.5, stream_max_per_key=2,
-                                 stream_max_utterance_s=8.0, stream_partial_every_s=0.8)
+                                 stream_max_utterance_s=3.0, stream_partial_every_s=0.8,
+                                 stream_max_lead_s=3.0)
     return EmotionAgent(settings, experts=build_experts(settings, only=["transcribe", "speech_emotion",
                                                                           "text_emotion"]))
 
@@ -103,7 +104,7 @@ def test_stream_gives_partials_and_one_final_per_utterance_remembered(client, ag
     with client.websocket_connect("/v1/stream", headers=A) as ws:
         ws.send_text(json.dumps({"type": "start", "conversation_id": "call-1", "speaker": "caller"}))
         ready = json.loads(ws.receive_text())
-        assert ready["type"] == "ready" and ready["limits"]["max_utterance_s"] == 8.0
+        assert ready["type"] == "ready" and ready["limits"]["max_utterance_s"] == 3.0
         play(ws, np.concatenate([clip, np.zeros(8000, dtype=np.float32)]), pace=0.09)
         ws.send_text(json.dumps({"type": "end"}))
         events = events_until(ws, {"end", "error"})
@@ -159,10 +160,27 @@ def test_stream_limits_idle_and_too_fast(client, clip):
     with client.websocket_connect("/v1/stream", headers=A) as ws:
         ws.send_text(json.dumps({"type": "start"}))
         json.loads(ws.receive_text())
-        for _ in range(4):  # 4 x 1 s of audio at once: 2 s ahead of the clock is the limit
+        for _ in range(5):  # 5 x 1 s of audio at once: 3 s ahead of the clock is the limit
             ws.send_bytes(pcm(np.zeros(16000, dtype=np.float32)))
         err = events_until(ws, {"error"})[-1]
         assert err["close_code"] == 4413 and err["code"] == "too_fast"
+
+
+@pytest.mark.slow
+def test_a_long_utterance_is_cut_at_the_cap_and_goes_on(client, clip):
+    speech = clip[int(1.0 * 16000):int(2.65 * 16000)]  # the spoken part only: no pause long enough to end it
+    long = np.concatenate([speech] * 4 + [np.zeros(12000, dtype=np.float32)])  # ~6.6 s of speech
+    with client.websocket_connect("/v1/stream", headers=A) as ws:
+        ws.send_text(json.dumps({"type": "start", "conversation_id": "long-1", "options": {"partials": False}}))
+        json.loads(ws.receive_text())
+        play(ws, long, pace=0.06)
+        ws.send_text(json.dumps({"type": "end"}))
+        events = events_until(ws, {"end", "error"})
+    finals = [e for e in events if e["type"] == "final"]
+    assert finals[0]["reason"] == "max_length" and finals[0]["duration_s"] <= 3.05
+    assert len(finals) >= 2 and events[-1]["type"] == "end"
+    assert any(e["type"] == "warning" and e["code"] == "utterance_cut" for e in events)
+    assert not [e for e in events if e["type"] == "partial"]  # partials off by option
 
 
 @pytest.mark.slow
