@@ -200,3 +200,44 @@ def test_a_vanishing_client_does_not_break_another_stream(client, agent, clip):
     assert [e["type"] for e in events].count("final") == 1 and events[-1]["type"] == "end"
     assert len(agent.memory.conversation("bob~stay-1")) == 1
     assert agent.memory.conversation("bob~gone-1") == []  # its open utterance was dropped, nothing half-stored
+
+
+@pytest.fixture(scope="module")
+def live_url(agent):
+    """The same app served by uvicorn on a free port (a real socket, for the CLI client)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ServiceConfig(keys=ApiKeys.parse(f"alice={ALICE},bob={BOB}"), request_timeout_s=60.0)
+    server = uvicorn.Server(uvicorn.Config(create_app(agent.settings, agent, config=cfg), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield f"ws://127.0.0.1:{port}/v1/stream"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_the_cli_client_plays_a_file_and_prints_the_final(live_url, data_dir):
+    from typer.testing import CliRunner
+
+    from emotion_agent.cli import app
+
+    out = CliRunner().invoke(app, ["stream", str(data_dir / CLIP), "--url", live_url, "--key", ALICE,
+                                   "-c", "cli-1", "--speed", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    events = [json.loads(line) for line in out.output.splitlines() if line.startswith("{")]
+    assert [e["type"] for e in events][0] == "ready" and events[-1] == {**events[-1], "type": "end", "utterances": 1}
+    final = next(e for e in events if e["type"] == "final")
+    assert "door" in next(e["transcript"] for e in final["result"]["evidence"] if e["expert"] == "transcribe").lower()
+    bad = CliRunner().invoke(app, ["stream", str(data_dir / CLIP), "--url", live_url, "--key", "wrong-key-0123456789"])
+    assert bad.exit_code != 0 and "4401" in str(bad.exception) + bad.output

@@ -72,22 +72,25 @@ async def stream_audio(url: str, audio: np.ndarray, *, key: str | None = None, c
 
         reader = asyncio.ensure_future(receive())
         step = int(SAMPLE_RATE * frame_ms / 1000)
-        for i, at in enumerate(range(0, len(audio), step)):
-            if stop_after_s is not None and at / SAMPLE_RATE >= stop_after_s:
-                break
-            delay = t0 + i * frame_ms / 1000 / speed - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if reader.done():  # the server closed the stream
-                break
-            await ws.send(pcm16(audio[at:at + step]))
-            run.sent_s = min(len(audio), at + step) / SAMPLE_RATE
-        if stop_after_s is not None:
-            reader.cancel()
-            ws.transport.abort()  # vanish: no close handshake, no end message
-            return run
-        if send_end and not reader.done():
-            await ws.send(json.dumps({"type": "end"}))
+        try:
+            for i, at in enumerate(range(0, len(audio), step)):
+                if stop_after_s is not None and at / SAMPLE_RATE >= stop_after_s:
+                    break
+                delay = t0 + i * frame_ms / 1000 / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if reader.done():  # the server closed the stream
+                    break
+                await ws.send(pcm16(audio[at:at + step]))
+                run.sent_s = min(len(audio), at + step) / SAMPLE_RATE
+            if stop_after_s is not None:
+                reader.cancel()
+                ws.transport.abort()  # vanish: no close handshake, no end message
+                return run
+            if send_end and not reader.done():
+                await ws.send(json.dumps({"type": "end"}))
+        except ConnectionClosed:  # the server closed first (a limit, a bad key): its error event says why
+            pass
         await reader
         run.close_code, run.close_reason = ws.close_code, ws.close_reason or ""
     return run
@@ -145,4 +148,5 @@ def stream(
             raise UserError(f"stream to {url} failed: {exc}") from None
         raise
     if run.close_code not in (None, 1000):
-        raise UserError(f"the server closed the stream: {run.close_code} {run.close_reason}")
+        why = next((e["message"] for e in reversed(run.events) if e["type"] == "error"), run.close_reason)
+        raise UserError(f"the server closed the stream ({run.close_code}): {why}")
