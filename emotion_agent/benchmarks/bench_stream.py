@@ -1,7 +1,7 @@
 """Streamed voice turns through ``emotion-agent serve``: end of speech → final label, 20 streams, a vanishing client.
 
 The server is started as a user starts it (``python -m emotion_agent serve`` in a subprocess, one API key, its
-own memory folder); clients are :func:`cli.stream_client.stream_audio` sending 16 kHz PCM in 100 ms frames on a
+own memory folder); clients are :func:`service.stream_client.stream_audio` sending 16 kHz PCM in 100 ms frames on a
 real-time schedule. Each clip is followed by silence, so the utterance ends by the VAD (not by the end message).
 
 1. **Latency**, one stream at a time: for each clip (seeded 3-4 s RAVDESS clips, then the MELD media clips),
@@ -36,7 +36,7 @@ import numpy as np
 
 from emotion_agent.benchmarks.asr_wer import cpu_model
 from emotion_agent.benchmarks.bench_voice_latency import percentiles, short_ravdess
-from emotion_agent.cli.stream_client import StreamRun, stream_audio
+from emotion_agent.service.stream_client import StreamRun, stream_audio
 from emotion_agent.tools.media import load_audio
 from emotion_agent.tools.settings import Settings
 
