@@ -1,26 +1,28 @@
-"""``--engine local`` against ``--engine ray`` in one run, through the CLI a user runs (``emotion-agent eval``).
+"""``--engine local`` against ``--engine ray`` in one run, through the CLI a user runs.
 
 Phases (each writes ``results/bench_ray.json`` again, so a cut run keeps what it measured):
 
-1. **labels**: ``eval media speech`` on ``--clips`` RAVDESS clips and ``eval meld --split dev`` on ``--utterances``
-   MELD dev utterances (the run groups them into whole dialogues on Ray), once per engine, each run with a private
-   expert cache (the real models, an empty cache: every expert computes) — label identity input by input.
-2. **kill**: ``eval media speech --engine ray`` on the first ``--kill-clips`` clips, one actor SIGKILLed once
-   ``--kill-after`` records are written: records lost, duplicated, labels against the local run.
-3. **throughput**: ``--rounds`` short rounds on the same ``--round-clips`` clips, ``--engine local`` and
-   ``--engine ray --workers 2 --threads-per-worker 1`` in each, the order swapped every round, so the load of a
-   shared machine weighs on both alike. Rate = records per second from the moment 10 % (at least 4) of the
-   records are written to the last one (models load lazily on each worker's first items; this leaves loading
-   and Ray's start out). Each round's ratio Ray / local and the median of the rounds.
+1. **rounds** (``emotion-agent batch``): ``--rounds`` short rounds, each on its own inputs — ``--round-clips``
+   RAVDESS clips and whole MELD dev dialogues of at least ``--round-turns`` text turns (with their conversation
+   ids, so a dialogue is one unit on Ray) — run by ``--engine local`` and ``--engine ray --workers 2
+   --threads-per-worker 1``, the order swapped every round, so the load of a shared machine weighs on both
+   alike. Per round: label identity input by input, and the rate = inputs per second from the moment 10 % (at
+   least 4) of the lines are written to the last one (models load lazily on each worker's first inputs; this
+   leaves loading and Ray's start out); the ratio Ray / local per round and the median. Rounds use distinct
+   inputs, so the label check covers rounds × (clips + turns) inputs.
+2. **kill** (``emotion-agent eval meld``): ``--kill-utterances`` MELD dev utterances, once locally and once
+   with ``--engine ray`` during which one actor is SIGKILLed once ``--kill-after`` records are written:
+   records lost, duplicated, labels against the local run (each run with a private, empty expert cache).
 
 The CPU model, flags, core count and load average go in the JSON: on a shared machine timings are upper bounds.
 
-    python -m emotion_agent.benchmarks.bench_ray --clips 100 --utterances 120 --rounds 4 --round-clips 24
+    python -m emotion_agent.benchmarks.bench_ray --rounds 4 --round-clips 25 --round-turns 25
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -49,17 +51,43 @@ def cpu_info() -> dict[str, Any]:
             "note": "machine shared with other jobs: timings are upper bounds"}
 
 
-def records(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "records.jsonl"
-    if not path.is_file():
-        return []
+def round_inputs(data_dir: Path, n_rounds: int, n_clips: int, n_turns: int) -> list[list[dict[str, str]]]:
+    """Distinct inputs per round: ``n_clips`` RAVDESS clips (a label-balanced sample, cut in rounds) and the next
+    whole MELD dev dialogues until at least ``n_turns`` turns; each dialogue placed whole after an even share of
+    the clips, so any prefix mixes both kinds."""
+    clips = [{"audio": it["path"]} for it in balanced(speech_items(data_dir, "ravdess"), n_rounds * n_clips)]
+    dialogues: dict[str, list[dict[str, str]]] = {}
+    with (data_dir / "meld" / "dev_sent_emo.csv").open(encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            dialogues.setdefault(r["Dialogue_ID"], []).append(
+                {"text": r["Utterance"], "conversation_id": f"meld-dev-{r['Dialogue_ID']}", "speaker": r["Speaker"]})
+    queue = list(dialogues.values())
+    rounds = []
+    for k in range(n_rounds):
+        mine: list[list[dict[str, str]]] = []
+        while queue and sum(map(len, mine)) < n_turns:
+            mine.append(queue.pop(0))
+        rows = clips[k * n_clips:(k + 1) * n_clips]
+        share = max(1, len(rows) // max(len(mine), 1))
+        mixed: list[dict[str, str]] = []
+        for j, dialogue in enumerate(mine):
+            mixed += rows[j * share:(j + 1) * share] + dialogue
+        rounds.append(mixed + rows[len(mine) * share:])
+    return rounds
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
     out = []
-    for x in path.read_text(encoding="utf-8").splitlines():
+    for x in (path.read_text(encoding="utf-8").splitlines() if path.is_file() else []):
         try:
             out.append(json.loads(x))
         except ValueError:  # a line being written
             continue
     return out
+
+
+def records(folder: Path) -> list[dict[str, Any]]:
+    return lines_of(folder / "records.jsonl")
 
 
 def private_cache(work: Path, name: str) -> Path:
@@ -106,11 +134,15 @@ def actor_pids(root: int) -> list[int]:
     return pids
 
 
-def run_eval(args: list[str], out: Path, cache: Path, kill_after: int | None = None) -> dict[str, Any]:
-    """One ``emotion-agent eval ...`` run into ``out``, its records polled every 0.5 s (records over time); with
-    ``kill_after``, SIGKILL one actor process once that many records are written."""
-    cmd = [sys.executable, "-m", "emotion_agent", "eval", *args, "--out", str(out)]
-    log = out.with_suffix(".log")
+def run_cli(args: list[str], out: Path, cache: Path, kill_after: int | None = None) -> dict[str, Any]:
+    """One ``emotion-agent ...`` run into ``out``, its lines polled every 0.5 s (lines over time); with
+    ``kill_after``, SIGKILL one actor process once that many lines are written."""
+    cmd = [sys.executable, "-m", "emotion_agent", *args, "--out", str(out)]
+    log = out.with_name(out.name + ".log")
+
+    def count() -> int:
+        return len(lines_of(out) if out.suffix == ".jsonl" else records(out))
+
     killed: dict[str, Any] = {"killed_pid": None}
     t0 = time.perf_counter()
     progress: list[tuple[float, int]] = []
@@ -118,7 +150,7 @@ def run_eval(args: list[str], out: Path, cache: Path, kill_after: int | None = N
         proc = subprocess.Popen(cmd, env=env_for(cache), cwd=cache, stdout=err, stderr=err, text=True)
         while proc.poll() is None:
             time.sleep(0.5)
-            n = len(records(out))
+            n = count()
             if not progress or n != progress[-1][1]:
                 progress.append((time.perf_counter() - t0, n))
             if kill_after is not None and killed["killed_pid"] is None and n >= kill_after:
@@ -126,10 +158,10 @@ def run_eval(args: list[str], out: Path, cache: Path, kill_after: int | None = N
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
                     killed = {"killed_pid": pids[0], "records_at_kill": n, "at_s": round(time.perf_counter() - t0, 1)}
-    n = len(records(out))
+    n = count()
     if not progress or n != progress[-1][1]:
         progress.append((time.perf_counter() - t0, n))
-    return {"command": "emotion-agent eval " + " ".join(args), "returncode": proc.returncode,
+    return {"command": "emotion-agent " + " ".join(args), "returncode": proc.returncode,
             "log_tail": log.read_text()[-800:] if proc.returncode else "", "wall_s": round(time.perf_counter() - t0, 1),
             "steady": steady_rate(progress), **killed}
 
@@ -146,9 +178,9 @@ def steady_rate(progress: list[tuple[float, int]]) -> dict[str, Any] | None:
             "records_per_s": round((total - warm[1]) / (progress[-1][0] - warm[0]), 4)}
 
 
-def compare(reference: dict[str, str], recs: list[dict[str, Any]], expected: list[str]) -> dict[str, Any]:
-    keys = [r["key"] for r in recs]
-    got = {r["key"]: r.get("label") for r in recs}
+def compare(reference: dict[str, str], recs: list[dict[str, Any]], expected: list[str], key: str = "key") -> dict[str, Any]:
+    keys = [r[key] for r in recs]
+    got = {r[key]: r.get("label") for r in recs}
     differ = [k for k in expected if k in got and got[k] != reference.get(k)]
     lost = set(expected) - set(keys)
     return {"inputs": len(expected), "records": len(keys), "lost": len(lost), "duplicated": len(keys) - len(set(keys)),
@@ -157,19 +189,15 @@ def compare(reference: dict[str, str], recs: list[dict[str, Any]], expected: lis
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=100, help="RAVDESS clips for the label phase")
-    ap.add_argument("--utterances", type=int, default=120, help="MELD dev utterances for the label phase")
-    ap.add_argument("--kill-clips", type=int, default=40)
-    ap.add_argument("--kill-after", type=int, default=10, help="records written before one actor is killed")
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--round-clips", type=int, default=24)
-    ap.add_argument("--heads", type=Path, default=None, help="speech fold heads (eval media --heads)")
-    ap.add_argument("--phases", default="labels,kill,throughput")
+    ap.add_argument("--round-clips", type=int, default=25)
+    ap.add_argument("--round-turns", type=int, default=25, help="MELD dev text turns per round (whole dialogues)")
+    ap.add_argument("--kill-utterances", type=int, default=30)
+    ap.add_argument("--kill-after", type=int, default=8, help="records written before one actor is killed")
+    ap.add_argument("--phases", default="rounds,kill")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench_ray.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    heads = ["--heads", str(args.heads)] if args.heads else []
-    speech = ["media", "speech", "--corpus", "ravdess", *heads]
     report: dict[str, Any] = {"command": " ".join(["python -m emotion_agent.benchmarks.bench_ray", *sys.argv[1:]]),
                               "machine": cpu_info(), "work_dir": str(work)}
     phases = args.phases.split(",")
@@ -178,57 +206,46 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
-    def pair(name: str, cmd: list[str]) -> dict[str, str]:
-        """Both engines on ``cmd``; the local labels (the reference)."""
-        local = run_eval(cmd, work / f"{name}_local", private_cache(work, f"{name}_local"))
-        on_ray = run_eval(cmd + RAY, work / f"{name}_ray", private_cache(work, f"{name}_ray"))
-        ref = {r["key"]: r["label"] for r in records(work / f"{name}_local")}
-        report.setdefault("labels", {})[name] = {"local": local, "ray": on_ray,
-                                                 "vs_local": compare(ref, records(work / f"{name}_ray"), list(ref))}
-        save()
-        return ref
-
-    speech_ref: dict[str, str] = {}
-    if "labels" in phases:
-        speech_ref = pair("speech", [*speech, "--limit", str(args.clips)])
-        pair("meld", ["meld", "--split", "dev", "--limit", str(args.utterances)])
-        n = sum(v["vs_local"]["inputs"] for v in report["labels"].values())
-        same = sum(v["vs_local"]["same_label"] for v in report["labels"].values())
-        report["labels_total"] = {"inputs": n, "same_label": same}
-        save()
-        print(json.dumps({"labels_total": report["labels_total"]}), flush=True)
+    if "rounds" in phases:
+        rounds: list[dict[str, Any]] = []
+        inputs = round_inputs(Settings.from_env().data_dir, args.rounds, args.round_clips, args.round_turns)
+        for k, rows in enumerate(inputs, start=1):
+            src = work / f"round{k}.jsonl"
+            src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            row: dict[str, Any] = {"round": k, "clips": sum("audio" in r for r in rows),
+                                   "meld_turns": sum("text" in r for r in rows),
+                                   "meld_dialogues": len({r.get("conversation_id") for r in rows} - {None}),
+                                   "order": "local,ray" if k % 2 else "ray,local"}
+            for engine in row["order"].split(","):
+                out = work / f"round{k}_{engine}.jsonl"
+                run = run_cli(["batch", str(src), "--engine", engine, *(RAY[2:] if engine == "ray" else [])], out,
+                              private_cache(work, f"round{k}_{engine}"))
+                row[engine] = {"inputs_per_s": (run["steady"] or {}).get("records_per_s"), "wall_s": run["wall_s"],
+                               "returncode": run["returncode"], "steady": run["steady"], "log_tail": run["log_tail"],
+                               "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+            ref = {r["input"]: r.get("label") for r in lines_of(work / f"round{k}_local.jsonl")}
+            row["ray_vs_local"] = compare(ref, lines_of(work / f"round{k}_ray.jsonl"), list(ref), key="input")
+            if row["local"]["inputs_per_s"] and row["ray"]["inputs_per_s"]:
+                row["ratio_ray_over_local"] = round(row["ray"]["inputs_per_s"] / row["local"]["inputs_per_s"], 3)
+            rounds.append(row)
+            ratios = [r["ratio_ray_over_local"] for r in rounds if "ratio_ray_over_local" in r]
+            report["rounds"] = {"rounds": rounds, "ratios": ratios,
+                                "median_ratio_ray_over_local": round(statistics.median(ratios), 3) if ratios else None,
+                                "labels": {"inputs": sum(r["ray_vs_local"]["inputs"] for r in rounds),
+                                           "same_label": sum(r["ray_vs_local"]["same_label"] for r in rounds),
+                                           "lost": sum(r["ray_vs_local"]["lost"] for r in rounds),
+                                           "duplicated": sum(r["ray_vs_local"]["duplicated"] for r in rounds)}}
+            save()
+            print(json.dumps({k: row.get(k) for k in ("round", "order", "ratio_ray_over_local", "ray_vs_local")}),
+                  flush=True)
     if "kill" in phases:
-        cmd = [*speech, "--limit", str(args.kill_clips)]
-        expected = [it["key"] for it in balanced(speech_items(Settings.from_env().data_dir, "ravdess"),
-                                                 args.kill_clips)]
-        ref = speech_ref
-        if not set(expected) <= set(ref):  # the kill run's clips were not all in the label phase
-            run_eval(cmd, work / "kill_ref", private_cache(work, "kill_ref"))
-            ref = {r["key"]: r["label"] for r in records(work / "kill_ref")}
-        killed = run_eval(cmd + RAY, work / "killed", private_cache(work, "killed"), kill_after=args.kill_after)
-        report["kill_mid_run"] = {**killed, "vs_local": compare(ref, records(work / "killed"), expected)}
+        cmd = ["eval", "meld", "--split", "dev", "--limit", str(args.kill_utterances)]
+        run_cli(cmd, work / "kill_ref", private_cache(work, "kill_ref"))
+        ref = {r["key"]: r["label"] for r in records(work / "kill_ref")}
+        killed = run_cli(cmd + RAY, work / "killed", private_cache(work, "killed"), kill_after=args.kill_after)
+        report["kill_mid_run"] = {**killed, "vs_local": compare(ref, records(work / "killed"), list(ref))}
         save()
         print(json.dumps({"kill": report["kill_mid_run"]["vs_local"], "pid": killed["killed_pid"]}), flush=True)
-    if "throughput" in phases:
-        rounds = []
-        cmd = [*speech, "--limit", str(args.round_clips)]
-        for k in range(args.rounds):
-            row: dict[str, Any] = {"round": k + 1, "order": "local,ray" if k % 2 == 0 else "ray,local"}
-            for engine in row["order"].split(","):
-                run = run_eval(cmd + (RAY if engine == "ray" else []), work / f"round{k + 1}_{engine}",
-                               private_cache(work, f"round{k + 1}_{engine}"))
-                row[engine] = {"records_per_s": (run["steady"] or {}).get("records_per_s"), "wall_s": run["wall_s"],
-                               "returncode": run["returncode"], "steady": run["steady"],
-                               "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
-            if row["local"]["records_per_s"] and row["ray"]["records_per_s"]:
-                row["ratio_ray_over_local"] = round(row["ray"]["records_per_s"] / row["local"]["records_per_s"], 3)
-            rounds.append(row)
-            report["throughput"] = {"inputs_per_round": args.round_clips, "rounds": rounds}
-            ratios = [r["ratio_ray_over_local"] for r in rounds if "ratio_ray_over_local" in r]
-            if ratios:
-                report["throughput"]["median_ratio_ray_over_local"] = round(statistics.median(ratios), 3)
-            save()
-            print(json.dumps(row), flush=True)
     report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     save()
 
