@@ -1,21 +1,22 @@
-"""Local engine against ``--engine ray`` in one run, through the CLI a user runs (``emotion-agent batch``).
+"""``--engine local`` against ``--engine ray`` in one run, through the CLI a user runs.
 
-On the same inputs (speech clips from ``speech/labels.csv`` and MELD dev dialogues as text turns with their
-conversation ids) it runs ``batch --engine local`` and ``batch --engine ray --workers 2 --threads-per-worker 1``,
-then a third ``--engine ray`` run on the first ``--kill-inputs`` inputs during which one actor process is
-killed (SIGKILL) once ``--kill-after`` lines are written. It reports:
+Phases (each writes ``results/bench_ray.json`` again, so a cut run keeps what it measured):
 
-- label identity of the Ray run (and of the killed run) against the local run, input by input;
-- throughput in steady state: inputs per second from the moment 10 % of the lines are written to the last
-  line (the models load lazily on each worker's first inputs, so this leaves loading and Ray start-up out),
-  and the ratio Ray / local;
-- for the killed run: inputs lost (no line), duplicated (more than one line), and whether a kill happened;
-- the CPU model, core count and load average, since timings on a shared machine are upper bounds.
+1. **rounds** (``emotion-agent batch``): ``--rounds`` short rounds, each on its own inputs — ``--round-clips``
+   RAVDESS clips and whole MELD dev dialogues of at least ``--round-turns`` text turns (with their conversation
+   ids, so a dialogue is one unit on Ray) — run by ``--engine local`` and ``--engine ray --workers 2
+   --threads-per-worker 1``, the order swapped every round, so the load of a shared machine weighs on both
+   alike. Per round: label identity input by input, and the rate = inputs per second from the moment 10 % (at
+   least 4) of the lines are written to the last one (models load lazily on each worker's first inputs; this
+   leaves loading and Ray's start out); the ratio Ray / local per round and the median. Rounds use distinct
+   inputs, so the label check covers rounds × (clips + turns) inputs.
+2. **kill** (``emotion-agent eval meld``): ``--kill-utterances`` MELD dev utterances, once locally and once
+   with ``--engine ray`` during which one actor is SIGKILLed once ``--kill-after`` records are written:
+   records lost, duplicated, labels against the local run (each run with a private, empty expert cache).
 
-Each run gets its own conversation-memory folder, so no run sees another's turns. Results go to
-``results/bench_ray.json`` (rewritten after each phase, so a cut run keeps what it measured).
+The CPU model, flags, core count and load average go in the JSON: on a shared machine timings are upper bounds.
 
-    python -m emotion_agent.benchmarks.bench_ray --clips 100 --dialogues 10
+    python -m emotion_agent.benchmarks.bench_ray --rounds 4 --round-clips 25 --round-turns 25
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,60 +35,72 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emotion_agent.evals.run_media import balanced, speech_items
 from emotion_agent.tools.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RAY = ["--engine", "ray", "--workers", "2", "--threads-per-worker", "1"]
 
 
 def cpu_info() -> dict[str, Any]:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() \
-        else platform.processor()
-    return {"cpu_model": model, "cores": os.cpu_count(), "load_avg_at_start": list(os.getloadavg()),
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    return {"cpu_model": model, "cores": os.cpu_count(), "simd": [f for f in ("avx2", "avx512f", "fma") if f in flags],
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
             "note": "machine shared with other jobs: timings are upper bounds"}
 
 
-def build_inputs(data_dir: Path, n_clips: int, n_dialogues: int, path: Path) -> dict[str, int]:
-    """A JSONL of ``n_clips`` speech clips (spread evenly over labels.csv) and the first ``n_dialogues``
-    MELD dev dialogues, one text turn per line with ``conversation_id`` and ``speaker``."""
-    with (data_dir / "speech" / "labels.csv").open(encoding="utf-8") as fh:
-        clips = [r["path"] for r in csv.DictReader(fh)]
-    step = max(1, len(clips) // max(n_clips, 1))
-    chosen = clips[::step][:n_clips]
-    rows: list[dict[str, str]] = [{"audio": str(data_dir / "speech" / c)} for c in chosen]
+def round_inputs(data_dir: Path, n_rounds: int, n_clips: int, n_turns: int) -> list[list[dict[str, str]]]:
+    """Distinct inputs per round: ``n_clips`` RAVDESS clips (a label-balanced sample, cut in rounds) and the next
+    whole MELD dev dialogues until at least ``n_turns`` turns; each dialogue placed whole after an even share of
+    the clips, so any prefix mixes both kinds."""
+    clips = [{"audio": it["path"]} for it in balanced(speech_items(data_dir, "ravdess"), n_rounds * n_clips)]
     dialogues: dict[str, list[dict[str, str]]] = {}
     with (data_dir / "meld" / "dev_sent_emo.csv").open(encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
-            did = r["Dialogue_ID"]
-            if did not in dialogues and len(dialogues) == n_dialogues:
-                continue
-            dialogues.setdefault(did, []).append({"text": r["Utterance"], "conversation_id": f"meld-dev-{did}",
-                                                  "speaker": r["Speaker"]})
-    turns = [t for d in dialogues.values() for t in d]
-    # Each dialogue is placed whole after an even share of the clips, so any prefix mixes both kinds.
-    mixed: list[dict[str, str]] = []
-    share = max(1, len(rows) // max(len(dialogues), 1))
-    for k, dialogue in enumerate(dialogues.values()):
-        mixed += rows[k * share:(k + 1) * share] + dialogue
-    mixed += rows[len(dialogues) * share:]
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mixed), encoding="utf-8")
-    return {"speech_clips": len(rows), "meld_dialogues": len(dialogues), "meld_turns": len(turns)}
+            dialogues.setdefault(r["Dialogue_ID"], []).append(
+                {"text": r["Utterance"], "conversation_id": f"meld-dev-{r['Dialogue_ID']}", "speaker": r["Speaker"]})
+    queue = list(dialogues.values())
+    rounds = []
+    for k in range(n_rounds):
+        mine: list[list[dict[str, str]]] = []
+        while queue and sum(map(len, mine)) < n_turns:
+            mine.append(queue.pop(0))
+        rows = clips[k * n_clips:(k + 1) * n_clips]
+        share = max(1, len(rows) // max(len(mine), 1))
+        mixed: list[dict[str, str]] = []
+        for j, dialogue in enumerate(mine):
+            mixed += rows[j * share:(j + 1) * share] + dialogue
+        rounds.append(mixed + rows[len(mine) * share:])
+    return rounds
 
 
-def lines_of(out: Path) -> list[dict[str, Any]]:
-    if not out.is_file():
-        return []
-    return [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines() if x.strip()]
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for x in (path.read_text(encoding="utf-8").splitlines() if path.is_file() else []):
+        try:
+            out.append(json.loads(x))
+        except ValueError:  # a line being written
+            continue
+    return out
 
 
-def batch_cmd(src: Path, out: Path, engine: str) -> list[str]:
-    cmd = [sys.executable, "-m", "emotion_agent", "batch", str(src), "--out", str(out), "--engine", engine]
-    return cmd + (["--workers", "2", "--threads-per-worker", "1"] if engine == "ray" else [])
+def records(folder: Path) -> list[dict[str, Any]]:
+    return lines_of(folder / "records.jsonl")
 
 
-def env_for(memory: Path) -> dict[str, str]:
+def private_cache(work: Path, name: str) -> Path:
+    """A cache folder with the real models and an empty expert cache."""
+    cache = work / "cache" / name
+    cache.mkdir(parents=True)
+    (cache / "models").symlink_to(Settings.from_env().models_dir)
+    return cache
+
+
+def env_for(cache: Path) -> dict[str, str]:
     pp = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "EMOTION_AGENT_EXPLAIN": "0", "EMOTION_AGENT_MEMORY_DIR": str(memory),
+    return {**os.environ, "EMOTION_AGENT_CACHE_DIR": str(cache), "EMOTION_AGENT_MEMORY_DIR": str(cache / "memory"),
             "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": pp}
 
 
@@ -120,102 +134,120 @@ def actor_pids(root: int) -> list[int]:
     return pids
 
 
-def run_batch(src: Path, out: Path, engine: str, memory: Path, kill_after: int | None = None) -> dict[str, Any]:
-    """One ``emotion-agent batch`` run, its output file polled every 0.5 s (lines written over time); with
-    ``kill_after``, SIGKILL one actor process once that many lines are written. Returns its summary, wall
-    time, the steady-state rate and the kill record."""
-    log = out.with_suffix(".stderr.txt")
+def run_cli(args: list[str], out: Path, cache: Path, kill_after: int | None = None) -> dict[str, Any]:
+    """One ``emotion-agent ...`` run into ``out``, its lines polled every 0.5 s (lines over time); with
+    ``kill_after``, SIGKILL one actor process once that many lines are written."""
+    cmd = [sys.executable, "-m", "emotion_agent", *args, "--out", str(out)]
+    log = out.with_name(out.name + ".log")
+
+    def count() -> int:
+        return len(lines_of(out) if out.suffix == ".jsonl" else records(out))
+
+    killed: dict[str, Any] = {"killed_pid": None}
+    t0 = time.perf_counter()
+    progress: list[tuple[float, int]] = []
     with log.open("w") as err:
-        proc = subprocess.Popen(batch_cmd(src, out, engine), env=env_for(memory), cwd=REPO_ROOT,
-                                stdout=err, stderr=err, text=True)
-        killed: dict[str, Any] = {"killed_pid": None}
-        t0 = time.perf_counter()
-        progress: list[tuple[float, int]] = []
+        proc = subprocess.Popen(cmd, env=env_for(cache), cwd=cache, stdout=err, stderr=err, text=True)
         while proc.poll() is None:
             time.sleep(0.5)
-            n = len(lines_of(out))
+            n = count()
             if not progress or n != progress[-1][1]:
                 progress.append((time.perf_counter() - t0, n))
             if kill_after is not None and killed["killed_pid"] is None and n >= kill_after:
                 pids = actor_pids(proc.pid)
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
-                    killed = {"killed_pid": pids[0], "lines_written_at_kill": n,
-                              "at_s": round(time.perf_counter() - t0, 1)}
-    summary_path = Path(f"{out}.summary.json")
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {"returncode": proc.returncode, "stderr_tail": log.read_text()[-800:] if proc.returncode else "",
-            "wall_s": round(time.perf_counter() - t0, 1), "summary": {k: v for k, v in summary.items()
-                                                                     if k != "refusals"},
+                    killed = {"killed_pid": pids[0], "records_at_kill": n, "at_s": round(time.perf_counter() - t0, 1)}
+    n = count()
+    if not progress or n != progress[-1][1]:
+        progress.append((time.perf_counter() - t0, n))
+    return {"command": "emotion-agent " + " ".join(args), "returncode": proc.returncode,
+            "log_tail": log.read_text()[-800:] if proc.returncode else "", "wall_s": round(time.perf_counter() - t0, 1),
             "steady": steady_rate(progress), **killed}
 
 
 def steady_rate(progress: list[tuple[float, int]]) -> dict[str, Any] | None:
-    """Inputs per second between the moment 10 % of the lines (at least 4) were written and the last line:
-    the models load lazily on the first inputs of each worker, so this window leaves loading out (the tail,
-    where one worker may idle, stays in)."""
+    """Records per second between the moment 10 % (at least 4) were written and the last one."""
     if not progress:
         return None
     total = progress[-1][1]
     warm = next(((t, n) for t, n in progress if n >= max(4, total // 10)), None)
     if warm is None or warm[1] >= total:
         return None
-    return {"from_line": warm[1], "to_line": total, "seconds": round(progress[-1][0] - warm[0], 1),
-            "inputs_per_s": round((total - warm[1]) / (progress[-1][0] - warm[0]), 4)}
+    return {"from_record": warm[1], "to_record": total, "seconds": round(progress[-1][0] - warm[0], 1),
+            "records_per_s": round((total - warm[1]) / (progress[-1][0] - warm[0]), 4)}
 
 
-def compare(reference: dict[str, str], recs: list[dict[str, Any]], expected_ids: list[str]) -> dict[str, Any]:
-    ids = [r["input"] for r in recs]
-    got = {r["input"]: r.get("label") for r in recs}
-    differ = [i for i in expected_ids if i in got and got[i] != reference.get(i)]
-    return {"inputs": len(expected_ids), "lines": len(ids), "lost": len(set(expected_ids) - set(ids)),
-            "duplicated": len(ids) - len(set(ids)), "same_label": len(expected_ids) - len(differ)
-            - len(set(expected_ids) - set(ids)), "differing": differ[:20]}
+def compare(reference: dict[str, str], recs: list[dict[str, Any]], expected: list[str], key: str = "key") -> dict[str, Any]:
+    keys = [r[key] for r in recs]
+    got = {r[key]: r.get("label") for r in recs}
+    differ = [k for k in expected if k in got and got[k] != reference.get(k)]
+    lost = set(expected) - set(keys)
+    return {"inputs": len(expected), "records": len(keys), "lost": len(lost), "duplicated": len(keys) - len(set(keys)),
+            "same_label": len(expected) - len(differ) - len(lost), "differing": differ[:20]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=100)
-    ap.add_argument("--dialogues", type=int, default=10)
-    ap.add_argument("--kill-inputs", type=int, default=60, help="inputs in the kill run (the first ones)")
-    ap.add_argument("--kill-after", type=int, default=10, help="lines written before one actor is killed")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--round-clips", type=int, default=25)
+    ap.add_argument("--round-turns", type=int, default=25, help="MELD dev text turns per round (whole dialogues)")
+    ap.add_argument("--kill-utterances", type=int, default=30)
+    ap.add_argument("--kill-after", type=int, default=8, help="records written before one actor is killed")
+    ap.add_argument("--phases", default="rounds,kill")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench_ray.json")
     args = ap.parse_args()
-    settings = Settings.from_env()
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    src = work / "inputs.jsonl"
-    report: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, "-m",
-                                                   "emotion_agent.benchmarks.bench_ray", *sys.argv[1:]]),
-                              "machine": cpu_info(), "inputs": build_inputs(settings.data_dir, args.clips,
-                                                                            args.dialogues, src)}
+    report: dict[str, Any] = {"command": " ".join(["python -m emotion_agent.benchmarks.bench_ray", *sys.argv[1:]]),
+                              "machine": cpu_info(), "work_dir": str(work)}
+    phases = args.phases.split(",")
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
-    local = run_batch(src, work / "local.jsonl", "local", work / "mem_local")
-    report["local"] = local
+    if "rounds" in phases:
+        rounds: list[dict[str, Any]] = []
+        inputs = round_inputs(Settings.from_env().data_dir, args.rounds, args.round_clips, args.round_turns)
+        for k, rows in enumerate(inputs, start=1):
+            src = work / f"round{k}.jsonl"
+            src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            row: dict[str, Any] = {"round": k, "clips": sum("audio" in r for r in rows),
+                                   "meld_turns": sum("text" in r for r in rows),
+                                   "meld_dialogues": len({r.get("conversation_id") for r in rows} - {None}),
+                                   "order": "local,ray" if k % 2 else "ray,local"}
+            for engine in row["order"].split(","):
+                out = work / f"round{k}_{engine}.jsonl"
+                run = run_cli(["batch", str(src), "--engine", engine, *(RAY[2:] if engine == "ray" else [])], out,
+                              private_cache(work, f"round{k}_{engine}"))
+                row[engine] = {"inputs_per_s": (run["steady"] or {}).get("records_per_s"), "wall_s": run["wall_s"],
+                               "returncode": run["returncode"], "steady": run["steady"], "log_tail": run["log_tail"],
+                               "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+            ref = {r["input"]: r.get("label") for r in lines_of(work / f"round{k}_local.jsonl")}
+            row["ray_vs_local"] = compare(ref, lines_of(work / f"round{k}_ray.jsonl"), list(ref), key="input")
+            if row["local"]["inputs_per_s"] and row["ray"]["inputs_per_s"]:
+                row["ratio_ray_over_local"] = round(row["ray"]["inputs_per_s"] / row["local"]["inputs_per_s"], 3)
+            rounds.append(row)
+            ratios = [r["ratio_ray_over_local"] for r in rounds if "ratio_ray_over_local" in r]
+            report["rounds"] = {"rounds": rounds, "ratios": ratios,
+                                "median_ratio_ray_over_local": round(statistics.median(ratios), 3) if ratios else None,
+                                "labels": {"inputs": sum(r["ray_vs_local"]["inputs"] for r in rounds),
+                                           "same_label": sum(r["ray_vs_local"]["same_label"] for r in rounds),
+                                           "lost": sum(r["ray_vs_local"]["lost"] for r in rounds),
+                                           "duplicated": sum(r["ray_vs_local"]["duplicated"] for r in rounds)}}
+            save()
+            print(json.dumps({k: row.get(k) for k in ("round", "order", "ratio_ray_over_local", "ray_vs_local")}),
+                  flush=True)
+    if "kill" in phases:
+        cmd = ["eval", "meld", "--split", "dev", "--limit", str(args.kill_utterances)]
+        run_cli(cmd, work / "kill_ref", private_cache(work, "kill_ref"))
+        ref = {r["key"]: r["label"] for r in records(work / "kill_ref")}
+        killed = run_cli(cmd + RAY, work / "killed", private_cache(work, "killed"), kill_after=args.kill_after)
+        report["kill_mid_run"] = {**killed, "vs_local": compare(ref, records(work / "killed"), list(ref))}
+        save()
+        print(json.dumps({"kill": report["kill_mid_run"]["vs_local"], "pid": killed["killed_pid"]}), flush=True)
+    report["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     save()
-    reference = {r["input"]: r.get("label") for r in lines_of(work / "local.jsonl")}
-    all_ids = list(reference)
-    on_ray = run_batch(src, work / "ray.jsonl", "ray", work / "mem_ray")
-    report["ray"] = {**on_ray, "vs_local": compare(reference, lines_of(work / "ray.jsonl"), all_ids)}
-    if local["steady"] and on_ray["steady"]:
-        report["throughput_ratio_ray_over_local"] = round(
-            on_ray["steady"]["inputs_per_s"] / local["steady"]["inputs_per_s"], 3)
-    save()
-    print(json.dumps({k: report[k] for k in ("inputs", "throughput_ratio_ray_over_local") if k in report}))
-
-    kill_src = work / "kill_inputs.jsonl"
-    kill_src.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:args.kill_inputs]),
-                        encoding="utf-8")
-    kill_ids = [i for i in all_ids if int(i.split()[1]) <= args.kill_inputs]
-    killed = run_batch(kill_src, work / "killed.jsonl", "ray", work / "mem_killed", kill_after=args.kill_after)
-    report["kill_mid_run"] = {**killed, "vs_local": compare(reference, lines_of(work / "killed.jsonl"), kill_ids)}
-    report["work_dir"] = str(work)
-    save()
-    print(json.dumps({"ray_vs_local": report["ray"]["vs_local"], "kill": report["kill_mid_run"]["vs_local"],
-                      "killed_pid": killed["killed_pid"], "ratio": report.get("throughput_ratio_ray_over_local")}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import typer
 
+from emotion_agent.cli.ray_engine import ADDRESS_OPTION, ENGINE_OPTION, THREADS_OPTION
 from emotion_agent.console import UserError, console, settings_from
 from emotion_agent.tools.evidence import FusedResult
 
@@ -119,12 +120,10 @@ def batch(
                                                       "summary goes to <out>.summary.json."),
     explain: bool = typer.Option(False, "--explain/--no-explain", help="Also explain each label (slower)."),
     llm: Optional[str] = typer.Option(None, help="LLM for explanations: registry name or .gguf path."),
-    engine: str = typer.Option("local", help="local (one process, the default) or ray (an actor pool; needs "
-                                             "pip install emotion-agent[ray]; see docs/ray.md)."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster: auto or ray://host:10001 (default: start a "
-                                                     "local Ray on this machine)."),
+    engine: str = ENGINE_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
     workers: int = typer.Option(2, min=1, help="Ray actors, each with one loaded agent."),
-    threads_per_worker: int = typer.Option(1, min=1, help="CPU threads (and Ray CPUs) per actor."),
+    threads_per_worker: int = THREADS_OPTION,
 ) -> None:
     """Analyse many turns with one loaded agent (models load once), resumable; exit 0 when all were analysed,
     1 when some inputs were refused (each with its reason in the results), 2 for a usage mistake."""

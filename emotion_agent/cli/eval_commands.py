@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from emotion_agent.cli.ray_engine import ADDRESS_OPTION, ENGINE_OPTION, THREADS_OPTION, engine_for
 from emotion_agent.console import UserError, console, settings_from
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate the agent on labeled data.")
@@ -53,7 +54,11 @@ def eval_meld(
     workers: int = typer.Option(1, help="Utterances analysed in parallel (threads sharing the experts and the LLM). "
                                         "Useful with --explain on a shared LLM server (EMOTION_AGENT_LLM_URL); with "
                                         "the in-process LLM the explanations are serialized by its lock, and on 2 "
-                                        "cores labels-only runs gain little. Not part of the run's identity."),
+                                        "cores labels-only runs gain little. With --engine ray: Ray actors, each "
+                                        "with its own agent, a dialogue never split. Not part of the run's identity."),
+    engine: str = ENGINE_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    threads_per_worker: int = THREADS_OPTION,
 ) -> None:
     """Score the agent on MELD: one JSONL record per utterance + summary.json; resumable; cached experts."""
     from emotion_agent.evals.meld_ablations import run_ablations
@@ -68,7 +73,8 @@ def eval_meld(
         raise UserError("--context must be >= 0")
     if workers < 1:
         raise UserError("--workers must be >= 1")
-    if workers > MAX_WORKERS:
+    pool = engine_for(engine, address, workers, threads_per_worker)
+    if workers > MAX_WORKERS and pool is None:
         raise UserError(f"--workers must be at most {MAX_WORKERS}")
     if adjudicate_margin is not None and not 0.0 <= adjudicate_margin <= 1.0:
         raise UserError("--adjudicate-margin must be between 0 and 1")
@@ -84,8 +90,8 @@ def eval_meld(
                           "shared LLM server for parallel LLM calls", style="dim", soft_wrap=True)
     try:
         summary = run(split, limit=limit, out=out, explain=explain, context=context, modalities=mods,
-                      fusion=fusion, seed=seed, settings=settings, workers=workers, adjudicate=adjudicate,
-                      adjudicate_margin=adjudicate_margin)
+                      fusion=fusion, seed=seed, settings=settings, workers=1 if pool else workers,
+                      adjudicate=adjudicate, adjudicate_margin=adjudicate_margin, engine=pool)
     except RunConfigError as exc:
         raise UserError(str(exc)) from exc
     print_summary(summary)
@@ -110,6 +116,10 @@ def eval_media(
     heads: Optional[Path] = typer.Option(None, help="speech only: folder of fold heads (default "
                                                     "<cache>/speech_fold_heads; made by train_speech_head "
                                                     "--fold-heads)."),
+    engine: str = ENGINE_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    workers: int = typer.Option(2, min=1, help="Ray actors, each with its own agent (--engine ray)."),
+    threads_per_worker: int = THREADS_OPTION,
 ) -> None:
     """Score the agent on speech clips, face crops or non-speech audio through EmotionAgent.analyze."""
     from emotion_agent.evals.paths import runs_dir
@@ -119,7 +129,8 @@ def eval_media(
         raise UserError("--limit must be a positive number")
     folder = out or runs_dir() / f"{task}-{corpus}-{limit or 'all'}"
     try:
-        summary = run(task, out=folder, settings=settings_from(), limit=limit, corpus=corpus, heads=heads)
+        summary = run(task, out=folder, settings=settings_from(), limit=limit, corpus=corpus, heads=heads,
+                      engine=engine_for(engine, address, workers, threads_per_worker))
     except MediaEvalError as exc:
         raise UserError(str(exc)) from exc
     if task == "nonspeech":

@@ -35,6 +35,36 @@ def build_agent(settings: Settings, cfg: RunConfig, utts: list[Utterance], cache
                         experts=experts)
 
 
+class MeldSolver:
+    """A MELD run's solver built in another process (an actor of ``--engine ray``): the run's agent behind its
+    own connection to the expert cache (shared with the other workers), with an :class:`EvalMemory` over the whole split, so a record made
+    there is the one the local engine makes. Pickles as its arguments; ``close`` flushes the cache."""
+
+    def __init__(self, settings: Settings, cfg: RunConfig, cache_path: Path | None = None) -> None:
+        from emotion_agent.evals.expert_cache import ExpertCache
+        from emotion_agent.evals.meld import load_split
+
+        utts = load_split(cfg.split, settings.data_dir)
+        self.settings, self.cfg = settings, cfg
+        # Several processes share the file: each write commits at once, so no one holds the write lock.
+        self.cache = ExpertCache(cache_path or settings.cache_dir / "expert_cache.sqlite", commit_every=1)
+        self.agent = build_agent(settings, cfg, utts, self.cache)
+
+    def __call__(self, u: Utterance) -> dict[str, Any]:
+        return make_record(u, self.cfg, self.agent, self.settings)
+
+    def close(self) -> None:
+        self.cache.flush()
+
+
+def dialogue_units(todo: list[Utterance]) -> list[list[Utterance]]:
+    """``todo`` cut into whole dialogues (each in its order), for an engine that spreads units over workers."""
+    units: dict[int, list[Utterance]] = {}
+    for u in todo:
+        units.setdefault(u.dialogue_id, []).append(u)
+    return [sorted(us, key=lambda u: u.position) for us in units.values()]
+
+
 def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) -> dict[str, Any]:
     """Analyse ``u`` with the run's options and return its record (result, checks, timing)."""
     media = media_for(u, settings.data_dir) if set(cfg.modalities) & {"audio", "vision"} else \

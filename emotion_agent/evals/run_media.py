@@ -16,6 +16,7 @@ face only / fused), confusion matrices and a plot.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import random
@@ -173,14 +174,48 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, corpus: str = "all",
-        heads: Path | None = None) -> dict[str, Any]:
-    """Run (or resume) one media eval into ``out``; returns the summary."""
-    from emotion_agent.agent.inputs import make_turn
-    from emotion_agent.agent.runtime import EmotionAgent
-    from emotion_agent.tools.registry import build_experts
-    from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
+class MediaSolver:
+    """One item → its record through ``EmotionAgent.analyze``, with one agent per speech fold (its own voice
+    head, built on first use). Built in this process or in a worker's (``--engine ray``): it pickles as its
+    arguments."""
 
+    def __init__(self, settings: Settings, task: str, head_of: dict[str, Path]) -> None:
+        from emotion_agent.tools.registry import build_experts
+
+        self.settings, self.task, self.head_of = settings, task, head_of
+        self.experts = build_experts(settings)
+        self.agents: dict[Path | None, Any] = {}
+
+    def agent_for(self, item: dict[str, Any]) -> Any:
+        """The agent for a fold (its own voice head), built once per fold."""
+        from emotion_agent.agent.runtime import EmotionAgent
+        from emotion_agent.tools.speech_emotion import SpeechEmotionExpert
+
+        head = self.head_of.get(item.get("speaker") or "") if self.task == "speech" else None
+        if self.task == "speech" and head is None:
+            raise MediaEvalError(f"no fold head covers speaker {item.get('speaker')}")
+        if head not in self.agents:
+            ex = dict(self.experts)
+            if head is not None:
+                ex["speech_emotion"] = SpeechEmotionExpert(self.settings, weights=head)
+            self.agents[head] = EmotionAgent(self.settings, memory=False, experts=ex)
+        return self.agents[head]
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        from emotion_agent.agent.inputs import make_turn
+
+        kind = "image" if self.task == "faces" else "audio"
+        turn = make_turn(**{kind: item["path"]})
+        t0 = time.perf_counter()
+        result = self.agent_for(item).analyze(turn, explain=False, remember=False)
+        return record_of(item, result, time.perf_counter() - t0)
+
+
+def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, corpus: str = "all",
+        heads: Path | None = None, engine: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) one media eval into ``out``; returns the summary. ``engine`` (``--engine ray``:
+    ``cli.ray_engine.engine_for``) analyses the items on workers of its own, each with a :class:`MediaSolver`;
+    this process stays the only writer, so the records are the same lines either way."""
     if task not in TASKS:
         raise MediaEvalError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
     data_dir = settings.require_data_dir() if task != "nonspeech" else settings.data_dir
@@ -197,34 +232,23 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     records_path = out / "records.jsonl"
     done = read_done(records_path)
     todo = [it for it in items if it["key"] not in done]
-    experts = build_experts(settings)
-    agents: dict[Path | None, EmotionAgent] = {}
-
-    def agent_for(item: dict[str, Any]) -> EmotionAgent:
-        """The agent for a fold (its own voice head), built once per fold."""
-        head = head_of.get(item.get("speaker") or "") if task == "speech" else None
-        if task == "speech" and head is None:
-            raise MediaEvalError(f"no fold head covers speaker {item.get('speaker')}")
-        if head not in agents:
-            ex = dict(experts)
-            if head is not None:
-                ex["speech_emotion"] = SpeechEmotionExpert(settings, weights=head)
-            agents[head] = EmotionAgent(settings, memory=False, experts=ex)
-        return agents[head]
 
     with records_path.open("a", encoding="utf-8") as fh, tqdm(total=len(items), initial=len(items) - len(todo),
                                                              desc=f"eval {task}", unit="item") as bar:
-        for item in todo:
-            kind = "image" if task == "faces" else "audio"
-            turn = make_turn(**{kind: item["path"]})
-            t0 = time.perf_counter()
-            result = agent_for(item).analyze(turn, explain=False, remember=False)
-            rec = record_of(item, result, time.perf_counter() - t0)
+        def write(rec: dict[str, Any]) -> None:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            done[item["key"]] = rec
-            bar.update(1)
+            done[rec["key"]] = rec
+
+        if engine is not None and todo:
+            engine([[it] for it in todo], build=functools.partial(MediaSolver, settings, task, head_of), write=write,
+                   key="key", written=set(done), bar=bar)
+        elif todo:
+            solve = MediaSolver(settings, task, head_of)
+            for item in todo:
+                write(solve(item))
+                bar.update(1)
     records = [done[it["key"]] for it in items if it["key"] in done]
     summary = summarize(task, records)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

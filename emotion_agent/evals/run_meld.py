@@ -25,9 +25,11 @@ threads (:mod:`evals.meld_solver`) —, the scorers (:mod:`evals.metrics`, :mod:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,15 @@ from tqdm import tqdm
 from emotion_agent.evals.meld import dialogues, select
 from emotion_agent.evals.meld_config import MODALITY_EXPERTS, RunConfig, RunConfigError, check_config
 from emotion_agent.evals.meld_memory import EvalMemory
-from emotion_agent.evals.meld_solver import (MAX_WORKERS, build_agent, check_workers, make_record, run_parallel,
-                                             worker_agents)
+from emotion_agent.evals.meld_solver import (MAX_WORKERS, MeldSolver, build_agent, check_workers, dialogue_units,
+                                             make_record, run_parallel, worker_agents)
 from emotion_agent.evals.meld_summary import summarize_run
 from emotion_agent.evals.paths import runs_dir
 from emotion_agent.evals.records import append_record, read_records
 from emotion_agent.tools.settings import Settings
+
+#: Runs units of work on workers of its own: ``engine(units, build=, write=, key=, written=, bar=)`` (the Ray pool).
+Engine = Callable[..., Any]
 
 #: Re-exported: the run's options, its errors and its pieces keep being importable from here.
 __all__ = ["MAX_WORKERS", "MODALITY_EXPERTS", "RunConfig", "RunConfigError", "build_agent", "make_record", "run",
@@ -52,11 +57,14 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
         context: int = 3, modalities: list[str] | None = None, fusion: str | None = None, seed: int = 13,
         settings: Settings | None = None, agent: Any = None, progress: bool = True,
         stop_after: int | None = None, cache_path: Path | None = None, workers: int = 1,
-        adjudicate: bool | None = None, adjudicate_margin: float | None = None) -> dict[str, Any]:
+        adjudicate: bool | None = None, adjudicate_margin: float | None = None,
+        engine: Engine | None = None) -> dict[str, Any]:
     """Run (or resume) one configuration; returns the summary. ``stop_after`` (tests) simulates a crash.
 
     ``workers`` > 1 analyses that many utterances at once (see :func:`run_parallel`); it is not part of the
-    configuration, so a run may be resumed with another worker count and gets the same records.
+    configuration, so a run may be resumed with another worker count and gets the same records. ``engine``
+    (``--engine ray``: ``cli.ray_engine.engine_for``) runs whole dialogues on workers of their own, each with a
+    :class:`MeldSolver`; this process stays the only writer. Neither is part of the run's identity.
     """
     from emotion_agent.agent.fusion import POLICIES
     from emotion_agent.tools.text_emotion import TextEmotionExpert
@@ -84,7 +92,19 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
     todo = [u for u in sample if u.key not in done]
     session = {"start": time.time(), "pid": os.getpid(), "todo": len(todo), "workers": workers}
     written = 0
-    if todo:
+    if todo and engine is not None:
+        with rec_path.open("ab") as fh, tqdm(total=len(sample), initial=len(sample) - len(todo),
+                                             disable=not progress, desc=f"MELD {split} (ray)", unit="utt",
+                                             dynamic_ncols=True) as bar:
+            def write(rec: dict[str, Any]) -> None:
+                nonlocal written
+                append_record(fh, rec)
+                written += 1
+
+            engine(dialogue_units(todo), build=functools.partial(MeldSolver, settings, cfg, cache_path), write=write,
+                   key="key", written=done, bar=bar)
+        session["engine"] = "ray"
+    elif todo:
         cache = None
         if agent is None:
             from emotion_agent.evals.expert_cache import ExpertCache
