@@ -125,8 +125,10 @@ def answer_why(result: FusedResult, question: str) -> WhyAnswer:
         who, m = _who(e.modality), e.modality
         top = max(e.distribution, key=e.distribution.__getitem__)
         lean = label if a >= b else other
+        leaning = (f"{_verb(m, 'they lean', 'it leans')} {lean}" if round(a, 2) != round(b, 2)
+                   else f"{_verb(m, 'they do', 'it does')} not separate the two")
         parts.append(f"{who.capitalize()} {_verb(m, 'give', 'gives')} {label} {a:.2f} and {other} {b:.2f}, so "
-                     f"{_verb(m, 'they lean', 'it leans')} {lean}"
+                     f"{leaning}"
                      + (f" ({_verb(m, 'their', 'its')} own top reading is {top})" if top not in (label, other)
                         else "") + ".")
         cited.append(e.id)
