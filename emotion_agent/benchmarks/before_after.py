@@ -65,21 +65,35 @@ def side_cache(shared: Path, folder: Path) -> Path:
     return folder
 
 
-def run_step(tree: Path, args: list[str], env: dict[str, str], log: Path, timeout: float) -> dict[str, Any]:
-    """Run ``python args`` in ``tree`` (its code on PYTHONPATH) under nice; wall time, exit code, load."""
+def run_step(tree: Path, args: list[str], env: dict[str, str], log: Path, timeout: float,
+             stop_at: tuple[Path, int] | None = None) -> dict[str, Any]:
+    """Run ``python args`` in ``tree`` (its code on PYTHONPATH) under nice; wall time, exit code, load.
+
+    ``stop_at`` = (records.jsonl, n): stop the run once it has written ``n`` records (the first ``n`` items of its
+    fixed sample; a media sample is dealt round-robin over the labels, so its first 7k items are balanced).
+    """
     cmd = ["nice", "-n", "10", sys.executable, *args]
     load0 = os.getloadavg()[0]
     t0 = time.time()
+    stopped = False
     with log.open("w") as fh:
-        proc = subprocess.run(cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)}, stdout=fh,
-                              stderr=subprocess.STDOUT, timeout=timeout)
-    return {"command": " ".join(["python", *args]), "rc": proc.returncode, "wall_s": round(time.time() - t0, 1),
+        proc = subprocess.Popen(cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)}, stdout=fh,
+                                stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            if time.time() - t0 > timeout:
+                proc.kill()
+            if stop_at and stop_at[0].is_file() and len(stop_at[0].read_text().splitlines()) >= stop_at[1]:
+                proc.terminate()
+                stopped = True
+            time.sleep(1.0)
+    return {"command": " ".join(["python", *args]), "rc": 0 if stopped else proc.returncode,
+            "stopped_after_records": stop_at[1] if stopped else None, "wall_s": round(time.time() - t0, 1),
             "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2), "log": str(log)}
 
 
-def records(folder: Path) -> dict[str, str]:
-    """key → label of a run folder's records.jsonl (later lines win, as on resume)."""
-    out: dict[str, str] = {}
+def raw_records(folder: Path, first: int | None = None) -> list[dict[str, Any]]:
+    """The records of a run folder's records.jsonl, in order (the first ``first`` distinct keys)."""
+    out: dict[str, dict[str, Any]] = {}
     path = folder / "records.jsonl"
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
@@ -88,16 +102,35 @@ def records(folder: Path) -> dict[str, str]:
             except ValueError:
                 continue
             if isinstance(rec, dict) and isinstance(rec.get("key"), str):
-                out[rec["key"]] = rec.get("label")
+                out[rec["key"]] = rec
+    return list(out.values())[:first] if first else list(out.values())
+
+
+def records(folder: Path, first: int | None = None) -> dict[str, tuple[str, float]]:
+    """key → (label, confidence) of a run folder's records.jsonl (later lines win, as on resume)."""
+    out: dict[str, tuple[str, float]] = {}
+    path = folder / "records.jsonl"
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("key"), str):
+                out[rec["key"]] = (rec.get("label"), float(rec.get("confidence") or 0.0))
+    if first:
+        out = dict(list(out.items())[:first])
     return out
 
 
-def compare(a: dict[str, str], b: dict[str, str]) -> dict[str, Any]:
-    """Item-by-item comparison of two runs' labels."""
+def compare(a: dict[str, tuple[str, float]], b: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """Item-by-item comparison of two runs' labels and confidences."""
     common = sorted(set(a) & set(b))
-    differ = [k for k in common if a[k] != b[k]]
+    differ = [k for k in common if a[k][0] != b[k][0]]
+    gaps = [abs(a[k][1] - b[k][1]) for k in common]
     return {"items_before": len(a), "items_after": len(b), "common": len(common), "same_label": len(common) - len(differ),
-            "different": [{"key": k, "before": a[k], "after": b[k]} for k in differ[:50]]}
+            "max_confidence_difference": round(max(gaps), 6) if gaps else None,
+            "different": [{"key": k, "before": a[k][0], "after": b[k][0]} for k in differ[:50]]}
 
 
 def meld_figures(folder: Path) -> dict[str, Any]:
@@ -109,8 +142,15 @@ def meld_figures(folder: Path) -> dict[str, Any]:
             "latency_ms": s.get("latency_ms", {}).get("total") or s.get("latency_ms")}
 
 
-def media_figures(folder: Path) -> dict[str, Any]:
-    """Accuracy / macro-F1 per ablation row of a media run's summary.json."""
+def media_figures(folder: Path, first: int | None = None) -> dict[str, Any]:
+    """Accuracy / macro-F1 per ablation row of a media run's summary.json (or accuracy over its first records)."""
+    if first:
+        recs = raw_records(folder, first)
+        fields = {"fused (agent)": "label", "voice only": "voice", "words only (transcript)": "words"}
+        walls = sorted(r["wall_s"] for r in recs)
+        return {"n": len(recs), "latency_s": {"p50": walls[len(walls) // 2]} if walls else None,
+                "rows": {name: {"accuracy": 100.0 * sum((r.get(f) or "neutral") == r["gold"] for r in recs)
+                                / max(1, len(recs))} for name, f in fields.items()}}
     s = json.loads((folder / "summary.json").read_text())
     return {"n": s["n"], "latency_s": s.get("latency_s"),
             "rows": {name: {k: row.get(k) for k in ("accuracy", "macro_f1", "weighted_f1")}
@@ -131,6 +171,43 @@ def latency_module(tree: Path) -> str:
     raise SystemExit(f"no bench_latency in {tree}")
 
 
+def _fig(side: dict[str, Any], step: str) -> str:
+    """The headline figure of one side of one step, as a table cell."""
+    f = side.get("figures") or {}
+    if step == "meld":
+        lo, hi = f.get("weighted_f1_ci95") or (None, None)
+        ci = f" ({lo:.1f}–{hi:.1f})" if lo is not None else ""
+        return f"W-F1 {f['weighted_f1']:.1f}{ci}, acc {f['accuracy']:.1f}, ECE {f['ece']:.1f}"
+    rows = f.get("rows", {})
+    return ", ".join(f"{name.split(' ')[0]} {row['accuracy']:.1f} %" for name, row in rows.items())
+
+
+def table(result: dict[str, Any]) -> str:
+    """The comparison as a markdown table (one row per step)."""
+    lines = ["| step | n | before | after | same label (item by item) | max confidence difference | "
+             "wall s before / after |", "|---|---|---|---|---|---|---|"]
+    for step, e in result["steps"].items():
+        if step == "latency":
+            continue
+        b, a = e.get("before", {}), e.get("after", {})
+        items = e.get("items")
+        same = f"{items['same_label']}/{items['common']}" if items else "–"
+        n = (b.get("figures") or {}).get("n", "–")
+        gap = items.get("max_confidence_difference") if items else None
+        lines.append(f"| {step} | {n} | {_fig(b, step)} | {_fig(a, step)} | {same} | "
+                     f"{'–' if gap is None else f'{gap:.3f}'} | "
+                     f"{b.get('wall_s', '–')} / {a.get('wall_s', '–')} |")
+    lat = result["steps"].get("latency")
+    if lat:
+        rows = {side: (lat.get(side, {}).get("figures") or {}).get("rows", {}) for side in SIDES}
+        lines += ["", "| latency row (bench_latency) | n | before p50 / p95 ms | after p50 / p95 ms |", "|---|---|---|---|"]
+        for name in dict.fromkeys([*rows["before"], *rows["after"]]):
+            b, a = rows["before"].get(name, {}), rows["after"].get(name, {})
+            lines.append(f"| {name} | {b.get('n', a.get('n', '–'))} | {b.get('p50_ms', '–')} / {b.get('p95_ms', '–')} | "
+                         f"{a.get('p50_ms', '–')} / {a.get('p95_ms', '–')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every step on both trees, alternating, and write the comparison JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -142,10 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emodb-limit", type=int, default=28)
     ap.add_argument("--faces-limit", type=int, default=350)
     ap.add_argument("--latency-n", type=int, default=8)
+    ap.add_argument("--speech-first", type=int, default=0, help="Score only the first N items of each speech "
+                                                                  "sample (stops the run there; 0 = all)")
     ap.add_argument("--steps", default="meld,faces,ravdess,emodb,latency")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", type=Path, default=Path("results/before_after_typed.json"))
+    ap.add_argument("--reuse", action="store_true", help="Keep a step's finished outputs in --work (resume; "
+                                                          "or rebuild the JSON without rerunning)")
+    ap.add_argument("--table", type=Path, default=None, help="Only print the markdown table of this JSON")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return 0
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     work = args.work.resolve()
     shared_cache = Path(os.environ.get("EMOTION_AGENT_CACHE_DIR", Path.home() / ".cache" / "emotion-agent"))
@@ -187,23 +272,36 @@ def main(argv: list[str] | None = None) -> int:
         "expert_cache": "one fresh expert_cache.sqlite per side (models linked from the shared cache)",
         "steps": {}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(args.out.read_text()).get("steps", {}) if args.reuse and args.out.is_file() else {}
     for i, step in enumerate(steps):
         order = SIDES if i % 2 == 0 else SIDES[::-1]
         entry: dict[str, Any] = {"order": list(order)}
         for side in order:
             argv_side, out = cli(step, side)
             (work / side).mkdir(parents=True, exist_ok=True)
+            first = args.speech_first if step in ("ravdess", "emodb") and args.speech_first else None
+            done = out.is_file() if step == "latency" else (out / "summary.json").is_file() or bool(
+                first and len(raw_records(out)) >= first)
+            if args.reuse and done and previous.get(step, {}).get(side):
+                entry[side] = previous[step][side]
+                continue
             print(f"[{time.strftime('%H:%M:%S')}] {step} / {side}: {' '.join(argv_side)}", flush=True)
-            info = run_step(trees[side], argv_side, envs[side], work / side / f"{step}.log", args.timeout)
+            if first and len(raw_records(out)) >= first:  # an earlier, longer run already holds the first items
+                info = {"command": " ".join(["python", *argv_side]), "rc": 0, "reused_records": str(out)}
+            else:
+                info = run_step(trees[side], argv_side, envs[side], work / side / f"{step}.log", args.timeout,
+                                (out / "records.jsonl", first) if first else None)
             if info["rc"] == 0:
                 info["figures"] = (meld_figures(out) if step == "meld" else latency_figures(out)
-                                   if step == "latency" else media_figures(out))
+                                   if step == "latency" else media_figures(out, first))
             entry[side] = info
             print(json.dumps(info)[:600], flush=True)
         if step != "latency":
-            entry["items"] = compare(records(work / "before" / step), records(work / "after" / step))
+            first = args.speech_first if step in ("ravdess", "emodb") and args.speech_first else None
+            entry["items"] = compare(records(work / "before" / step, first), records(work / "after" / step, first))
         result["steps"][step] = entry
         args.out.write_text(json.dumps(result, indent=1))  # after every step, so a cut-off run keeps its figures
+    print(table(result))
     print(f"wrote {args.out}")
     return 0
 
