@@ -108,19 +108,7 @@ def raw_records(folder: Path, first: int | None = None) -> list[dict[str, Any]]:
 
 def records(folder: Path, first: int | None = None) -> dict[str, tuple[str, float]]:
     """key → (label, confidence) of a run folder's records.jsonl (later lines win, as on resume)."""
-    out: dict[str, tuple[str, float]] = {}
-    path = folder / "records.jsonl"
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("key"), str):
-                out[rec["key"]] = (rec.get("label"), float(rec.get("confidence") or 0.0))
-    if first:
-        out = dict(list(out.items())[:first])
-    return out
+    return {r["key"]: (r.get("label"), float(r.get("confidence") or 0.0)) for r in raw_records(folder, first)}
 
 
 def compare(a: dict[str, tuple[str, float]], b: dict[str, tuple[str, float]]) -> dict[str, Any]:
