@@ -175,7 +175,7 @@ def table(result: dict[str, Any]) -> str:
     lines = ["| step | n | before | after | same label (item by item) | max confidence difference | "
              "wall s before / after |", "|---|---|---|---|---|---|---|"]
     for step, e in result["steps"].items():
-        if step == "latency":
+        if step.startswith("latency"):
             continue
         b, a = e.get("before", {}), e.get("after", {})
         items = e.get("items")
