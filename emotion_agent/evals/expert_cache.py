@@ -50,10 +50,12 @@ class ExpertCache:
 
     Several processes may share the file (eval runs of different sessions): each write is committed at once by
     default, so no process holds SQLite's write lock across turns, and a write or read that still meets a
-    locked database is skipped (counted in ``skipped``) — the cache only saves work, it never stops a run.
+    locked database is skipped (counted in ``skipped``) — the cache only saves work, it never stops a run. The
+    lock wait is short (``timeout``, 2 s): a writer that commits each value holds the lock for milliseconds, and a
+    process that holds it longer (older code, batched commits) must not slow every turn of this run by 30 s.
     """
 
-    def __init__(self, path: Path, commit_every: int = 1, timeout: float = 30.0):
+    def __init__(self, path: Path, commit_every: int = 1, timeout: float = 2.0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
