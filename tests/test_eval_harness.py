@@ -183,3 +183,27 @@ def test_faithfulness_rows_survive_a_cut_or_damaged_line(tmp_path):
     rows = read_rows(log)
     assert [r["key"] for r in rows] == ["a", "b"] and rows[0]["label"] == "joy"
     assert read_rows(tmp_path / "missing.jsonl") == []
+
+
+def test_expert_cache_shared_by_processes_never_holds_the_lock_nor_dies_on_it(tmp_path):
+    """Two eval runs sharing <cache>/expert_cache.sqlite: each write is committed at once (the other writer can
+    go on), and a database locked by someone else is skipped, not raised (a run crashed with 'database is locked')."""
+    import sqlite3
+
+    from emotion_agent.evals.expert_cache import ExpertCache
+
+    path = tmp_path / "expert_cache.sqlite"
+    a, b = ExpertCache(path, timeout=0.2), ExpertCache(path, timeout=0.2)
+    a.put("k1", "text_emotion", {"x": 1})
+    b.put("k2", "text_emotion", {"x": 2})  # a holds no write lock after its put
+    assert b.skipped == 0 and a.get("k2") == {"x": 2} and b.get("k1") == {"x": 1}
+    holder = sqlite3.connect(str(path), timeout=0.2)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    a.put("k3", "text_emotion", {"x": 3})
+    assert a.skipped >= 1
+    holder.rollback()
+    holder.close()
+    a.put("k3", "text_emotion", {"x": 3})
+    assert b.get("k3") == {"x": 3}
+    a.close()
+    b.close()

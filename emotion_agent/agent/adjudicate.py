@@ -4,7 +4,8 @@ Off by default (``settings.adjudicate``): on MELD dev it is measured as an ablat
 ``emotion-agent eval meld --ablations``. The label can never come from free text: the answer must be
 the JSON object ``{"label": <candidate>}`` whose value is exactly one of the two candidates. As for
 explanations, the model first answers without a grammar (llama.cpp's grammar sampling over a 150k
-vocabulary cost 3–10 s per call here vs 0.7 s free) and is re-asked under the JSON schema — ``label``
+vocabulary is several times slower than a free answer; see :mod:`agent.structured`) and is re-asked under
+the JSON schema — ``label``
 an enum of the two candidates — only when that answer does not validate. Anything else (an LLM
 error, still no valid answer) keeps the fused label and says so in ``result.adjudication`` and the
 warnings.

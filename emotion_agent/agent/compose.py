@@ -156,7 +156,8 @@ def compose(turn: TurnInput, result: FusedResult, recall: MemoryRecall | None = 
             sentences.append(f"Just before, {who} read as {last.label}.")
     if result.disagreement:
         def side(modality: str) -> str:
-            return "words" if modality in ("text", "transcript") else "voice" if modality == "audio" else "face"
+            return {"text": "words", "transcript": "words", "audio": "voice", "vision": "face",
+                    "memory": "conversation"}.get(modality, modality)
         parts = [f"{side(v.modality)}: {v.label}" for v in result.disagreement]
         strongest = max(result.contributions.items(), key=lambda kv: kv[1])[0] if result.contributions else None
         tail = f"; the {side(strongest)} weighed most" if strongest else ""

@@ -331,7 +331,7 @@ def learned_fusion(evidence: list[EmotionEvidence], recall: MemoryRecall | None 
     t = text[0]
     if t.extra.get("context_in_model"):
         # The fine-tuned text expert already reads the dialogue (past turns with speakers): a second context
-        # model trained on the MiniLM head's outputs lowered MELD dev W-F1 (62.0 -> 60.7), so its
+        # model trained on the MiniLM head's outputs lowered MELD dev W-F1 (docs/measurements.md), so its
         # distribution is used as the text + context view and no weights file is read.
         return _text_view_fusion(t, dict(t.distribution), t.confidence, evidence, recall,
                                  f"{name}(context in text model)")

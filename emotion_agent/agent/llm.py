@@ -4,8 +4,10 @@
   any local ``.gguf`` path or ``hf:<repo_id>:<filename>`` hub id works too.
 * :class:`ChatLlamaCpp` — a small ``BaseChatModel`` over ``llama_cpp.Llama``: the model's own
   chat template, tool calls produced under a JSON-schema grammar (so even small models emit
-  well-formed calls), ``with_structured_output`` constrained by the schema, and a RAM prompt
-  cache so the fixed instruction prefix is evaluated once, not per turn.
+  well-formed calls), ``with_structured_output`` constrained by the schema, and an optional RAM
+  prompt cache (``EMOTION_AGENT_LLM_PROMPT_CACHE_MB``, off by default; see :func:`sized_ram_cache`).
+
+Speed and memory of each model on this project's machine: docs/results.md and docs/measurements.md.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ class LLMSpec:
 
 LLM_REGISTRY: dict[str, LLMSpec] = {
     "qwen2.5-coder-1.5b": LLMSpec("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b",
-                                  "best quality of the packaged models; ~2 GB RSS, ~12 tok/s on 2 cores"),
+                                  "best quality of the packaged models; the largest and slowest"),
     "qwen2.5-coder-0.5b": LLMSpec("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b",
-                                  "default: fast enough for per-turn explanations; ~0.7 GB RSS"),
+                                  "default: the LLM for opt-in explanations, adjudication and ask"),
     "smollm2-135m": LLMSpec("smollm2-135m", "smollm2-135m",
                             "fastest and smallest; weak at tool choice; fine for smoke tests"),
 }
@@ -121,8 +123,8 @@ def sized_ram_cache(capacity_mb: int) -> Any:
     """A llama.cpp prompt cache whose size counts what it really holds.
 
     ``LlamaRAMCache`` counts only the KV-state bytes of an entry, but each entry also keeps the logits
-    (n_batch x vocab float32: ~100 MB for SmolLM2, ~310 MB for Qwen2.5): a "256 MB" cache grew a
-    service by ~120 MB per explanation (measured). Off by default: llama.cpp already reuses the KV
+    (n_batch x vocab float32, hundreds of MB for a 150k vocabulary), so a cache sized by KV bytes alone
+    grew a service far past its limit with every explanation. Off by default: llama.cpp already reuses the KV
     cache for the prefix shared with the previous call (our fixed instructions); the RAM cache only
     helps when different prompts alternate (the ``llm`` planner and the explainer).
     """

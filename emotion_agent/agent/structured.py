@@ -1,8 +1,8 @@
 """One way to get a typed answer from the LLM: free answer → validate → retry under the JSON-schema grammar.
 
 Explanation and adjudication both need a small JSON object from a small local model. llama.cpp's
-grammar sampling over a 150k-token vocabulary costs 3–10 s per call on 2 cores against ~0.7 s for a
-free answer, so the model first answers freely (one line, JSON asked for by the prompt); only when
+grammar sampling over a 150k-token vocabulary is several times slower than a free answer (timings in
+docs/measurements.md), so the model first answers freely (one line, JSON asked for by the prompt); only when
 that answer does not validate is it re-asked under the JSON schema. ``grammar="always"`` skips the
 free attempt. Whatever still does not validate raises :class:`StructuredAnswerError` with the last
 reason, and the caller decides what to keep (the composed explanation, the fused label).

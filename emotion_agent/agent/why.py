@@ -20,7 +20,25 @@ from emotion_agent.agent.faithfulness import LABEL_WORDS
 from emotion_agent.agent.injection import strip_injection_spans
 from emotion_agent.tools.evidence import LABELS, EmotionEvidence, FusedResult, WordWeight
 
-_WHAT = {"text": "the words", "transcript": "the transcribed words", "audio": "the voice", "vision": "the face"}
+_WHAT = {"text": "the words", "transcript": "the transcribed words", "audio": "the voice", "vision": "the face",
+         "memory": "the conversation so far"}
+_PLURAL = {"text", "transcript"}  # "the words give …"; the others are singular ("the voice gives …")
+
+
+def _who(modality: str) -> str:
+    """How a modality reads in prose ("the voice")."""
+    return _WHAT.get(modality, f"the {modality} reading")
+
+
+def _verb(modality: str, plural: str, singular: str) -> str:
+    """The verb form that agrees with the modality's noun phrase."""
+    return plural if modality in _PLURAL else singular
+
+
+def _quoted(words: list[str]) -> str:
+    """'a', 'b' and 'c'."""
+    q = [f"'{w}'" for w in words]
+    return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " and " + q[-1]
 
 
 class WhyAnswer(BaseModel):
@@ -95,33 +113,43 @@ def answer_why(result: FusedResult, question: str) -> WhyAnswer:
     else:
         p_other = dist.get(contrast, 0.0)
         gap = p_label - p_other
-        parts.append(f"{contrast.capitalize()} got {p_other:.2f} against {p_label:.2f} for {label}: it would need "
-                     f"about {gap:.2f} more of the fused probability to win.")
+        if gap > 0:
+            parts.append(f"{contrast.capitalize()} got {p_other:.2f} against {p_label:.2f} for {label}: it would "
+                         f"need about {gap:.2f} more of the fused probability to win.")
+        else:  # the label was not the fused top (e.g. set by adjudication): say so instead of a negative gap
+            parts.append(f"{contrast.capitalize()} got {p_other:.2f} against {p_label:.2f} for {label}: the fused "
+                         f"probabilities alone did not rank {label} first.")
         other = contrast
     for e in informative:
         a, b = e.distribution.get(label, 0.0), e.distribution.get(other, 0.0)
-        who = _WHAT.get(e.modality, e.modality)
+        who, m = _who(e.modality), e.modality
         top = max(e.distribution, key=e.distribution.__getitem__)
         lean = label if a >= b else other
-        parts.append(f"{who.capitalize()} give {label} {a:.2f} and {other} {b:.2f}, so they lean {lean}"
-                     + (f" (their own top reading is {top})" if top not in (label, other) else "") + ".")
+        leaning = (f"{_verb(m, 'they lean', 'it leans')} {lean}" if round(a, 2) != round(b, 2)
+                   else f"{_verb(m, 'they do', 'it does')} not separate the two")
+        parts.append(f"{who.capitalize()} {_verb(m, 'give', 'gives')} {label} {a:.2f} and {other} {b:.2f}, so "
+                     f"{leaning}"
+                     + (f" ({_verb(m, 'their', 'its')} own top reading is {top})" if top not in (label, other)
+                        else "") + ".")
         cited.append(e.id)
     weights, toward = _attributions(result)
     if weights and toward == label:
         pro, con = _words(weights, +1), _words(weights, -1)
         if pro:
-            parts.append(f"The words that pushed most toward {label} are "
-                         + ", ".join(f"'{w}'" for w in pro) + "; without them the text reading of "
-                         f"{label} would drop.")
+            one = len(pro) == 1
+            parts.append(f"The {'word' if one else 'words'} that pushed most toward {label} "
+                         f"{'is' if one else 'are'} {_quoted(pro)}; without {'it' if one else 'them'} the text "
+                         f"reading of {label} would drop.")
         if con:
-            parts.append("Words that pulled away from it: " + ", ".join(f"'{w}'" for w in con) + ".")
+            parts.append(f"{'The word' if len(con) == 1 else 'Words'} that pulled away from it: {_quoted(con)}.")
     if result.contributions:
         strongest = max(result.contributions.items(), key=lambda kv: kv[1])
-        parts.append(f"{_WHAT.get(strongest[0], strongest[0]).capitalize()} carried {strongest[1]:.0%} of the "
+        parts.append(f"{_who(strongest[0]).capitalize()} carried {strongest[1]:.0%} of the "
                      f"support for {label}.")
     if result.disagreement:
         parts.append("The modalities disagree: " + "; ".join(
-            f"{_WHAT.get(v.modality, v.modality)} say {v.label} ({v.probability:.2f})" for v in result.disagreement)
+            f"{_who(v.modality)} {_verb(v.modality, 'say', 'says')} {v.label} ({v.probability:.2f})"
+            for v in result.disagreement)
             + ".")
     if spans:
         parts.append("(Instructions inside the question were ignored.)")

@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         bench("text, label + LLM explanation (checked)", text_turns[: max(2, args.n // 2) + 1], explain=True)
     bench("speech clip 3-4 s, label only", [make_turn(audio=p) for p in clips], explain=False)
     if video.is_file():
-        bench("MELD video clip, label only", [make_turn(video=video)] * (min(args.n, 10) + 1), explain=False)
+        # a fresh turn per request: one turn object repeated would share its decoded audio (TurnInput.derived)
+        bench("MELD video clip, label only", [make_turn(video=video) for _ in range(min(args.n, 10) + 1)],
+              explain=False)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"command": "python -m emotion_agent.benchmarks.bench_latency --n %d" % args.n, "rows": rows,
            "peak_rss_mb": round(peak_mb, 1), "text_model": agent.experts["text_emotion"].model_id}

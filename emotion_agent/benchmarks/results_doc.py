@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,27 @@ def _num(value: Any, digits: int = 1) -> str:
 
 def _ci(pair: Any) -> str:
     return f"{pair[0]:.1f}–{pair[1]:.1f}" if isinstance(pair, list) and len(pair) == 2 else "–"
+
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def current_command(command: str) -> str:
+    """``command`` with a module that has since moved out of ``evals/`` named where it lives now.
+
+    Result files keep the command they were made with; a benchmark or training script moved unchanged to
+    ``benchmarks/`` or ``training/`` is shown under its current name, so the page's commands run.
+    """
+    def moved(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if (PACKAGE / "evals" / f"{name}.py").is_file():
+            return match.group(0)
+        for room in ("benchmarks", "training"):
+            if (PACKAGE / room / f"{name}.py").is_file():
+                return f"emotion_agent.{room}.{name}"
+        return match.group(0)
+
+    return re.sub(r"emotion_agent\.evals\.(\w+)", moved, command)
 
 
 def _load(path: Path) -> Any:
@@ -66,7 +88,7 @@ def latency_table(path: Path) -> list[str]:
     d = _load(path)
     if not isinstance(d, dict) or not isinstance(d.get("rows"), dict):
         return []
-    lines = [f"Command: `{d.get('command', '?')}`; peak RSS {_num(d.get('peak_rss_mb'), 0)} MB.", "",
+    lines = [f"Command: `{current_command(str(d.get('command', '?')))}`; peak RSS {_num(d.get('peak_rss_mb'), 0)} MB.", "",
              "| path | n | p50 ms | p95 ms | stages p50 ms |", "|---|---|---|---|---|"]
     for name, row in d["rows"].items():
         stages = ", ".join(f"{k} {v:.0f}" for k, v in (row.get("stages_p50_ms") or {}).items())

@@ -46,13 +46,20 @@ def file_fingerprint(path: Path | str | None) -> str | None:
 
 
 class ExpertCache:
-    """Tiny key → JSON store in SQLite. Thread-safe; commits every ``commit_every`` writes and on close."""
+    """Tiny key → JSON store in SQLite. Thread-safe; commits every ``commit_every`` writes and on close.
 
-    def __init__(self, path: Path, commit_every: int = 25):
+    Several processes may share the file (eval runs of different sessions): each write is committed at once by
+    default, so no process holds SQLite's write lock across turns, and a write or read that still meets a
+    locked database is skipped (counted in ``skipped``) — the cache only saves work, it never stops a run. The
+    lock wait is short (``timeout``, 2 s): a writer that commits each value holds the lock for milliseconds, and a
+    process that holds it longer (older code, batched commits) must not slow every turn of this run by 30 s.
+    """
+
+    def __init__(self, path: Path, commit_every: int = 1, timeout: float = 2.0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=timeout)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS evidence (key TEXT PRIMARY KEY, expert TEXT, "
@@ -62,27 +69,41 @@ class ExpertCache:
         self.commit_every = commit_every
         self.hits = 0
         self.misses = 0
+        self.skipped = 0
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored value for ``key``, or None."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM evidence WHERE key = ?", (key,)).fetchone()
+            try:
+                row = self._db.execute("SELECT value FROM evidence WHERE key = ?", (key,)).fetchone()
+            except sqlite3.OperationalError:  # locked by another process past the timeout: compute instead
+                self.skipped += 1
+                return None
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, expert: str, value: dict[str, Any]) -> None:
         """Store ``value`` for ``key`` (committed every ``commit_every`` writes)."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?, ?)",
-                             (key, expert, json.dumps(value), time.time()))
-            self._pending += 1
-            if self._pending >= self.commit_every:
-                self._db.commit()
+            try:
+                self._db.execute("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?, ?)",
+                                 (key, expert, json.dumps(value), time.time()))
+                self._pending += 1
+                if self._pending >= self.commit_every:
+                    self._db.commit()
+                    self._pending = 0
+            except sqlite3.OperationalError:  # locked past the timeout: this value is simply not cached
+                self.skipped += 1
+                self._db.rollback()
                 self._pending = 0
 
     def flush(self) -> None:
-        """Commit pending writes."""
+        """Commit pending writes (dropped, and counted in ``skipped``, if the database stays locked)."""
         with self._lock:
-            self._db.commit()
+            try:
+                self._db.commit()
+            except sqlite3.OperationalError:
+                self.skipped += self._pending
+                self._db.rollback()
             self._pending = 0
 
     def close(self) -> None:

@@ -76,10 +76,10 @@ class Settings(BaseSettings):
     explain: bool = Field(default=True, description="Explain each label (composed from the evidence).")
     explain_llm: bool = Field(default=False, description="Let the LLM rephrase the composed explanation (kept "
                                                          "only when it passes the faithfulness checks). Off by "
-                                                         "default: on 2 cores the 0.5B model took 5-12 s and most "
-                                                         "of its answers added claims the evidence does not hold.")
+                                                         "default: it is slow on a CPU and many of its answers "
+                                                         "were refused by the checks (docs/measurements.md).")
     explain_grammar: GrammarMode = Field(default="fallback", description="'fallback': free JSON, grammar only "
-                                                                        "if invalid (2x faster); 'always'.")
+                                                                        "if invalid (faster); 'always'.")
     context_turns: int = Field(default=3, ge=0, description="Previous turns of the conversation to use.")
     max_text_chars: int = Field(default=2000, ge=1, description="Longer text is truncated with a warning.")
     max_tool_rounds: int = Field(default=3, ge=1, description="Hard cap on LLM planner tool rounds.")
@@ -96,8 +96,8 @@ class Settings(BaseSettings):
                               "window (falls back to the full window on a degenerate decode); 'accurate': "
                               "Whisper's full 30 s window every time (~6x slower on a 3 s clip).")
     asr_model: str = Field(default="whisper-tiny.en", description="Registry name, local path or hub id.")
-    asr_beam_size: int = Field(default=1, ge=1, le=10, description="Whisper beam width: 1 (greedy) measured ~8 % "
-                               "faster than 5 with the same word error on RAVDESS (2.1 vs 2.5 % over 40 clips).")
+    asr_beam_size: int = Field(default=1, ge=1, le=10, description="Whisper beam width: 1 (greedy) is faster "
+                               "than 5 with a similar word error (docs/measurements.md).")
     speech_model: str = Field(default="whisper-head", description="'whisper-head' (offline) or an HF "
                                                                   "audio-classification path/hub id.")
     max_audio_s: float = Field(default=60.0, gt=0, description="Longer audio is refused with a clear error.")
