@@ -84,6 +84,8 @@ class DialogueModel:
         from emotion_agent.tools.dialogue_model import speaker_cues
         from emotion_agent.tools.whisper_encoder import torch_threads
 
+        if self.models[0].proj.in_features == 1:  # trained on the expert's logits and speaker cues only
+            feats = np.zeros((*logits.shape[:2], 1), np.float32)
         names = [s or "" for s in speakers]
         cues = np.stack([speaker_cues(names, lg) for lg in logits])
         b, t = logits.shape[:2]

@@ -46,7 +46,7 @@ def by_dialogue(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     for dia in sorted(groups):
         idx = sorted(groups[dia], key=lambda i: int(data["position"][i]))
         logits = data["logits"][idx]
-        out.append({"features": data["features"][idx], "logits": logits, "label": data["label"][idx],
+        out.append({"dialogue": dia, "features": data["features"][idx], "logits": logits, "label": data["label"][idx],
                     "cues": speaker_cues([str(s) for s in data["speaker"][idx]], logits), "keys": data["keys"][idx]})
     return out
 
@@ -118,6 +118,24 @@ def train_one(mode: str, seed: int, train: list, dev: list, args) -> tuple[Dialo
     return model, best, times
 
 
+def train_dialogues(settings: Settings, args) -> tuple[list[dict[str, np.ndarray]], dict[str, int]]:
+    """MELD train's dialogues with ``--context`` features; with ``--fill-train-from K``, the dialogues whose
+    ``--context`` features are not cached (yet) come from the ctx K cache. Also the count from each."""
+    try:
+        main_ = by_dialogue(load_features(settings, args.context, "train"))
+    except FileNotFoundError:
+        if args.fill_train_from is None:
+            raise
+        main_ = []
+    counts = {f"ctx{args.context}": len(main_)}
+    if args.fill_train_from is not None and args.fill_train_from != args.context:
+        have = {d["dialogue"] for d in main_}
+        fill = [d for d in by_dialogue(load_features(settings, args.fill_train_from, "train")) if d["dialogue"] not in have]
+        main_ += fill
+        counts[f"ctx{args.fill_train_from}"] = len(fill)
+    return main_, counts
+
+
 def fit_mode(mode: str, data: dict[str, list], seeds: list[int], args) -> tuple[list[DialogueGRU], dict, float,
                                                                               list[float]]:
     """One mode's ensemble: its models, {split: (first model's, ensemble's) probabilities}, temperature, epoch times.
@@ -178,7 +196,7 @@ def cross_validate(dias: list[dict[str, np.ndarray]], folds: int, seeds: list[in
     fold_of = rng.permutation(len(dias)) % folds
     gold = np.concatenate([d["label"] for d in dias])
     logits = np.concatenate([d["logits"] for d in dias])
-    rows = [report_row(f"expert alone (ctx{args.context})", "online", gold,
+    rows = [report_row(f"expert alone (ctx{args.context})", "utterance", gold,
                        softmax(logits))]
     for mode in ("online", "offline"):
         oof = [None] * len(dias)
@@ -216,6 +234,9 @@ def main() -> None:
     ap.add_argument("--export", action="store_true", help="Also write the weights into the package "
                     "(tools/weights/), where the text expert loads them by default.")
     ap.add_argument("--modes", default="online,offline")
+    ap.add_argument("--no-features", action="store_true", help="Leave out the expert's 768-d features.")
+    ap.add_argument("--fill-train-from", type=int, default=None, help="Train dialogues whose --context features are "
+                    "not cached come from this context's cache (e.g. 0).")
     ap.add_argument("--dev-folds", type=int, default=0, help="Mix dev into training by K dialogue-disjoint folds "
                     "(see fit_mode); 0: train only.")
     ap.add_argument("--dev-weight", type=int, default=1, help="With --dev-folds: copies of the dev dialogues.")
@@ -239,16 +260,20 @@ def main() -> None:
         print(f"wrote {path}")
         return
     splits = ["train", "dev"] + (["test"] if args.score_test else [])
-    data = {s: by_dialogue(load_features(settings, args.context, s)) for s in splits}
+    data = {s: by_dialogue(load_features(settings, args.context, s)) for s in splits if s != "train"}
+    data["train"], train_sources = train_dialogues(settings, args)
+    if args.no_features:  # the GRU reads the expert's logits and the speaker cues only (a 1-wide zero feature)
+        data = {k: [{**d, "features": np.zeros((len(d["label"]), 1), np.float32)} for d in v] for k, v in data.items()}
     out_dir = Path(settings.cache_dir) / "text-dialogue"
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     result: dict = {"context_turns_in_features": args.context, "train_utterances": int(sum(len(d["label"]) for d in
-                    data["train"])), "args": vars(args), "rows": {s: [] for s in splits if s != "train"}}
+                    data["train"])), "train_dialogues_by_features": train_sources, "args": vars(args),
+                    "rows": {s: [] for s in splits if s != "train"}}
     for split in result["rows"]:
         gold = np.concatenate([d["label"] for d in data[split]])
         logits = np.concatenate([d["logits"] for d in data[split]])
-        result["rows"][split].append(report_row(f"expert alone (ctx{args.context})", "online", gold,
+        result["rows"][split].append(report_row(f"expert alone (ctx{args.context})", "utterance", gold,
                                                 softmax(logits)))
     for mode in args.modes.split(","):
         t0 = time.time()
@@ -267,7 +292,8 @@ def main() -> None:
             if split == "dev":
                 dev_row = result["rows"][split][-1]
         meta = {"context": str(args.context), "temperature": str(temperature), "seeds": args.seeds,
-                "trained_on": f"MELD train ({result['train_utterances']} utterances)" + (
+                "trained_on": f"MELD train ({result['train_utterances']} utterances, dialogues by features "
+                              f"{train_sources})" + (
                     f" + MELD dev in {args.dev_folds} folds (epoch chosen on the held-out fold)" if args.dev_folds
                     else ", epoch chosen on dev"),
                 "dev_weighted_f1": str(dev_row["weighted_f1"] if dev_row else ""),
