@@ -47,7 +47,8 @@ def by_dialogue(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         idx = sorted(groups[dia], key=lambda i: int(data["position"][i]))
         logits = data["logits"][idx]
         out.append({"dialogue": dia, "features": data["features"][idx], "logits": logits, "label": data["label"][idx],
-                    "cues": speaker_cues([str(s) for s in data["speaker"][idx]], logits), "keys": data["keys"][idx]})
+                    "cues": speaker_cues([str(s) for s in data["speaker"][idx]], logits), "keys": data["keys"][idx],
+                    "speakers": data["speaker"][idx]})
     return out
 
 
