@@ -201,6 +201,7 @@ def fuse_node(state: AgentState) -> dict[str, Any]:
         warnings=[*turn.warnings, *f.warnings], conversation_id=turn.conversation_id,
         speaker=turn.speaker, turn_index=turn.turn_index,
         memory_used=[t.id for t in (*rec.previous, *rec.similar)],
+        text_mode=next((e.text_mode for e in evidence if e.text_mode is not None), None),
     )
     return {"result": result, "timings": {"fuse": _ms(start)}}
 

@@ -55,7 +55,8 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
               conversation_id: str | None = None, speaker: str | None = None,
               context: list[PriorTurn] | None = None, turn_index: int | None = None,
               max_chars: int | None = None, check_media: bool = True,
-              settings: Settings | None = None, tenant: str | None = None) -> TurnInput:
+              settings: Settings | None = None, tenant: str | None = None,
+              future: list[PriorTurn] | None = None) -> TurnInput:
     """A validated turn: text cleaned and stripped of instructions, each media file sniffed and decoded.
 
     A file that is missing, empty, corrupt, truncated, renamed or too large is dropped with a warning when
@@ -65,7 +66,7 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
 
     This is the one turn builder (CLI, batch, HTTP API, web pages): the text limit and the media limits
     (``EMOTION_AGENT_MAX_AUDIO_S``...) come from ``settings`` (from the environment when not given);
-    ``max_chars`` overrides the text limit.
+    ``max_chars`` overrides the text limit. ``future``: the dialogue's later turns (offline text mode only).
     """
     settings = settings or Settings.from_env()
     clean, warnings = clean_text(text, settings.max_text_chars if max_chars is None else max_chars)
@@ -119,5 +120,5 @@ def make_turn(*, text: str | bytes | None = None, audio: str | Path | None = Non
             conversation_id = f"{tenant}{TENANT_SEP}{conversation_id}"
     return TurnInput(text=clean, audio_path=paths["audio"], image_path=paths["image"], video_path=paths["video"],
                      conversation_id=conversation_id, speaker=(speaker or None), context=context or [],
-                     turn_index=turn_index, warnings=warnings,
+                     future=future or [], turn_index=turn_index, warnings=warnings,
                      removed_instructions=spans if clean_given else [])

@@ -19,7 +19,8 @@ def print_result(result, as_json: bool) -> None:  # noqa: ANN001 - FusedResult
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return
     console.print(f"[bold]{result.label}[/bold]  confidence {result.confidence:.2f}  "
-                  f"(fusion: {result.fusion_policy})")
+                  f"(fusion: {result.fusion_policy}"
+                  f"{f', text mode: {result.text_mode}' if result.text_mode else ''})")
     table = Table(show_header=True, header_style="bold")
     for col in ("id", "expert", "modality", "top", "conf", "cues / warnings", "ms"):
         table.add_column(col)

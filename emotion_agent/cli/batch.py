@@ -5,6 +5,11 @@ time resumes where it stopped: inputs already answered are skipped), and a summa
 (``<out>.summary.json``: counts, wall time, per-turn time, every refusal with its reason). Exit code 0 when
 every input was analysed, 1 when some were refused (each with its one-line reason in the results), 2 for a
 usage mistake (no such input, nothing to read).
+
+A CSV or JSONL file is a dialogue file: its rows with the same ``conversation_id`` are one conversation, in file
+order. By default (``--text-mode offline``) each text row is read with its conversation's earlier and later rows
+(the text expert's offline dialogue model); ``--text-mode online`` reads the earlier rows only; ``utterance``
+each row alone. Every result line says which mode labelled it (``text_mode``).
 """
 
 from __future__ import annotations
@@ -95,6 +100,33 @@ def with_base(item: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
+def with_dialogue(items: list[tuple[str, dict[str, Any] | str]], mode: str) -> list[tuple[str, dict[str, Any] | str]]:
+    """The items with each text row's conversation around it: ``_context`` (its conversation's earlier text rows,
+    oldest first) and, offline, ``_future`` (the later ones), as (speaker, text) pairs. Rows without a
+    conversation id, media-only rows and the ``utterance`` mode get none."""
+    if mode == "utterance":
+        return items
+    rows: dict[str, list[int]] = {}
+    for i, (_, item) in enumerate(items):
+        if isinstance(item, dict) and item.get("conversation_id") and isinstance(item.get("text"), str):
+            rows.setdefault(str(item["conversation_id"]), []).append(i)
+    out = list(items)
+    for idx in rows.values():
+        turns = [(items[i][1].get("speaker"), items[i][1]["text"]) for i in idx]  # type: ignore[union-attr]
+        for j, i in enumerate(idx):
+            input_id, item = items[i]
+            out[i] = (input_id, {**item, "_context": turns[:j],  # type: ignore[dict-item]
+                                 **({"_future": turns[j + 1:]} if mode == "offline" else {})})
+    return out
+
+
+def prior_turns(pairs: Any) -> list[Any] | None:
+    """(speaker, text) pairs as the turn's typed prior turns (None when there are none)."""
+    from emotion_agent.tools.base import PriorTurn
+
+    return [PriorTurn(speaker=s, text=t) for s, t in pairs] if pairs else None
+
+
 def done_ids(out: Path) -> set[str]:
     """Input ids already answered in an earlier run of the same output file."""
     return {r["input"] for r in results(out) if isinstance(r.get("input"), str)} if out.is_file() else set()
@@ -124,6 +156,9 @@ def batch(
     address: Optional[str] = ADDRESS_OPTION,
     workers: int = typer.Option(2, min=1, help="Ray actors, each with one loaded agent."),
     threads_per_worker: int = THREADS_OPTION,
+    text_mode: Optional[str] = typer.Option(None, help="How the text of a dialogue file is read: offline (default "
+                                                       "for .csv/.jsonl: each row with its conversation's earlier "
+                                                       "and later rows), online (earlier rows only) or utterance."),
 ) -> None:
     """Analyse many turns with one loaded agent (models load once), resumable; exit 0 when all were analysed,
     1 when some inputs were refused (each with its reason in the results), 2 for a usage mistake."""
@@ -132,6 +167,12 @@ def batch(
     from emotion_agent.agent.runtime import EmotionAgent
 
     kind, items = read_inputs(inputs)
+    mode = text_mode or ("offline" if kind in ("csv", "jsonl") else None)
+    if mode is not None and mode not in ("online", "offline", "utterance"):
+        raise UserError(f"--text-mode must be online, offline or utterance, not {mode!r}")
+    if mode is not None:
+        items = with_dialogue(items, mode)
+        os.environ["EMOTION_AGENT_TEXT_MODE"] = mode  # also for Ray actors started from this process
     done = done_ids(out)
     todo = [(i, item) for i, item in items if i not in done]
     settings = settings_from(llm=llm)
@@ -182,9 +223,10 @@ def analyse_input(agent: Any, settings: Any, input_id: str, item: dict[str, Any]
             raise InputError(item)
         turn = make_turn(text=item.get("text"), audio=item.get("audio"), image=item.get("image"),
                          video=item.get("video"), conversation_id=item.get("conversation_id"),
-                         speaker=item.get("speaker"), settings=settings)
+                         speaker=item.get("speaker"), settings=settings, context=prior_turns(item.get("_context")),
+                         future=prior_turns(item.get("_future")))
         result = agent.analyze(turn, explain=explain)
-        rec.update(status="ok", label=result.label, confidence=result.confidence,
+        rec.update(status="ok", label=result.label, confidence=result.confidence, text_mode=result.text_mode,
                    warnings=result.warnings, explanation=result.explanation,
                    disagreement=[v.model_dump() for v in result.disagreement],
                    **per_modality(result))

@@ -39,7 +39,9 @@ def eval_meld(
                                                   "Rerun the same command to resume."),
     modalities: str = typer.Option("text", help="Comma list of text,audio,vision (audio/vision only where MELD "
                                                 "clips exist locally)."),
-    context: int = typer.Option(3, help="Previous utterances of the dialogue recalled as context (0 = off)."),
+    context: str = typer.Option("online", help="online (default: the text expert's dialogue model over each "
+                                "utterance's past turns), offline (past and later turns: the whole dialogue), or "
+                                "a number K: the text expert alone with K previous utterances as context (0 = off)."),
     explain: bool = typer.Option(False, "--explain/--no-explain", help="Also generate explanations (slow)."),
     fusion: Optional[str] = typer.Option(None, help="Fusion policy (default: settings.fusion)."),
     adjudicate: Optional[bool] = typer.Option(None, "--adjudicate/--no-adjudicate",
@@ -69,8 +71,13 @@ def eval_meld(
         raise UserError(f"unknown split '{split}' (use dev or test)")
     if limit is not None and limit <= 0:
         raise UserError("--limit must be a positive number")
-    if context < 0:
-        raise UserError("--context must be >= 0")
+    from emotion_agent.evals.meld_config import context_setting
+
+    try:
+        recalled, text_mode = context_setting(context)
+    except ValueError as exc:
+        raise UserError(f"--context: {exc}") from exc
+    context_value: int | str = recalled if text_mode == "utterance" else text_mode
     if workers < 1:
         raise UserError("--workers must be >= 1")
     pool = engine_for(engine, address, workers, threads_per_worker)
@@ -89,7 +96,7 @@ def eval_meld(
             console.print("note: the in-process LLM serves one turn at a time; set EMOTION_AGENT_LLM_URL to a "
                           "shared LLM server for parallel LLM calls", style="dim", soft_wrap=True)
     try:
-        summary = run(split, limit=limit, out=out, explain=explain, context=context, modalities=mods,
+        summary = run(split, limit=limit, out=out, explain=explain, context=context_value, modalities=mods,
                       fusion=fusion, seed=seed, settings=settings, workers=1 if pool else workers,
                       adjudicate=adjudicate, adjudicate_margin=adjudicate_margin, engine=pool)
     except RunConfigError as exc:
@@ -99,7 +106,7 @@ def eval_meld(
         from emotion_agent.evals.paths import runs_dir
 
         folder = out or runs_dir() / f"meld-{split}-{summary['run_id']}"
-        rows = run_ablations(split, out=folder, limit=limit, context=context, modalities=mods,
+        rows = run_ablations(split, out=folder, limit=limit, context=context_value, modalities=mods,
                              fusion=summary["config"]["fusion"], seed=seed, settings=settings, workers=workers,
                              adjudicate_margin=summary["config"].get("adjudicate_margin"))
         print_ablations(rows)
@@ -150,8 +157,9 @@ def print_summary(summary: dict) -> None:
     m = summary["metrics"]
     b = summary["always_neutral"]
     c = summary["config"]
+    modes = ", ".join(f"{k} ({v})" for k, v in (summary.get("text_modes") or {}).items())
     console.print(f"MELD {c['split']} n={m['n']} fusion={c['fusion']} context={c['context']} "
-                  f"modalities={','.join(c['modalities'])}")
+                  f"text mode={modes or '-'} modalities={','.join(c['modalities'])}")
     console.print(f"  agent          weighted-F1 {m['weighted_f1']:.1f} (95% CI {m['weighted_f1_ci95'][0]:.1f}-"
                   f"{m['weighted_f1_ci95'][1]:.1f}), macro-F1 {m['macro_f1']:.1f}, accuracy {m['accuracy']:.1f}, "
                   f"ECE {m.get('ece', 0):.1f}, sentiment W-F1 {m['sentiment']['weighted_f1']:.1f}")

@@ -132,6 +132,8 @@ def turn_key(expert: Expert, turn: TurnInput, weights_fp: str | None, context_k:
         "image": file_fingerprint(turn.image_path),
         "video": file_fingerprint(turn.video_path),
     }
+    if turn.future:  # only offline text mode gives later turns (older keys stay valid)
+        payload["future"] = [[t.speaker, t.text] for t in turn.future]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -28,7 +28,7 @@ def ablation_variants(cfg: RunConfig, learned_available: bool) -> list[tuple[str
     if LEARNED_NOCTX_WEIGHTS.is_file():
         rows.append(("learned_noctx", "learned fusion trained without conversation features",
                      {"fusion": "learned_noctx"}))
-    if cfg.context > 0:
+    if cfg.context != 0:
         rows.append((f"{cfg.fusion}_context0", f"{cfg.fusion} fusion, memory context off at inference (K=0)",
                      {"context": 0}))
     rows.append(("llm_adjudication", f"{cfg.fusion} fusion + LLM picks between the fused top-2 labels when their "

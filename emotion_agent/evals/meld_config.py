@@ -23,6 +23,18 @@ class RunConfigError(ValueError):
     """The run folder belongs to a different configuration (user-facing, one line)."""
 
 
+def context_setting(context: int | str) -> tuple[int, str]:
+    """(previous turns recalled, text mode) of a ``--context`` value: ``online`` / ``offline`` recall 3 turns
+    and put the dialogue model on the text expert; an integer K recalls K turns, the expert alone."""
+    if isinstance(context, str) and context.strip().isdigit():
+        context = int(context)
+    if isinstance(context, int) and not isinstance(context, bool) and context >= 0:
+        return context, "utterance"
+    if context in ("online", "offline"):
+        return 3, str(context)
+    raise RunConfigError(f"context must be online, offline or a whole number >= 0 (got {context!r})")
+
+
 @dataclass
 class RunConfig:
     """What a MELD run asks for; the fields identify the run (see :meth:`run_id`)."""
@@ -30,7 +42,9 @@ class RunConfig:
     split: str = "dev"
     limit: int | None = None
     modalities: list[str] = field(default_factory=lambda: ["text"])
-    context: int = 3
+    #: ``online`` / ``offline`` (the text expert's dialogue model over the past, or past and future turns),
+    #: or an integer K: the text expert alone with the K previous utterances recalled as context.
+    context: int | str = 3
     explain: bool = False
     fusion: str = "weighted"
     seed: int = 13

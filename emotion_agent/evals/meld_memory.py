@@ -28,11 +28,26 @@ class EvalMemory:
         self.last_recall: MemoryRecall = MemoryRecall()
 
     def turn_for(self, u: Utterance, k: int) -> Any:
-        """The turn for utterance ``u`` with its previous ``k`` utterances as context."""
-        prev = self.dias[u.dialogue_id][max(0, u.position - k):u.position] if k > 0 else []
+        """The turn for utterance ``u`` with its previous ``k`` utterances as context (in the online and offline
+        text modes: its whole dialogue, see :meth:`dialogue`)."""
+        past, future = self.dialogue(u)
+        if past is None:
+            prev = self.dias[u.dialogue_id][max(0, u.position - k):u.position] if k > 0 else []
+            past = [PriorTurn(speaker=p.speaker, text=self.clean(p.text)) for p in prev]
         return make_turn(text=u.text, speaker=u.speaker, conversation_id=conv_id(u), turn_index=u.position,
-                         context=[PriorTurn(speaker=p.speaker, text=self.clean(p.text)) for p in prev],
-                         max_chars=self.settings.max_text_chars)
+                         context=past, future=future, max_chars=self.settings.max_text_chars)
+
+    def dialogue(self, u: Utterance) -> tuple[list[PriorTurn] | None, list[PriorTurn]]:
+        """The context and later turns a turn of ``u`` is given: in the ``online`` text mode its whole past, in
+        ``offline`` also its later turns (the dialogue model reads the dialogue as it was trained to); in
+        ``utterance`` mode (None, []): the recalled turns are the context."""
+        mode = self.settings.text_mode
+        if mode == "utterance":
+            return None, []
+        turns = self.dias.get(u.dialogue_id, [])
+        past = [PriorTurn(speaker=p.speaker, text=self.clean(p.text)) for p in turns[:u.position]]
+        later = turns[u.position + 1:] if mode == "offline" else []
+        return past, [PriorTurn(speaker=p.speaker, text=self.clean(p.text)) for p in later]
 
     def clean(self, text: str) -> str:
         """``text`` cleaned as the agent cleans user text (empty string if nothing is left)."""

@@ -31,7 +31,8 @@ def build_agent(settings: Settings, cfg: RunConfig, utts: list[Utterance], cache
     if "text" not in cfg.modalities and ("audio" in cfg.modalities):
         wanted.append("text_emotion")  # the transcript goes to the text expert
     experts = wrap_experts(build_experts(settings, only=wanted), cache)
-    return EmotionAgent(settings, memory=EvalMemory(utts, experts.get("text_emotion"), settings, cfg.context),
+    return EmotionAgent(settings, memory=EvalMemory(utts, experts.get("text_emotion"), settings,
+                                                    settings.context_turns),
                         experts=experts)
 
 
@@ -75,9 +76,10 @@ def make_record(u: Utterance, cfg: RunConfig, agent: Any, settings: Settings) ->
     text = u.text if "text" in cfg.modalities else None
     mem: EvalMemory = agent.memory
     mem.current = u
+    past, future = mem.dialogue(u)
     try:
         turn = make_turn(text=text, audio=audio, image=image, video=video, conversation_id=conv_id(u),
-                         speaker=u.speaker, turn_index=u.position, settings=settings)
+                         speaker=u.speaker, turn_index=u.position, settings=settings, context=past, future=future)
     except InputError as exc:  # one unusable utterance must not stop the run: it is scored as what the agent
         # emits for "nothing to analyse" (neutral, zero confidence) and the record says why
         turn = TurnInput(conversation_id=conv_id(u), speaker=u.speaker, turn_index=u.position,
@@ -141,7 +143,7 @@ def worker_agents(agent: Any, n: int, settings: Settings, cfg: RunConfig) -> lis
 
     agents = [agent]
     for _ in range(n - 1):
-        mem = EvalMemory([], agent.memory.text_expert, settings, cfg.context)
+        mem = EvalMemory([], agent.memory.text_expert, settings, settings.context_turns)
         mem.dias = agent.memory.dias  # read-only after the primary's setup
         agents.append(WorkerAgent(agent.settings, memory=mem, experts=agent.experts, explainer=agent.explainer,
                                   adjudicator=agent.adjudicator))

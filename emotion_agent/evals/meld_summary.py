@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ def summarize_run(out: Path, settings: Settings | None = None, cfg: RunConfig | 
         "modalities_available": dict(modalities_available), "modalities_used": dict(modalities_used),
         "expert_cache": dict(cache_stats),
         "fusion_policies": sorted({r["result"].get("fusion_policy", "") for r in records}),
+        "text_modes": dict(Counter(str(r["result"].get("text_mode")) for r in records)),
         "model_ids": model_ids, "prompt_hashes": prompt_hashes(), "packages": package_versions(),
         "git": git_commit(), "settings": settings_dict(settings),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

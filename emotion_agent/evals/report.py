@@ -168,7 +168,8 @@ def run_markdown(run: Path, summary: dict[str, Any], images: dict[str, str]) -> 
     b = summary.get("always_neutral", {})
     c = summary.get("config", {})
     lines = [f"# MELD {c.get('split', '?')} run `{run.name}`", "",
-             f"n = {m['n']} utterances · fusion `{c.get('fusion')}` · context K={c.get('context')} · modalities "
+             f"n = {m['n']} utterances · fusion `{c.get('fusion')}` · context {c.get('context')} · text mode "
+             f"{', '.join(f'{k} ({v})' for k, v in (summary.get('text_modes') or {}).items()) or '-'} · modalities "
              f"{', '.join(c.get('modalities', []))} · explanations {'on' if c.get('explain') else 'off'} · "
              f"git {str((summary.get('git') or {}).get('commit'))[:10]}", "",
              "| | weighted-F1 | 95% CI | macro-F1 | accuracy | ECE | sentiment W-F1 |",

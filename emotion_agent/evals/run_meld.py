@@ -1,7 +1,7 @@
 """Run the agent over MELD and score it — the same graph the user runs, no second pipeline.
 
     emotion-agent eval meld --split dev|test [--limit N] [--modalities text,audio,vision]
-                            [--context K] [--explain/--no-explain] [--fusion NAME] [--ablations] --out runs/NAME
+                            [--context online|offline|K] [--explain/--no-explain] [--fusion NAME] [--ablations] --out runs/NAME
 
 A run folder holds ``config.json`` (what was asked), ``records.jsonl`` (one JSON line per
 utterance, appended and fsync'ed as it is produced), ``sessions.jsonl`` (one line per
@@ -14,7 +14,9 @@ duplicated. A different configuration in an existing folder is refused.
 Context: each utterance is a turn of conversation ``meld-<split>-dia<D>``; the agent's memory is
 an in-process :class:`EvalMemory` that recalls the previous ``K`` utterances of the dialogue
 (their words and speakers, and the text expert's predicted distribution for them — never gold
-labels), so the recall → experts → fuse path is exactly the user's. Expert outputs are cached by
+labels), so the recall → experts → fuse path is exactly the user's. ``--context online`` (the default) and
+``offline`` read the dialogue with the text expert's dialogue model: each turn is given its whole past (and,
+offline, its later turns); an integer K is the text expert alone with K recalled turns. Expert outputs are cached by
 content hash (:mod:`evals.expert_cache`); a rerun that changes only fusion or prompts reuses them.
 
 Pieces (split as inspect_ai splits an eval): the options and ``config.json`` (:mod:`evals.meld_config`), the
@@ -36,7 +38,7 @@ from typing import Any
 from tqdm import tqdm
 
 from emotion_agent.evals.meld import dialogues, select
-from emotion_agent.evals.meld_config import MODALITY_EXPERTS, RunConfig, RunConfigError, check_config
+from emotion_agent.evals.meld_config import MODALITY_EXPERTS, RunConfig, RunConfigError, check_config, context_setting
 from emotion_agent.evals.meld_memory import EvalMemory
 from emotion_agent.evals.meld_solver import (MAX_WORKERS, MeldSolver, build_agent, check_workers, dialogue_units,
                                              make_record, run_parallel, worker_agents)
@@ -54,7 +56,7 @@ __all__ = ["MAX_WORKERS", "MODALITY_EXPERTS", "RunConfig", "RunConfigError", "bu
 
 
 def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None, explain: bool = False,
-        context: int = 3, modalities: list[str] | None = None, fusion: str | None = None, seed: int = 13,
+        context: int | str = "online", modalities: list[str] | None = None, fusion: str | None = None, seed: int = 13,
         settings: Settings | None = None, agent: Any = None, progress: bool = True,
         stop_after: int | None = None, cache_path: Path | None = None, workers: int = 1,
         adjudicate: bool | None = None, adjudicate_margin: float | None = None,
@@ -71,8 +73,10 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
 
     check_workers(workers)
     settings = settings or Settings.from_env()
-    settings = settings.replace(context_turns=context)
-    cfg = RunConfig(split=split, limit=limit, modalities=sorted(modalities or ["text"]), context=context,
+    recalled, text_mode = context_setting(context)
+    settings = settings.replace(context_turns=recalled, text_mode=text_mode)
+    cfg = RunConfig(split=split, limit=limit, modalities=sorted(modalities or ["text"]),
+                    context=recalled if text_mode == "utterance" else text_mode,
                     explain=explain, fusion=fusion or settings.fusion, seed=seed,
                     adjudicate=settings.adjudicate if adjudicate is None else adjudicate,
                     adjudicate_margin=settings.adjudicate_margin if adjudicate_margin is None else adjudicate_margin,
@@ -112,8 +116,8 @@ def run(split: str = "dev", *, limit: int | None = None, out: Path | None = None
             cache = ExpertCache(cache_path or settings.cache_dir / "expert_cache.sqlite")
             agent = build_agent(settings, cfg, utts, cache)
         if agent.memory is None or not isinstance(agent.memory, EvalMemory):
-            agent.memory = EvalMemory(utts, agent.experts.get("text_emotion"), settings, cfg.context)
-        agent.memory.context = cfg.context
+            agent.memory = EvalMemory(utts, agent.experts.get("text_emotion"), settings, recalled)
+        agent.memory.context = recalled
         agent.memory.dias = dialogues(utts)
         n = min(workers, len(todo))
         try:

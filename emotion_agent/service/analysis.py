@@ -56,7 +56,7 @@ def response_of(result: FusedResult, request_id: str, tenant: str | None, upload
         confidence=round(e.confidence, 4), distribution={k: round(v, 4) for k, v in e.distribution.items()},
         cues=[str(c) for c in e.cues], warnings=[scrub(w, upload) for w in e.warnings],
         latency_ms=round(e.latency_ms, 2),
-        transcript=e.transcript.text if e.transcript is not None else None,
+        transcript=e.transcript.text if e.transcript is not None else None, text_mode=e.text_mode,
     ) for e in result.evidence]
     warnings = list(dict.fromkeys([*extra_warnings, *(scrub(w, upload) for w in result.warnings)]))
     return AnalyzeResponse(
@@ -66,7 +66,7 @@ def response_of(result: FusedResult, request_id: str, tenant: str | None, upload
         label=result.label, confidence=round(result.confidence, 4),
         distribution={k: round(v, 4) for k, v in result.distribution.items()}, evidence=evidence,
         contributions={k: round(v, 4) for k, v in result.contributions.items()},
-        fusion_policy=result.fusion_policy, adjudication=result.adjudication,
+        fusion_policy=result.fusion_policy, adjudication=result.adjudication, text_mode=result.text_mode,
         explanation=result.explanation, explanation_source=result.explanation_source,
         cited_evidence_ids=result.cited_evidence_ids, reply_hint=reply_hint(result.label, result.confidence),
         warnings=warnings, timings_ms=result.timings_ms,

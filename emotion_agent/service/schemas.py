@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emotion_agent.agent.conversation_summary import ConversationSummary
 from emotion_agent.agent.reply_hint import ReplyHint
 from emotion_agent.tools.evidence import Adjudication
+from emotion_agent.tools.settings import TextMode
 
 
 
@@ -38,6 +39,8 @@ class EvidenceOut(BaseModel):
     warnings: list[str]
     latency_ms: float
     transcript: str | None = None
+    text_mode: TextMode | None = Field(default=None, description="Text evidence: how the dialogue was read "
+                                       "(online: past turns; offline: past and later turns; utterance: alone).")
 
 
 class AnalyzeResponse(BaseModel):
@@ -55,6 +58,8 @@ class AnalyzeResponse(BaseModel):
     fusion_policy: str = Field(description="Which fusion produced the label (+llm_adjudication if the LLM "
                                            "settled a close call).")
     adjudication: Adjudication | None = Field(default=None, description="Set when LLM adjudication is on.")
+    text_mode: TextMode | None = Field(default=None, description="How the text evidence read the dialogue "
+                                       "(online by default in the service; None without text).")
     explanation: str | None
     explanation_source: str | None
     cited_evidence_ids: list[str]

@@ -77,6 +77,8 @@ class TurnInput(BaseModel):
     speaker: str | None = None
     turn_index: int | None = None
     context: list[PriorTurn] = Field(default_factory=list, description="Previous turns, oldest first.")
+    future: list[PriorTurn] = Field(default_factory=list, description="Later turns of the same dialogue, in order "
+                                    "(known only when a whole dialogue is analysed; read by the offline text mode).")
     warnings: list[str] = Field(default_factory=list, description="Problems found while reading the input.")
     removed_instructions: list[str] = Field(default_factory=list,
                                             description="Instruction-like spans removed from the text (never analysed).")

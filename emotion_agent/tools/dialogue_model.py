@@ -14,6 +14,7 @@ expert. Trained by ``python -m emotion_agent.training.train_dialogue_model``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
@@ -87,3 +88,37 @@ def pad_dialogues(dias: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tens
         if "label" in d:
             out["label"][i, :n] = torch.from_numpy(d["label"].astype(np.int64))
     return out
+
+
+def save_ensemble(path: Path, models: Sequence[DialogueGRU], meta: dict[str, str], half: bool = True) -> None:
+    """The seed ensemble of one mode as one ``safetensors`` file (float16 by default: a few MB), with its
+    shapes and provenance in the header."""
+    from safetensors.torch import save_file
+
+    m0 = models[0]
+    header = {"mode": m0.mode, "seeds_in_file": str(len(models)), "feat_dim": str(m0.proj.in_features),
+              "proj": str(m0.proj.out_features), "hidden": str(m0.gru.hidden_size), **meta}
+    tensors = {f"m{i}.{k}": (v.half() if half else v).contiguous() for i, m in enumerate(models)
+               for k, v in m.state_dict().items()}
+    save_file(tensors, str(path), metadata=header)
+    path.chmod(0o644)  # package data: readable by everyone
+
+
+def load_ensemble(path: Path) -> tuple[list[DialogueGRU], dict[str, str]]:
+    """The models and header written by :func:`save_ensemble`, in eval mode (float32)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+    state = load_file(str(path))
+    mode = meta.get("mode")
+    if mode not in ("online", "offline"):
+        raise ValueError(f"{path}: not a dialogue-model file (mode {mode!r})")
+    models = []
+    for i in range(int(meta["seeds_in_file"])):
+        m = DialogueGRU(feat_dim=int(meta["feat_dim"]), proj=int(meta["proj"]), hidden=int(meta["hidden"]),
+                        mode=mode)  # type: ignore[arg-type]
+        m.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in state.items() if k.startswith(f"m{i}.")})
+        models.append(m.eval())
+    return models, meta

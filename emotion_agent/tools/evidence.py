@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from emotion_agent.tools.settings import TextMode
+
 #: MELD's seven emotion classes, in MELD's own order.
 LABELS: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
@@ -131,6 +133,9 @@ class EmotionEvidence(BaseModel):
     attributions: list[WordWeight] | None = Field(
         default=None, description="Word attributions the explain node attached to the text evidence.")
     attributions_toward: Label | None = Field(default=None, description="The label the attributions explain.")
+    text_mode: TextMode | None = Field(default=None, description="Text evidence: how the dialogue was read "
+                                       "('online': past turns, 'offline': past and future, 'utterance': the "
+                                       "expert alone).")
     extra: dict[str, object] = Field(default_factory=dict, description="Expert-specific display payload.")
 
     @field_validator("distribution")
@@ -228,6 +233,8 @@ class FusedResult(BaseModel):
     conversation_id: str | None = None
     speaker: str | None = None
     turn_index: int | None = None
+    text_mode: TextMode | None = Field(default=None, description="How the text evidence read the dialogue "
+                                       "(online / offline / utterance); None without text evidence.")
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage latency.")
 
     @field_validator("distribution")

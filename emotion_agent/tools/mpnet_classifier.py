@@ -104,6 +104,15 @@ class EmotionClassifier(nn.Module):
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.head(self.dropout(pooled))
 
+    def pooled_and_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          pool_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean-pooled current-utterance states (the head's input, no dropout) and the head's logits: what
+        the dialogue model reads for each utterance (eval mode gives the same logits as :meth:`forward`)."""
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = pool_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return pooled, self.head(pooled)
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Only what training changed: LoRA matrices and the head."""
         return {k: v.detach().clone() for k, v in self.state_dict().items() if "lora_" in k or k.startswith("head.")}

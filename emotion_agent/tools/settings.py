@@ -28,6 +28,9 @@ AsrMode = Literal["fast", "accurate"]
 FrameStrategy = Literal["uniform", "middle", "expressive"]
 FaceSelect = Literal["largest", "central"]
 TextModel = Literal["mpnet-lora", "minilm-head"]
+#: How the text expert reads the dialogue: ``online`` (a dialogue model over past turns only: live turns),
+#: ``offline`` (past and future turns: whole dialogues), ``utterance`` (the expert alone on its input).
+TextMode = Literal["online", "offline", "utterance"]
 
 
 class SettingsError(ValueError):
@@ -90,6 +93,11 @@ class Settings(BaseSettings):
     text_adapter: Path | None = Field(default=None, description="Fine-tuned adapter (.safetensors); packaged "
                                       "default.")
     text_weights: Path | None = Field(default=None, description="MiniLM text head (.npz); packaged default.")
+    text_mode: TextMode = Field(default="online", description="'online': the dialogue model over the past turns "
+                                "(live turns, the default); 'offline': past and future turns (whole dialogues: "
+                                "eval --context offline, batch); 'utterance': the text expert alone.")
+    text_dialogue_weights: Path | None = Field(default=None, description="Folder (or file) of the dialogue model's "
+                                               "weights; default: packaged, then <cache>/text-dialogue.")
     # audio experts
     asr_backend: AsrBackend = Field(default="faster-whisper", description="'faster-whisper' or 'whisper'.")
     asr_mode: AsrMode = Field(default="fast", description="'fast': faster-whisper's model with a short input "
@@ -118,7 +126,8 @@ class Settings(BaseSettings):
     stream_partial_every_s: float = Field(default=1.0, ge=0, description="A partial transcript after each this many "
                                           "seconds of new speech (0: none); skipped while the models are busy.")
 
-    @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter", mode="before")
+    @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter",
+                     "text_dialogue_weights", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -10,10 +10,16 @@ Two models, chosen by ``settings.text_model``:
 * ``minilm-head``: a linear classifier over frozen MiniLM int8 embeddings of the utterance, a recency-
   weighted embedding of the previous turns and surface features (``training/train_text_expert.py``),
   applied in numpy.
+
+``settings.text_mode`` says how the dialogue is read (the evidence's ``text_mode`` names it): ``online`` (the
+default) and ``offline`` put the dialogue model (:mod:`tools.dialogue_text`) over the fine-tuned mpnet's
+features of every turn, past turns only or past and future; ``utterance`` is the expert alone. Without the
+dialogue model's weights (or with the MiniLM head) the expert runs alone, with a warning that says so.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -23,12 +29,15 @@ import numpy as np
 from emotion_agent.tools.resources import WEIGHTS_DIR
 from emotion_agent.tools.settings import Settings
 from emotion_agent.tools.base import Expert, ExpertError, TurnInput
+from emotion_agent.tools.dialogue_text import (ConversationLog, DialogueModel, FeatureMemo, dialogue_distributions,
+                                               shared_dialogue_model)
 from emotion_agent.tools.embedding import MiniLMEmbedder, shared_embedder
 from emotion_agent.tools.words import weighable
 from emotion_agent.tools.evidence import LABELS, Cue, EmotionEvidence, WordWeight, new_id
 from emotion_agent.tools.text_features import build_features, context_vector, non_english_share, readable_cues
 from emotion_agent.tools.softmax import softmax
 
+log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "text_emotion.npz"
 DEFAULT_ADAPTER = WEIGHTS_DIR / "text_mpnet_lora.safetensors"
 #: Longer utterances get no word attributions (one classifier pass per word).
@@ -56,6 +65,26 @@ class MpnetTextModel:
             raise ExpertError(f"{adapter}: label order {labels} differs from MELD's {list(LABELS)}")
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.lock = threading.Lock()
+        self.memo = FeatureMemo()
+
+    def features(self, inputs: list[tuple[list[tuple[str | None, str]], str | None, str]]
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Mean-pooled features and raw logits of each (past turns, speaker, words) input, from the memo or
+        one batched pass for the missing ones; plus how many were encoded (the dialogue model's input)."""
+        return self.memo.lookup(inputs, self._encode_features)
+
+    def _encode_features(self, inputs: list[tuple[list[tuple[str | None, str]], str | None, str]]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from emotion_agent.tools.mpnet_classifier import collate, encode
+        from emotion_agent.tools.whisper_encoder import torch_threads
+
+        rows = [encode(self.tokenizer, [(s or "", t) for s, t in past], speaker, text, self.model.cfg.max_len)
+                for past, speaker, text in inputs]
+        with self.lock, torch_threads(), torch.inference_mode():
+            pooled, logits = self.model.pooled_and_logits(**collate(rows, self.tokenizer.pad_token_id))
+        return pooled.numpy().astype(np.float32), logits.numpy().astype(np.float32)
 
     def predict_proba(self, context: list[tuple[str | None, str]], speaker: str | None, text: str) -> np.ndarray:
         """Distribution over LABELS for ``text`` said by ``speaker`` after ``context`` (oldest first)."""
@@ -142,13 +171,42 @@ class TextEmotionExpert(Expert):
         self.adapter_path = Path(self.settings.text_adapter or DEFAULT_ADAPTER)
         self._embedder = embedder
         self._clf: TextClassifier | None = None
+        self.mode = self.settings.text_mode
+        self.log = ConversationLog()
+        self._dialogue: tuple[DialogueModel | None, str | None] | None = None
 
     @property
     def model_id(self) -> str:
         """Which text model runs."""
         if self.kind == "mpnet-lora":
-            return f"{self.settings.text_base} + LoRA ({self.adapter_path.name})"
+            base = f"{self.settings.text_base} + LoRA ({self.adapter_path.name})"
+            model = self.dialogue_model
+            return f"{base} + {model.model_id}" if model is not None else base
         return f"minilm-l6-int8 + linear head ({self.weights_path.name})"
+
+    @property
+    def dialogue_model(self) -> DialogueModel | None:
+        """The dialogue model of this expert's mode (None: utterance mode, the MiniLM head, or no weights)."""
+        return self._dialogue_and_reason()[0]
+
+    def _dialogue_and_reason(self) -> tuple[DialogueModel | None, str | None]:
+        if self._dialogue is None:
+            if self.mode == "utterance":
+                self._dialogue = (None, None)
+            elif self.kind != "mpnet-lora":
+                self._dialogue = (None, f"the {self.mode} dialogue model needs the mpnet text expert, not "
+                                        f"{self.kind}")
+            else:
+                self._dialogue = shared_dialogue_model(self.settings, self.mode)
+            if self._dialogue[1]:
+                log.warning("text mode %s unavailable: %s; the text expert runs alone", self.mode,
+                            self._dialogue[1])
+        return self._dialogue
+
+    @property
+    def text_mode(self) -> str:
+        """The mode that labels turns: the setting's, or ``utterance`` when its dialogue model is missing."""
+        return self.mode if self.dialogue_model is not None else "utterance"
 
     @property
     def fingerprint_path(self) -> Path:
@@ -156,8 +214,10 @@ class TextEmotionExpert(Expert):
         return self.adapter_path if self.kind == "mpnet-lora" else self.weights_path
 
     @property
-    def context_turns(self) -> int:
-        """How many previous turns this expert reads."""
+    def context_turns(self) -> int | None:
+        """How many previous turns this expert reads (None: every turn it is given, the dialogue modes)."""
+        if self.dialogue_model is not None:
+            return None
         if self.kind == "mpnet-lora":
             return int(self.mpnet.model.cfg.context_turns)
         return int(self.classifier.context_k)
@@ -185,6 +245,7 @@ class TextEmotionExpert(Expert):
         """Load the model now."""
         if self.kind == "mpnet-lora":
             self.mpnet.predict_proba([], None, "warm up")
+            self.dialogue_model  # loads the dialogue model of this mode (or logs why there is none)
             return
         self.classifier
         self.embedder.embed(["warm up"])
@@ -195,6 +256,8 @@ class TextEmotionExpert(Expert):
 
     def _distributions(self, turn: TurnInput, texts: list[str]) -> np.ndarray:
         """This expert's distributions for several versions of the turn's utterance (same context)."""
+        if self.kind == "mpnet-lora" and self.dialogue_model is not None:
+            return self._dialogue_view(turn, texts)[0]
         if self.kind == "mpnet-lora":
             model = self.mpnet
             k = model.model.cfg.context_turns
@@ -206,6 +269,14 @@ class TextEmotionExpert(Expert):
         ctx = context_vector(embs[len(texts):] if context else None, self.embedder.dim)
         feats = np.stack([build_features(embs[i], ctx, t) for i, t in enumerate(texts)])
         return clf.predict_proba(feats)
+
+    def _dialogue_view(self, turn: TurnInput, texts: list[str]) -> tuple[np.ndarray, dict[str, object]]:
+        """The dialogue model's distributions for versions of this turn's words, and what it read."""
+        model, mpnet = self.dialogue_model, self.mpnet
+        assert model is not None
+        future = [(t.speaker, t.text) for t in turn.future] if self.mode == "offline" else []
+        return dialogue_distributions(model, self.log.past(turn), turn.speaker, texts, future,
+                                      int(mpnet.model.cfg.context_turns), mpnet.features)
 
     def attributions(self, turn: TurnInput, label: str, max_words: int = MAX_ATTRIBUTION_WORDS) -> list[WordWeight]:
         """Occlusion over this expert's own classifier: how much ``label``'s probability drops when each word
@@ -231,7 +302,14 @@ class TextEmotionExpert(Expert):
         if not any(ch.isalpha() for ch in text):
             raise ExpertError("the text has no words (only punctuation, digits or symbols)")
         source = "text" if turn.text and turn.text.strip() else "transcript"
-        if self.kind == "mpnet-lora":
+        dialogue_info: dict[str, object] = {}
+        if self.kind == "mpnet-lora" and self.dialogue_model is not None:
+            k = self.mpnet.model.cfg.context_turns
+            context = [t.text for t in turn.context[-k:]] if k else []
+            probs, dialogue_info = self._dialogue_view(turn, [text])
+            proba = probs[0]
+            self.log.record(turn, text)
+        elif self.kind == "mpnet-lora":
             model = self.mpnet
             k = model.model.cfg.context_turns
             context = [t.text for t in turn.context[-k:]] if k else []
@@ -245,6 +323,10 @@ class TextEmotionExpert(Expert):
             proba = clf.predict_proba(build_features(embs[0], ctx, text)[None, :])[0]
         dist = {label: float(p) for label, p in zip(LABELS, proba)}
         warnings: list[str] = []
+        reason = self._dialogue_and_reason()[1]
+        if reason:
+            warnings.append(f"text mode '{self.mode}' unavailable ({reason}); the text expert alone labelled this "
+                            "turn (mode 'utterance')")
         confidence = float(proba.max())
         if non_english_share(text) > 0.3:
             warnings.append("text looks non-English; the text expert was trained on English (MELD)")
@@ -254,9 +336,15 @@ class TextEmotionExpert(Expert):
         cues = readable_cues(text)
         if context:
             cues.append(Cue(name="dialogue context used", value=f"{len(context)} previous turn(s)"))
+        if dialogue_info:
+            seen = f"{dialogue_info['past_turns']} past turn(s)"
+            if self.mode == "offline":
+                seen += f", {dialogue_info['future_turns']} later turn(s)"
+            cues.append(Cue(name=f"dialogue model ({self.mode})", value=seen))
         return EmotionEvidence(
             id=new_id("text"), modality="text" if source == "text" else "transcript",
             expert=self.name, model_id=self.model_id, distribution=dist,
-            confidence=min(max(confidence, 0.0), 1.0), cues=cues, warnings=warnings,
-            extra={"source": source, "chars": len(text), "context_in_model": self.kind == "mpnet-lora"},
+            confidence=min(max(confidence, 0.0), 1.0), cues=cues, warnings=warnings, text_mode=self.text_mode,
+            extra={"source": source, "chars": len(text), "context_in_model": self.kind == "mpnet-lora",
+                   **({"dialogue": dialogue_info} if dialogue_info else {})},
         )

@@ -39,11 +39,8 @@ def feature_dir(settings: Settings, context: int) -> Path:
 @torch.inference_mode()
 def pooled_and_logits(model, rows, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean-pooled current-utterance states (the head's input) and the head's logits, one batch."""
-    batch = collate(rows, pad_id)
-    states = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    m = batch["pool_mask"].unsqueeze(-1).to(states.dtype)
-    pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return pooled.numpy().astype(np.float32), model.head(pooled).numpy().astype(np.float32)
+    pooled, logits = model.pooled_and_logits(**collate(rows, pad_id))
+    return pooled.numpy().astype(np.float32), logits.numpy().astype(np.float32)
 
 
 def atomic_savez(path: Path, **arrays) -> None:
