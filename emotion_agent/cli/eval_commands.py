@@ -126,11 +126,16 @@ def eval_media(
         console.print(f"{summary['n']} non-speech inputs: {summary['confident_labels']} labelled with confidence > "
                       f"{summary['limit']} (max {summary['max_confidence']:.2f})")
     else:
-        table = Table("row", "n", "accuracy", "macro-F1", "W-F1", title=f"{task}: ablation")
+        table = Table("row", "n", "accuracy", "balanced acc", "macro-F1", "W-F1", title=f"{task}: ablation")
         for name, row in iter_rows(summary):
-            table.add_row(name, str(summary["n"]), _fmt(row["accuracy"]), _fmt(row["macro_f1"]),
-                          _fmt(row["weighted_f1"]))
+            table.add_row(name, str(summary["n"]), _fmt(row["accuracy"]), _fmt(row.get("balanced_accuracy")),
+                          _fmt(row["macro_f1"]), _fmt(row["weighted_f1"]))
         console.print(table)
+        if task == "faces":
+            for name, row in iter_rows(summary):
+                console.print(f"  {name:22s} recall " + "  ".join(f"{k} {v:.0f}" for k, v in
+                                                                   row.get("per_class_recall", {}).items()),
+                              soft_wrap=True)
     console.print(f"records and summary in {folder}")
 
 

