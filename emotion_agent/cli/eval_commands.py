@@ -110,6 +110,8 @@ def eval_media(
     heads: Optional[Path] = typer.Option(None, help="speech only: folder of fold heads (default "
                                                     "<cache>/speech_fold_heads; made by train_speech_head "
                                                     "--fold-heads)."),
+    save: Optional[Path] = typer.Option(None, help="Also copy the summary here (e.g. results/media/faces_392.json; "
+                                                   "the confusion plot goes beside it as *_confusion.png)."),
 ) -> None:
     """Score the agent on speech clips, face crops or non-speech audio through EmotionAgent.analyze."""
     from emotion_agent.evals.paths import runs_dir
@@ -137,6 +139,14 @@ def eval_media(
                                                                    row.get("per_class_recall", {}).items()),
                               soft_wrap=True)
     console.print(f"records and summary in {folder}")
+    if save is not None:
+        import shutil
+
+        save.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "summary.json", save)
+        if (folder / "confusion.png").is_file():
+            shutil.copyfile(folder / "confusion.png", save.with_name(save.stem + "_confusion.png"))
+        console.print(f"summary copied to {save}")
 
 
 def print_summary(summary: dict) -> None:

@@ -151,6 +151,7 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "voice": top(ev.get("speech_emotion")), "words": top(ev.get("text_emotion")),
         "face": top(ev.get("facial_emotion")),
         "face_model": ((ev.get("facial_emotion") or {}).get("extra") or {}).get("face_model", {}).get("used"),
+        "face_model_id": (ev.get("facial_emotion") or {}).get("model_id"),
         "transcript": ((ev.get("transcribe") or {}).get("transcript") or {}).get("text"),
         "face_detection": (ev.get("facial_emotion") or {}).get("detection") or "detector"
         if ev.get("facial_emotion") and (ev["facial_emotion"]["extra"].get("n_faces") or 0) > 0 else "none",
@@ -159,6 +160,17 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "disagreement": [v.model_dump() for v in result.disagreement], "warnings": result.warnings,
         "contributions": result.contributions, "wall_s": round(wall_s, 3),
     }
+
+
+def loaded_model_id(expert: Any) -> str:
+    """The face expert's model id once its expression model is loaded (the setting's id if it cannot load)."""
+    from emotion_agent.tools.base import ExpertError
+
+    try:
+        expert.analyzer  # noqa: B018 - loads the configured expression model
+    except ExpertError:
+        pass
+    return expert.model_id
 
 
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
@@ -198,13 +210,18 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = read_done(records_path)
-    todo = [it for it in items if it["key"] not in done]
     experts = build_experts(settings)
     agents: dict[Path | None, EmotionAgent] = {}
-    # faces: the old model (fer) reads every crop too, through its own agent, for the side-by-side rows
-    old = (EmotionAgent(settings.replace(face_model="fer"), memory=False,
-                        experts=build_experts(settings.replace(face_model="fer")))
-           if task == "faces" and settings.face_model != "fer" else None)
+    old = None
+    if task == "faces":
+        # a record read by other face weights (a new export since) is redone, never mixed into the figures
+        current = loaded_model_id(experts["facial_emotion"])
+        done = {k: r for k, r in done.items() if r.get("face_model_id") == current}
+        # the old model (fer) reads every crop too, through its own agent, for the side-by-side rows
+        if settings.face_model != "fer":
+            fer = settings.replace(face_model="fer")
+            old = EmotionAgent(fer, memory=False, experts=build_experts(fer))
+    todo = [it for it in items if it["key"] not in done]
 
     def agent_for(item: dict[str, Any]) -> EmotionAgent:
         """The agent for a fold (its own voice head), built once per fold."""
@@ -306,6 +323,10 @@ def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         summary["face_detection"] = dict(kinds)
         summary["support"] = {lab: gold.count(lab) for lab in LABELS}
         summary["face_model"] = sorted({str(r.get("face_model")) for r in records})
+        summary["face_model_ids"] = sorted({str(r.get("face_model_id")) for r in records}
+                                           | {str(((r.get("compare") or {}).get("fer") or {}).get("face_model_id"))
+                                              for r in records if r.get("compare")})
+        summary["path"] = "each crop through EmotionAgent.analyze(make_turn(image=...)), as `analyze --image`"
     return summary
 
 

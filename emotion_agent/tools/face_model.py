@@ -177,11 +177,14 @@ class CnnFaceModel:
                               f"{inp.name} {inp.shape} → {out.shape}")
         self.size, self.tta, self.calibration = 48, tta, None
         self.why = f"face_model={self.path}"
+        import hashlib
+
+        self.sha = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
 
     @property
     def model_id(self) -> str:
-        """The model's id, with the weights file and the temperature."""
-        return f"{CNN_ID}: {self.path.name}, T={self.temperature:.2f}"
+        """The model's id: weights file (and its hash, so records name the exact weights) and temperature."""
+        return f"{CNN_ID}: {self.path.name} sha256:{self.sha}, T={self.temperature:.2f}"
 
     def logits(self, gray: np.ndarray, *, tta: str | None = None) -> np.ndarray:
         """Grayscale face crops (N, H, W) uint8 → (N, 7) logits (flip-averaged unless ``tta='none'``)."""
