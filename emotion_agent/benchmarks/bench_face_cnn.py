@@ -1,7 +1,7 @@
 """Speed (and accuracy) of the face CNN on CPU: ms per face by threads, graph optimisation, batch and precision.
 
     python -m emotion_agent.benchmarks.bench_face_cnn [--model emotion_agent/tools/weights/face_cnn.onnx]
-        [--threads 1 2] [--reps 200] [--out results/face_cnn_speed.json]
+        [--threads 1 2] [--reps 100] [--out results/face_cnn_speed.json]
 
 Every figure goes through :class:`~emotion_agent.tools.face_model.CnnFaceModel.predict` (the runtime's own
 call: preprocessing, both flip views in one batch, temperature, softmax) on real 48x48 PublicTest crops.
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=CNN_FILE)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "face_cnn_speed.json")
     args = ap.parse_args(argv)
     import onnxruntime as ort
