@@ -21,8 +21,8 @@ DATA = Settings.from_env().data_dir
 FACES = DATA / "faces"
 CLIP = DATA / "meld" / "media" / "train_dia1_utt0.mp4"
 
-pytestmark = [pytest.mark.skipif(not (FACES / "labels.csv").is_file(), reason="shared face crops missing"),
-              pytest.mark.skipif(not CNN_FILE.is_file(), reason="packaged face CNN not exported")]
+needs_cnn = pytest.mark.skipif(not (FACES / "labels.csv").is_file() or not CNN_FILE.is_file(),
+                               reason="shared face crops or the packaged face CNN missing")
 
 
 def crops(per_class: int) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -42,6 +42,7 @@ def expert(face_model: str, **overrides):
     return FacialEmotionExpert(Settings.from_env(face_model=face_model, **overrides))
 
 
+@needs_cnn
 def test_packaged_cnn_reads_real_crops_with_its_temperature():
     model = CnnFaceModel()
     meta = json.loads(CNN_FILE.with_suffix(".json").read_text())
@@ -60,6 +61,7 @@ def test_packaged_cnn_reads_real_crops_with_its_temperature():
     assert model.predict(np.zeros((2, 96, 80), np.uint8)).shape == (2, len(LABELS))  # resized to 48x48
 
 
+@needs_cnn
 def test_setting_switches_the_model_on_the_image_path():
     path = crops(1)[0][1]  # a joy crop, through analyze --image's path
     seen = {}
@@ -82,6 +84,7 @@ def test_bad_setting_value_fails_when_settings_are_built():
     assert Settings.from_env(face_model=" CNN ").face_model == "cnn"
 
 
+@needs_cnn
 def test_missing_or_corrupt_onnx_is_a_clear_error(tmp_path):
     with pytest.raises(ExpertError, match="face CNN weights missing"):
         load_expression_model(str(tmp_path / "absent.onnx"))
@@ -100,6 +103,7 @@ def test_missing_or_corrupt_onnx_is_a_clear_error(tmp_path):
         CnnFaceModel(meta)
 
 
+@needs_cnn
 def test_auto_falls_back_to_fer_honestly(tmp_path, monkeypatch):
     import emotion_agent.tools.face_model as fm
 
@@ -116,6 +120,7 @@ def test_auto_falls_back_to_fer_honestly(tmp_path, monkeypatch):
     assert isinstance(model, FerModel) and "does not beat fer" in model.why
 
 
+@needs_cnn
 @pytest.mark.skipif(not CLIP.is_file(), reason="MELD clip missing")
 def test_video_frames_are_read_in_one_batch_by_the_cnn():
     from emotion_agent.tools.face_analyzer import FaceAnalyzer
@@ -131,3 +136,24 @@ def test_video_frames_are_read_in_one_batch_by_the_cnn():
             assert fb.distribution == pytest.approx(fs.distribution, abs=1e-5)
     ev = expert("cnn", video_frames=4).analyze(TurnInput(video_path=CLIP))
     assert ev.confidence > 0 and ev.extra["face_model"]["used"] == "cnn" and ev.extra["frames_sampled"] == 4
+
+
+def test_faces_summary_puts_the_two_models_side_by_side():
+    """The eval's scorer on hand-made records: one row pair per model, balanced accuracy and recall per class."""
+    from emotion_agent.evals.run_media import summarize
+
+    def rec(gold: str, cnn: str, fer: str) -> dict:
+        return {"key": f"{gold}{cnn}{fer}", "gold": gold, "label": cnn, "face": cnn, "face_model": "cnn",
+                "face_model_id": "x", "face_detection": "detector", "wall_s": 0.01,
+                "compare": {"fer": {"label": fer, "face": fer, "face_model_id": "y"}}}
+
+    records = [rec("joy", "joy", "joy"), rec("joy", "joy", "neutral"), rec("anger", "anger", "disgust"),
+               rec("fear", "surprise", "fear")]
+    rows = summarize("faces", records)["rows"]
+    assert list(rows) == ["fused (agent, cnn)", "face only (cnn)", "fused (agent, fer)", "face only (fer)"]
+    assert rows["face only (cnn)"]["accuracy"] == pytest.approx(75.0)
+    assert rows["face only (fer)"]["accuracy"] == pytest.approx(50.0)
+    # balanced accuracy: the mean recall over the gold classes present (joy 1/2, anger 0, fear 1 for fer)
+    assert rows["face only (fer)"]["balanced_accuracy"] == pytest.approx(100 * (0.5 + 0 + 1) / 3)
+    assert rows["face only (cnn)"]["per_class_recall"]["fear"] == 0.0
+    assert rows["face only (cnn)"]["confusion"]["matrix"][LABELS.index("fear")][LABELS.index("surprise")] == 1
