@@ -139,6 +139,9 @@ def eval_media(
                                                                    row.get("per_class_recall", {}).items()),
                               soft_wrap=True)
             console.print(f"  default setting: {summary.get('default_face_model')}", soft_wrap=True)
+            for v in summary.get("video", []):
+                console.print(f"  video {v['clip']} (gold {v['gold']}) with {v['model']}: face {v['face_label']} "
+                              f"{v['face_confidence']}, frames {v['frame_labels']}, {v['wall_s']} s", soft_wrap=True)
     console.print(f"records and summary in {folder}")
     if save is not None:
         import shutil

@@ -265,7 +265,10 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     records = [done[it["key"]] for it in items if it["key"] in done]
     summary = summarize(task, records)
     if task == "faces":
+        from emotion_agent.evals.face_video import video_checks
+
         summary["default_face_model"] = auto_choice()
+        summary["video"] = video_checks(settings, {"cnn": settings, "fer": settings.replace(face_model="fer")})
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if task != "nonspeech":
         plot(summary, out / "confusion.png", task)
