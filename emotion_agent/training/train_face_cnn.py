@@ -9,7 +9,8 @@ Augmentation: horizontal flip, shifts, rotations and scale (one affine grid per 
 contrast. Class-weighted cross-entropy (inverse square-root frequency: disgust has 436 examples) with
 label smoothing. Resumable: model, optimizer, scheduler, RNG and the best score are written atomically at
 every epoch's end; rerunning the same command continues. Seeded. ``--export`` writes the best epoch as
-ONNX (fp32) with its temperature into the package's weights.
+ONNX (fp32, or static int8 with ``--int8``) with its temperature and PublicTest scores (its own and fer's)
+into the package's weights; it only reads ``best.pt``, so it can run while a training continues.
 """
 
 from __future__ import annotations
@@ -152,14 +153,47 @@ def atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_onnx(model: nn.Module, temperature: float, out: Path) -> None:
+def export_onnx(model: nn.Module, temperature: float, out: Path, extra: dict | None = None) -> None:
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, torch.zeros(1, 1, SIZE, SIZE), str(out), input_names=["gray"],
                       output_names=["logits"], dynamic_axes={"gray": {0: "n"}, "logits": {0: "n"}},
                       opset_version=17, dynamo=False)
     out.with_suffix(".json").write_text(json.dumps(
-        {"temperature": temperature, "labels": list(LABELS), "input": "gray 48x48, (x/255-0.5)*2"}, indent=2))
+        {"temperature": temperature, "labels": list(LABELS), "input": "gray 48x48, (x/255-0.5)*2",
+         **(extra or {})}, indent=2))
+
+
+def record_publictest(out: Path) -> dict:
+    """Score the exported ONNX (through the runtime class) and fer on PublicTest; add both to its ``.json``.
+
+    The temperature is refitted on the exported model's own flip-averaged logits (so an int8 export gets its
+    own). The ``face_model=auto`` setting reads the two records to decide whether the CNN replaces fer."""
+    from emotion_agent.tools.face_model import CnnFaceModel, FerModel
+
+    x_va, y_va = load_publictest()
+    meta_path = out.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    logits = torch.from_numpy(CnnFaceModel(out, num_threads=1).logits(x_va))
+    meta["temperature_checkpoint"], meta["temperature"] = meta["temperature"], fit_temperature(logits, y_va)
+    log_cnn = F.log_softmax(logits / meta["temperature"], 1)
+    fer_probs = FerModel(tta="flip", calibration=None).predict(x_va, calibrate=False)
+    meta["publictest"] = {k: round(v, 4) for k, v in scores(log_cnn, y_va).items()}
+    meta["publictest"]["nll"] = round(float(F.nll_loss(log_cnn, torch.from_numpy(y_va))), 4)
+    meta["fer_publictest"] = {k: round(v, 4) for k, v in scores(torch.from_numpy(np.log(fer_probs)), y_va).items()}
+    meta["publictest_n"] = int(len(y_va))
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def training_record(log_path: Path, best: dict) -> dict:
+    """Epoch count and training seconds (from the run's log) for the export's ``.json``."""
+    lines = log_path.read_text().splitlines() if log_path.is_file() else []
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return {"best_epoch": int(best["epoch"]), "epochs_run": len(rows), "width": int(best["width"]),
+            "train_seconds_total": round(sum(r.get("train_s", 0.0) for r in rows), 1),
+            "train_seconds_per_epoch_median": float(np.median([r["train_s"] for r in rows])) if rows else None,
+            "trained_on": "FER2013 train (28,709 originals); epoch and temperature chosen on PublicTest"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--export", type=Path, default=None, help="write the best epoch as ONNX here and stop")
+    ap.add_argument("--int8", action="store_true", help="with --export: static int8 (QDQ), calibrated on train faces")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -182,12 +217,25 @@ def main(argv: list[str] | None = None) -> None:
     ckpt_path, best_path, log_path = (args.run_dir / n for n in ("last.pt", "best.pt", "log.jsonl"))
 
     model = FaceNet(args.width).to(memory_format=torch.channels_last)
-    if args.export:
-        best = torch.load(best_path, weights_only=False)
+    if args.export:  # reads best.pt only (written atomically by a running training), writes the export
+        best = torch.load(best_path, weights_only=False, map_location="cpu")
         model = FaceNet(best["width"])
         model.load_state_dict(best["model"])
-        export_onnx(model, best["temperature"], args.export)
-        print(f"exported epoch {best['epoch']} ({best['scores']}) T={best['temperature']:.3f} → {args.export}")
+        record = {"training": training_record(log_path, best), "precision": "int8 QDQ" if args.int8 else "fp32"}
+        export_onnx(model, best["temperature"], args.export, record)
+        if args.int8:
+            from emotion_agent.training.face_quantize import quantize_qdq, train_faces
+
+            fp32 = args.export.with_name(args.export.stem + ".fp32.onnx")
+            os.replace(args.export, fp32)
+            quantize_qdq(fp32, args.export, train_faces(data_dir()))
+            fp32.unlink()
+        meta = record_publictest(args.export)
+        cnn, fer = meta["publictest"], meta["fer_publictest"]
+        print(f"exported epoch {best['epoch']} ({record['precision']}) T={meta['temperature']:.3f} → {args.export}\n"
+              f"PublicTest (n={meta['publictest_n']}, flip TTA): CNN accuracy {100 * cnn['accuracy']:.1f} %, "
+              f"balanced {100 * cnn['balanced_accuracy']:.1f} %, macro-F1 {100 * cnn['macro_f1']:.1f}; "
+              f"fer {100 * fer['accuracy']:.1f} / {100 * fer['balanced_accuracy']:.1f} / {100 * fer['macro_f1']:.1f}")
         return
 
     x_tr, y_tr = load_train(args.subset, args.seed)
