@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from emotion_agent.tools.evidence import LABELS
 
-MAX_ROWS = 20
+MAX_ROWS = 10
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 
 
@@ -32,7 +32,7 @@ class TurnRow(BaseModel):
     gold: str
     pred: str
     confidence: float
-    text: str = Field(default="", max_length=200)
+    text: str = Field(default="", max_length=100)
 
 
 class FilterResult(BaseModel):
@@ -102,7 +102,7 @@ class RunTools:
                     or (f.max_confidence is not None and conf > f.max_confidence):
                 continue
             hits.append(TurnRow(key=r["key"], gold=r["gold"], pred=r["label"], confidence=round(conf, 3),
-                                text=str(r.get("text") or "")[:200]))
+                                text=str(r.get("text") or "")[:100]))
         return FilterResult(matched=len(hits), rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
 
     def metrics(self) -> Metrics:
