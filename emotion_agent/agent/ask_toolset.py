@@ -75,7 +75,7 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
         if not hit and key:  # a key given without its split prefix ("dia10_utt2" for "dev/dia10_utt2")
             hit = [r for r in tools.records if r["key"].split("/")[-1] == key.strip().split("/")[-1]]
             hit = hit if len(hit) == 1 else []
-        return (key, hit[0]) if hit else {"error": f"this run has no turn with key {key!r}" if key
+        return (hit[0]["key"], hit[0]) if hit else {"error": f"this run has no turn with key {key!r}" if key
                                           else "give the turn's key (from filter_turns)"}
 
     def without(q: _RunDrop) -> Any:

@@ -136,6 +136,10 @@ def conversation_questions(cid: str, turns: list[dict[str, Any]], rng: random.Ra
                             template="why_conv_turn"))
     out.append(Question("open", "conversation", cid, "How did the mood change over this conversation, and where "
                         "did it turn?", template="how_mood"))
+    out.append(Question("open", "conversation", cid, "Which modality drove the label changes in this conversation?",
+                        template="how_drivers"))
+    out.append(Question("open", "conversation", cid, "How did this conversation end compared with how it started?",
+                        template="how_end"))
     return out
 
 

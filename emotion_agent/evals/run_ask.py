@@ -201,11 +201,11 @@ def run(run_dir: Path, out: Path, settings: Settings, models: list[str], *, dial
                          f"{row['usage'].get('wall_s', 0):.1f}s {q.text[:60]!r} -> {row['answer'][:80]!r}")
         close_loaded_models()
         rows = [done[q.qid] for q in qs if q.qid in done]
-        summary["models"][model] = {**summarize(rows),
-                                    "load_1min_mean": round(statistics.mean(r["load_1min"] for r in rows), 2)}
-    if results is not None:
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(json.dumps(summary, indent=2) + "\n")
+        summary["models"][model] = {**summarize(rows), "load_1min_mean": round(statistics.mean(
+            r["load_1min"] for r in rows), 2) if rows else None}
+        if results is not None:  # after each model, so a cut-off run keeps what it measured
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
