@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from emotion_agent.agent.explain import attributions_of as attributions_from_result
 from emotion_agent.agent.inputs import InputError, make_turn
 from emotion_agent.agent.why import answer_why
+from emotion_agent.service.ask_stream import ask_timeout
 from emotion_agent.service.context import ctx_of
 from emotion_agent.tools.base import PriorTurn, TurnInput
 from emotion_agent.tools.settings import Settings
@@ -292,10 +293,6 @@ async def ask_why(request: Request, name: str, key: str = Form(...), question: s
                   labels=LABELS)
 
 
-#: The ask agent on a 2-core machine takes tens of seconds (minutes under load): its own, longer limit.
-ASK_TIMEOUT_S = 300.0
-
-
 @router.post("/runs/{name}/ask", response_class=HTMLResponse, summary="Ask the agent about a turn of a run")
 async def ask_agent(request: Request, name: str, key: str = Form(...), question: str = Form(""),
                     csrf: str = Form(""), s: Session = Depends(session)):
@@ -313,7 +310,7 @@ async def ask_agent(request: Request, name: str, key: str = Form(...), question:
     agent = ctx.get_agent()
     try:
         answer = await ctx.llm_worker.run(lambda: agent.ask(question[:500], run=run.path, turn=key),
-                                          max(ASK_TIMEOUT_S, ctx.cfg.request_timeout_s), "ask")
+                                          ask_timeout(ctx), "ask")
     except Exception as exc:  # the model is missing or timed out: say so on the page
         return error_page(request, 503, f"the ask agent could not answer ({type(exc).__name__}: {str(exc)[:200]})")
     return render(request, "_ask.html" if request.headers.get("hx-request") else "ask.html", question=question[:500],
