@@ -54,6 +54,20 @@ class ClassErrors(BaseModel):
     predicted_instead: dict[str, int]
 
 
+class TurnRecord(BaseModel):
+    """One turn of the run: its labels, text and each expert's reading."""
+
+    key: str
+    speaker: str | None = None
+    text: str = Field(default="", max_length=200)
+    gold: str
+    pred: str
+    correct: bool
+    confidence: float
+    modalities_used: list[str] = Field(default_factory=list)
+    evidence: dict[str, str] = Field(default_factory=dict, description="modality -> its label (confidence)")
+
+
 def _records(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if not path.is_file():
@@ -129,3 +143,15 @@ class RunTools:
             if r["label"] != label:
                 instead[r["label"]] = instead.get(r["label"], 0) + 1
         return ClassErrors(label=label, gold_count=len(g), wrong=sum(instead.values()), predicted_instead=instead)
+
+    def turn_record(self, r: dict[str, Any]) -> TurnRecord:
+        result = r.get("result") if isinstance(r.get("result"), dict) else {}
+        ev = {}
+        for e in (result.get("evidence") or [])[:6]:
+            if isinstance(e, dict) and isinstance(e.get("distribution"), dict) and e["distribution"]:
+                top = max(e["distribution"], key=e["distribution"].get)
+                ev[str(e.get("modality"))] = f"{top} ({float(e['distribution'][top]):.2f})"
+        return TurnRecord(key=r["key"], speaker=r.get("speaker"), text=str(r.get("text") or "")[:200],
+                          gold=r["gold"], pred=r["label"], correct=r["gold"] == r["label"],
+                          confidence=round(float(r.get("confidence") or 0.0), 3),
+                          modalities_used=list(r.get("modalities_used") or []), evidence=ev)

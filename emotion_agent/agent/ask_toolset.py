@@ -44,6 +44,11 @@ class _RunDrop(BaseModel):
                                  "(default: the scoped turn).")
 
 
+class _RunTurn(BaseModel):
+    turn_key: str | None = Field(default=None, max_length=80, description="The turn's record key in this run "
+                                 "(default: the scoped turn).")
+
+
 class _RunWords(BaseModel):
     label: Label
     turn_key: str | None = Field(default=None, max_length=80, description="The turn's record key in this run "
@@ -91,7 +96,13 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
         turn = turn_for_attribution(str(rec.get("text") or ""), rec.get("speaker"), prev)
         return word_attributions(key, turn, q.label, text_expert)
 
+    def one(q: _RunTurn) -> Any:
+        got = record(q.turn_key)
+        return got if isinstance(got, dict) else tools.turn_record(got[1])
+
     return [
+        _tool(one, "turn", "One turn of this run (the scoped turn when no key): gold label, predicted label, "
+              "correct, confidence, text, each modality's label.", _RunTurn),
         _tool(tools.filter_turns, "filter_turns", "Turns of this run by gold label, predicted label, modality, "
               "disagreement, wrong_only, confidence range: the count (matched) and up to 10 rows.", TurnFilter),
         _tool(tools.metrics, "metrics", "Number of turns, accuracy and per-class recall of this run."),
