@@ -159,3 +159,25 @@ def test_the_default_ask_model_makes_a_real_tool_call(settings, run_dir):
     assert ans.tool_calls and ans.tool_results, ans
     assert {c["name"] for c in ans.tool_calls} <= {t.name for t in run_tools(RunTools(run_dir))}
     assert ans.grounded or "failed checks" in ans.text
+
+
+def test_eval_questions_are_computed_from_the_records_and_sampled_across_scopes(run_dir):
+    import random
+
+    from emotion_agent.evals.ask_questions import hostile_questions, run_questions, turn_questions
+    from emotion_agent.evals.run_ask import matches, subset
+    from emotion_agent.evals.records import read_records
+    recs = read_records(run_dir / "records.jsonl")
+    qs = run_questions(recs, "r", random.Random(1)) + turn_questions(recs, "r", random.Random(1), k=2)
+    qs += hostile_questions("c1", "c2", ["words of the other conversation"])
+    by_text = {q.text: q.expect for q in qs}
+    assert by_text["How many joy turns did this run get wrong?"] == ("number", 1)
+    assert by_text["What is the accuracy of this run?"] == ("number", 0.5)
+    assert ("yesno", "no") in [q.expect for q in qs if q.template == "cf_voice"]  # anger needs the voice
+    picked = subset(qs, 2)
+    assert {q.scope for q in picked if q.kind == "computable"} == {"run", "turn"}
+    assert sum(q.kind == "hostile" for q in picked) == sum(q.kind == "hostile" for q in qs) >= 20
+    assert matches("Accuracy was 50%.", ("number", 0.5)) and matches("It was 0.5", ("number", 0.5))
+    assert not matches("It was 3.", ("number", 0.5))
+    assert matches("No, it would be neutral without the voice.", ("yesno", "no"))
+    assert matches("Yes, it would still be joy.", ("yesno", "yes")) and not matches("Yes... no.", ("yesno", "yes"))

@@ -13,6 +13,7 @@ import random
 import re
 import statistics
 from collections.abc import Callable
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,16 @@ def subset(qs: list[Question], limit: int | None) -> list[Question]:
         return qs
     out: list[Question] = []
     for kind, cap in (("computable", limit), ("open", max(1, limit // 3))):
-        pools: dict[str, list[Question]] = {}
+        by_template: dict[str, list[Question]] = {}
+        scopes: dict[str, list[str]] = {}
         for q in qs:
             if q.kind == kind:
-                pools.setdefault(q.template, []).append(q)
+                if q.template not in by_template:
+                    scopes.setdefault(q.scope, []).append(q.template)
+                by_template.setdefault(q.template, []).append(q)
+        # templates interleaved across scopes (run, turn, conversation), so a small limit samples each scope
+        order = [t for row in zip_longest(*scopes.values()) for t in row if t is not None]
+        pools = {t: by_template[t] for t in order}
         picked: list[Question] = []
         while len(picked) < cap and any(pools.values()):
             for t in list(pools):
