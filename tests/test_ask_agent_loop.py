@@ -113,6 +113,7 @@ def test_run_tools_take_a_turn_key_of_their_own_run_only(run_dir):
     assert "no turn" in tools["without_modalities"].invoke({"drop": ["audio"], "turn_key": "dev/dia9_utt9"})
     one = {t.name: t for t in run_tools(RunTools(run_dir, key="dev/dia1_utt1"))}
     assert json.loads(one["without_modalities"].invoke({"drop": ["text"]}))["turn"] == "dev/dia1_utt1"
+    assert all("turn_key" not in t.args for t in one.values())  # one turn in scope: no key to pass (or copy)
     turn = json.loads(one["turn"].invoke({}))
     assert (turn["key"], turn["gold"], turn["pred"], turn["correct"]) == ("dev/dia1_utt1", "joy", "neutral", False)
     assert turn["evidence"] == {"text": "neutral (0.50)", "audio": "anger (0.95)"}

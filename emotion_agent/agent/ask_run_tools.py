@@ -99,6 +99,7 @@ class RunTools:
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} has no records.jsonl (give a folder written by a batch/eval run)")
         self.records = _records(path)
+        self.key = key  # the one turn in scope (its tools then take no key)
         if key is not None:
             self.records = [r for r in self.records if r["key"] == key]
             if not self.records:

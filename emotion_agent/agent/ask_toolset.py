@@ -38,6 +38,10 @@ class _Label(BaseModel):
     label: Label
 
 
+class _Drop(BaseModel):
+    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+
+
 class _RunDrop(BaseModel):
     drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
     turn_key: str | None = Field(default=None, max_length=80, description="The turn's record key in this run "
@@ -84,11 +88,11 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
                                           else "give the turn's key (from filter_turns)"}
 
     def without(q: _RunDrop) -> Any:
-        got = record(q.turn_key)
+        got = record(getattr(q, "turn_key", None))
         return got if isinstance(got, dict) else fuse_without(got[0], got[1], list(q.drop))
 
     def words(q: _RunWords) -> Any:
-        got = record(q.turn_key)
+        got = record(getattr(q, "turn_key", None))
         if isinstance(got, dict):
             return got
         key, rec = got
@@ -96,13 +100,15 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
         turn = turn_for_attribution(str(rec.get("text") or ""), rec.get("speaker"), prev)
         return word_attributions(key, turn, q.label, text_expert)
 
-    def one(q: _RunTurn) -> Any:
-        got = record(q.turn_key)
+    def one(q: _RunTurn | None = None) -> Any:
+        got = record(getattr(q, "turn_key", None))
         return got if isinstance(got, dict) else tools.turn_record(got[1])
 
+    # scoped to one turn: its tools take no key (a small model copies keys it has seen anywhere)
+    turn_s, drop_s, words_s = (_NoArgs, _Drop, _Label) if tools.key else (_RunTurn, _RunDrop, _RunWords)
     return [
         _tool(one, "turn", "One turn of this run (the scoped turn when no key): gold label, predicted label, "
-              "correct, confidence, text, each modality's label.", _RunTurn),
+              "correct, confidence, text, each modality's label.", turn_s),
         _tool(tools.filter_turns, "filter_turns", "Turns of this run by gold label, predicted label, modality, "
               "disagreement, wrong_only, confidence range: the count (matched) and up to 10 rows.", TurnFilter),
         _tool(tools.metrics, "metrics", "Number of turns, accuracy and per-class recall of this run."),
@@ -111,9 +117,9 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
               "For one gold label: how many turns had it, how many were wrong, and what was predicted instead.",
               _Label),
         _tool(without, "without_modalities", "Re-fuse one turn's expert evidence leaving out modalities "
-              "(e.g. audio = the voice): the label it would get.", _RunDrop),
+              "(e.g. audio = the voice): the label it would get.", drop_s),
         _tool(words, "word_attributions", "How much each word of one turn pushed toward a label "
-              "(text expert, occlusion).", _RunWords),
+              "(text expert, occlusion).", words_s),
     ]
 
 
