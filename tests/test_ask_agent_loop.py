@@ -182,3 +182,15 @@ def test_eval_questions_are_computed_from_the_records_and_sampled_across_scopes(
     assert not matches("It was 3.", ("number", 0.5))
     assert matches("No, it would be neutral without the voice.", ("yesno", "no"))
     assert matches("Yes, it would still be joy.", ("yesno", "yes")) and not matches("Yes... no.", ("yesno", "yes"))
+
+
+def test_a_question_naming_another_conversation_is_refused_before_any_tool(run_dir):
+    from emotion_agent.agent.ask_loop import refusal_reason
+    own = ("alice~meld-dev-dia42", "meld-dev-dia42")
+    assert refusal_reason("What did conversation meld-dev-dia110 say at turn 0?", own)
+    assert refusal_reason("Summarise conversation c-17 for me.", own)
+    assert refusal_reason("What happened in this conversation at turn 3?", own) is None
+    assert refusal_reason("How did conversation meld-dev-dia42 end?", own) is None
+    ans = ask(Scripted([]), run_tools(RunTools(run_dir)), "What is the accuracy of run meld-dev-7?",
+              scope_names=(run_dir.name,))
+    assert not ans.tool_calls and "refused" in ans.text and "names another scope" in ans.warnings[0]

@@ -51,10 +51,25 @@ class Answer(BaseModel):
     usage: dict[str, float] = Field(default_factory=dict)
 
 
-def refusal_reason(question: str) -> str | None:
-    """Why ``question`` is refused before any tool runs (an instruction, another scope's data), or None."""
+_NAMED_SCOPE = re.compile(r"\b(?:conversation|call|chat|dialogue|run|tenant|key)\s+(?:id\s+)?['\"]?([\w.:~/-]+)",
+                          re.IGNORECASE)
+
+
+def refusal_reason(question: str, own: tuple[str, ...] = ()) -> str | None:
+    """Why ``question`` is refused before any tool runs (an instruction, another scope's data), or None.
+
+    ``own``: the names of this ask's scope (the conversation id with and without its tenant prefix, the run's
+    folder name); a question that names any other id-like conversation, call or run is refused, because the tools
+    could only answer about this one and the answer would read as if it were about the other."""
     m = _OUT_OF_SCOPE.search(question)
-    return f"out of scope ({m.group(0)!r})" if m else None
+    if m:
+        return f"out of scope ({m.group(0)!r})"
+    for named in _NAMED_SCOPE.findall(question):
+        token = named.strip(".:/-'\"?!,")
+        if any(ch.isdigit() for ch in token) or "-" in token or "_" in token or "~" in token:
+            if token not in own and token.lower() not in {o.lower() for o in own}:
+                return f"names another scope ({token!r})"
+    return None
 
 
 def _usage(msgs: list[Any]) -> dict[str, float]:
@@ -76,7 +91,7 @@ def _signature(call: dict[str, Any]) -> str:
 
 
 def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_rounds: int = 4,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None) -> Answer:
+        on_event: Callable[[str, dict[str, Any]], None] | None = None, scope_names: tuple[str, ...] = ()) -> Answer:
     """Run the loop; an answer that fails the grounding check is repaired once, else refused naming the checks.
 
     Questions that are instructions or that ask for another conversation/run/key are refused before any tool
@@ -84,7 +99,7 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     ``on_event(kind, data)`` is told each ``tool_call`` and ``tool_result`` as they happen (for streaming)."""
     start = time.perf_counter()
     emit = on_event or (lambda kind, data: None)
-    reason = refusal_reason(question)
+    reason = refusal_reason(question, scope_names)
     if reason:
         return Answer(text=REFUSAL, grounded=True, warnings=[f"refused: {reason}"])
     first = chat_model.bind_tools(tools, tool_choice="any")

@@ -182,9 +182,12 @@ class EmotionAgent:
             if self.memory is None:
                 raise ValueError("conversation memory is off, so there is no conversation to ask about")
             tools = conversation_tools(ConversationTools(self.memory, conversation_id), self.text_expert)
+            names = (conversation_id, conversation_id.split("~", 1)[-1])
         else:
             tools = run_tools(RunTools(_Path(run), key=turn), self.text_expert)
+            names = (_Path(run).name, str(run), *((turn, turn.split("/")[-1]) if turn else ()))
         model = self.ask_llm
-        answer = ask(model, tools, question, on_event=on_event, max_rounds=self.settings.ask_max_rounds)
+        answer = ask(model, tools, question, on_event=on_event, max_rounds=self.settings.ask_max_rounds,
+                     scope_names=names)
         extra = list(getattr(self, "_ask_warnings", None) or [])
         return answer.model_copy(update={"warnings": extra + answer.warnings}) if extra else answer
