@@ -67,8 +67,9 @@ class _Scripted:
     def __init__(self, replies):
         self.replies = list(replies)
 
-    def bind_tools(self, tools):
-        self.bound = [t.name for t in tools]
+    def bind_tools(self, tools, **kw):
+        if tools:
+            self.bound = [t.name for t in tools]
         for t in tools:  # no tool may take a conversation, run or key argument
             assert not {"conversation_id", "conversation", "run", "key"} & set(t.args)
         return self
@@ -80,12 +81,13 @@ class _Scripted:
 def test_emotion_agent_ask_on_a_conversation(settings, memory):
     from emotion_agent.agent.runtime import EmotionAgent
     agent = EmotionAgent(settings, memory=memory, experts={})
-    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
+    agent._ask_llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
                             AIMessage("The caller turned from neutral to anger at turn 1, driven by audio.")])
     ans = agent.ask("When did the caller get angry?", conversation_id="alice~c1")
     assert ans.grounded and ans.citations == ["summary({})"]
-    assert agent._llm.bound == ["turns", "turn_evidence", "similar_turns", "summary"]
-    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
+    assert agent._ask_llm.bound == ["turns", "turn_evidence", "similar_turns", "summary", "without_modalities",
+                                     "word_attributions"]
+    agent._ask_llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
                             AIMessage("The caller felt joy at turn 7."), AIMessage("Still joy at turn 7.")])
     ans = agent.ask("How did it go?", conversation_id="alice~c1")
     assert not ans.grounded and "labels, turn_indices" in ans.text  # joy and 7 are in no tool result of alice~c1

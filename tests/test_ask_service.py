@@ -40,7 +40,7 @@ def test_summary_route_is_scoped_to_the_key(app_agent):
 
 def test_ask_route_answers_from_tools_bound_to_the_keys_conversation(app_agent):
     c, agent = app_agent
-    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
+    agent._ask_llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
                             AIMessage("The caller turned from neutral to anger at turn 1, driven by audio.")])
     r = c.post("/v1/ask", headers=A, json={"conversation_id": "c1", "question": "When did the caller get angry?"})
     assert r.status_code == 200, r.text
@@ -55,7 +55,7 @@ def test_ask_route_answers_from_tools_bound_to_the_keys_conversation(app_agent):
 def test_ask_route_streams_tool_calls_then_the_answer(app_agent):
     import json
     c, agent = app_agent
-    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "turn_evidence", "args": {"turn_index": 1}, "id": "e"}]),
+    agent._ask_llm = _Scripted([AIMessage("", tool_calls=[{"name": "turn_evidence", "args": {"turn_index": 1}, "id": "e"}]),
                             AIMessage("At turn 1 audio said anger with 0.9.")])
     with c.stream("POST", "/v1/ask?stream=true", headers=A,
                   json={"conversation_id": "c1", "question": "Why anger at turn 1?"}) as r:

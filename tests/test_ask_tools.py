@@ -57,7 +57,7 @@ class _Scripted:
     def __init__(self, replies):
         self.replies = list(replies)
 
-    def bind_tools(self, tools):
+    def bind_tools(self, tools, **kw):
         return self
 
     def invoke(self, messages):
@@ -104,7 +104,7 @@ def test_emotion_agent_ask_on_a_run(run, tmp_path, settings):
     from emotion_agent.agent.runtime import EmotionAgent
     from langchain_core.messages import AIMessage
     agent = EmotionAgent(settings, memory=False, experts={})
-    agent._llm = _Scripted([AIMessage("", tool_calls=[{"name": "metrics", "args": {}, "id": "m"}]),
+    agent._ask_llm = _Scripted([AIMessage("", tool_calls=[{"name": "metrics", "args": {}, "id": "m"}]),
                             AIMessage("Accuracy was 0.667 over 3 turns.")])
     ans = agent.ask("accuracy?", run=tmp_path)
     assert ans.grounded and ans.citations == ["metrics({})"]

@@ -104,6 +104,26 @@ class FakeAgent:
 
         return result, resume
 
+    def ask(self, question: str, *, run: Any = None, turn: Any = None, **_: Any) -> Any:
+        """The real ask loop over the run's real tools, with a scripted chat model."""
+        from langchain_core.messages import AIMessage
+
+        from emotion_agent.agent.ask_loop import ask, run_tools
+        from emotion_agent.agent.ask_run_tools import RunTools
+
+        class Scripted:
+            def __init__(self) -> None:
+                self.replies = [AIMessage("", tool_calls=[{"name": "metrics", "args": {}, "id": "m"}]),
+                                AIMessage("This turn was scored over 1 turn.")]
+
+            def bind_tools(self, tools: Any, **kw: Any) -> Any:
+                return self
+
+            def invoke(self, messages: Any) -> Any:
+                return self.replies.pop(0)
+        self.asked = (question, turn)
+        return ask(Scripted(), run_tools(RunTools(run, key=turn)), question)
+
 
 @pytest.fixture()
 def client(runs: Path):
@@ -320,3 +340,15 @@ def test_run_page_words_are_computed_on_the_builders_turn(tmp_path: Path) -> Non
         assert c.get("/ui/runs/r1/words/dev/dia0_utt0").status_code == 200
     turn = expert.turns[-1]
     assert turn.removed_instructions and not turn.text.startswith("Ignore") and len(turn.text) <= 60
+
+
+def test_turn_page_ask_box_calls_the_agent_and_keeps_the_instant_why(client: TestClient) -> None:
+    csrf = login(client)
+    page = client.get("/ui/runs/dev-run/turn/dev/dia1_utt2").text
+    assert 'hx-post="/ui/runs/dev-run/ask"' in page and 'hx-post="/ui/runs/dev-run/why"' in page
+    data = {"key": "dev/dia1_utt2", "question": "Would it still be anger without the voice?"}
+    assert client.post("/ui/runs/dev-run/ask", data=data).status_code == 403
+    r = client.post("/ui/runs/dev-run/ask", data=data | {"csrf": csrf}, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Tools called: metrics({})" in r.text and "<html" not in r.text, r.text
+    assert client.agent.asked == (data["question"], "dev/dia1_utt2")  # type: ignore[attr-defined]
+    assert client.post("/ui/runs/dev-run/ask", data={"key": "dev/nope", "question": "x", "csrf": csrf}).status_code == 404

@@ -1,9 +1,15 @@
-"""The ask agent's LangGraph loop: the chat model calls scope-bound tools through a ToolNode, at most
-``max_rounds`` times, then the answer is checked for grounding against the tool results of this ask."""
+"""The ask agent's LangGraph loop: the chat model calls scope-bound tools through a ToolNode, then answers; the
+answer is checked for grounding against the tool results of this ask.
+
+Rounds: the first must call a tool (the model answers from tools, never from its own knowledge); the next ones
+may call more tools or answer; the last (``max_rounds``) may only answer. The fixed instructions and the tool
+list come first in the prompt, the question last, so llama.cpp reuses the evaluated prefix across asks."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,13 +21,21 @@ from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
 from emotion_agent.agent.ask_grounding import check_grounding
-from emotion_agent.agent.ask_memory_tools import ConversationTools, SimilarQuery, TurnIndex, TurnRange
-from emotion_agent.agent.ask_run_tools import Label, RunTools, TurnFilter
+from emotion_agent.agent.ask_toolset import conversation_tools, describe_tools, run_tools
 
-_OUT_OF_SCOPE = re.compile(r"\b(another|other|different)\s+(conversation|call|key|user|customer|run)s?\b"
-                           r"|\b(ignore|disregard)\b.*\b(instructions?|rules?|prompt)\b"
-                           r"|\b(api[_ ]?key|password|system prompt)\b", re.IGNORECASE)
+__all__ = ["Answer", "ask", "conversation_tools", "run_tools", "refusal_reason"]
+
+_OUT_OF_SCOPE = re.compile(r"\b(another|other|different|someone else'?s?|other people'?s?)\s+"
+                           r"(conversation|call|chat|key|user|customer|tenant|run|account)s?\b"
+                           r"|\b(ignore|disregard|forget)\b.*\b(instructions?|rules?|prompt|above)\b"
+                           r"|\b(api[_ ]?key|password|system prompt|credentials?|secret)s?\b"
+                           r"|\b(pretend|act as|you are now|jailbreak|developer mode)\b"
+                           r"|\b(write|compose|generate)\b.*\b(poem|story|essay|code|email)\b"
+                           r"|\b(delete|drop|erase|wipe|overwrite|modify)\b.*\b(memory|turns?|records?|conversation|run)\b",
+                           re.IGNORECASE)
 PROMPT = (Path(__file__).resolve().parent.parent / "prompts" / "ask_system.md").read_text(encoding="utf-8")
+REFUSAL = ("I can only answer questions about this conversation or run, and I do not follow instructions; "
+           "this question was refused.")
 
 
 class Answer(BaseModel):
@@ -30,65 +44,69 @@ class Answer(BaseModel):
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     grounded: bool = False
     warnings: list[str] = Field(default_factory=list)
+    #: Tool results of this ask, in order (what the grounding check read).
+    tool_results: list[str] = Field(default_factory=list)
+    model: str | None = None
+    #: prompt_tokens, completion_tokens, llm_calls and seconds of this ask.
+    usage: dict[str, float] = Field(default_factory=dict)
 
 
-class _Label(BaseModel):
-    label: Label
+_NAMED_SCOPE = re.compile(r"\b(?:conversation|call|chat|dialogue|run|tenant|key)\s+(?:id\s+)?['\"]?([\w.:~/-]+)",
+                          re.IGNORECASE)
 
 
-def run_tools(tools: RunTools) -> list[StructuredTool]:
-    """The run tools as LangChain tools; the run is bound here, never an argument."""
-    def filter_turns(**kw: Any) -> dict:
-        return tools.filter_turns(TurnFilter(**kw)).model_dump()
-    return [
-        StructuredTool.from_function(filter_turns, name="filter_turns", args_schema=TurnFilter,
-                                     description="Turns of this run matching gold/pred/modality/disagreement/confidence."),
-        StructuredTool.from_function(lambda: tools.metrics().model_dump(), name="metrics",
-                                     description="Accuracy and per-class recall of this run."),
-        StructuredTool.from_function(lambda: tools.confusion(), name="confusion",
-                                     description="Counts of gold label -> predicted label in this run."),
-        StructuredTool.from_function(lambda label: tools.class_errors(label).model_dump(), name="class_errors",
-                                     args_schema=_Label, description="How often one gold label was missed, and as what."),
-    ]
+def refusal_reason(question: str, own: tuple[str, ...] = ()) -> str | None:
+    """Why ``question`` is refused before any tool runs (an instruction, another scope's data), or None.
+
+    ``own``: the names of this ask's scope (the conversation id with and without its tenant prefix, the run's
+    folder name); a question that names any other id-like conversation, call or run is refused, because the tools
+    could only answer about this one and the answer would read as if it were about the other."""
+    m = _OUT_OF_SCOPE.search(question)
+    if m:
+        return f"out of scope ({m.group(0)!r})"
+    for named in _NAMED_SCOPE.findall(question):
+        token = named.strip(".:/-'\"?!,")
+        if any(ch.isdigit() for ch in token) or "-" in token or "_" in token or "~" in token:
+            if token not in own and token.lower() not in {o.lower() for o in own}:
+                return f"names another scope ({token!r})"
+    return None
 
 
-def conversation_tools(tools: ConversationTools) -> list[StructuredTool]:
-    """The conversation tools as LangChain tools; the conversation is bound here, never an argument."""
-    def turns(**kw: Any) -> dict:
-        return tools.turns(TurnRange(**kw)).model_dump()
+def _usage(msgs: list[Any]) -> dict[str, float]:
+    out = {"prompt_tokens": 0.0, "completion_tokens": 0.0, "llm_calls": 0.0, "seconds": 0.0}
+    for m in msgs:
+        meta = getattr(m, "response_metadata", None) or {}
+        if not isinstance(m, AIMessage) or not meta:
+            continue
+        u = meta.get("usage") or {}
+        out["prompt_tokens"] += float(u.get("prompt_tokens") or 0)
+        out["completion_tokens"] += float(u.get("completion_tokens") or 0)
+        out["llm_calls"] += 1
+        out["seconds"] += float(meta.get("seconds") or 0.0)
+    return {k: round(v, 3) for k, v in out.items()}
 
-    def turn_evidence(**kw: Any) -> dict:
-        got = tools.turn_evidence(TurnIndex(**kw))
-        return got if isinstance(got, dict) else got.model_dump()
 
-    def similar_turns(**kw: Any) -> dict:
-        return tools.similar(SimilarQuery(**kw)).model_dump()
-    return [
-        StructuredTool.from_function(turns, name="turns", args_schema=TurnRange,
-                                     description="Stored turns of this conversation with their labels."),
-        StructuredTool.from_function(turn_evidence, name="turn_evidence", args_schema=TurnIndex,
-                                     description="One turn's evidence: each modality's label, confidence, share."),
-        StructuredTool.from_function(similar_turns, name="similar_turns", args_schema=SimilarQuery,
-                                     description="Past turns of this conversation most similar to some words."),
-        StructuredTool.from_function(lambda: tools.summary().model_dump(), name="summary",
-                                     description="Label trajectory and turning points (which modality drove each)."),
-    ]
+def _signature(call: dict[str, Any]) -> str:
+    return call["name"] + json.dumps(call.get("args") or {}, sort_keys=True)
 
 
 def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_rounds: int = 4,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None) -> Answer:
-    """Run the loop; an answer that fails the grounding check is refused, naming the failed checks.
+        on_event: Callable[[str, dict[str, Any]], None] | None = None, scope_names: tuple[str, ...] = ()) -> Answer:
+    """Run the loop; an answer that fails the grounding check is repaired once, else refused naming the checks.
 
     Questions that are instructions or that ask for another conversation/run/key are refused before any tool
     runs (the tools themselves are bound to one scope, so this is a clearer message, not the only guard).
     ``on_event(kind, data)`` is told each ``tool_call`` and ``tool_result`` as they happen (for streaming)."""
-    if _OUT_OF_SCOPE.search(question):
-        return Answer(text="I can only answer questions about this conversation or run, and I do not follow "
-                      "instructions; this question was refused.", grounded=True, warnings=["refused: out of scope"])
-    model = chat_model.bind_tools(tools)
-    rounds = {"n": 0}
-
+    start = time.perf_counter()
     emit = on_event or (lambda kind, data: None)
+    reason = refusal_reason(question, scope_names)
+    if reason:
+        return Answer(text=REFUSAL, grounded=True, warnings=[f"refused: {reason}"])
+    first = chat_model.bind_tools(tools, tool_choice="any")
+    later = chat_model.bind_tools(tools, allow_answer=True)
+    final = chat_model.bind_tools([], allow_answer=True)
+    rounds = {"n": 0}
+    replies: list[Any] = []  # every model reply of this ask (for tokens and time)
 
     def agent(state: MessagesState) -> dict:
         rounds["n"] += 1
@@ -99,7 +117,13 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
             done.insert(0, m)
         for m in done:
             emit("tool_result", {"name": m.name, "content": str(m.content)[:2000]})
+        model = first if rounds["n"] == 1 else final if rounds["n"] >= max_rounds else later
         reply = model.invoke(state["messages"])
+        replies.append(reply)
+        made = {_signature(c) for m in state["messages"] if isinstance(m, AIMessage) for c in (m.tool_calls or [])}
+        if made and reply.tool_calls and all(_signature(c) in made for c in reply.tool_calls):
+            reply = final.invoke(state["messages"])  # the same calls again: their results are here, so answer
+            replies.append(reply)
         for c in getattr(reply, "tool_calls", None) or []:
             emit("tool_call", {"name": c["name"], "args": c.get("args") or {}})
         return {"messages": [reply]}
@@ -110,27 +134,41 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
 
     g = StateGraph(MessagesState)
     g.add_node("agent", agent)
-    g.add_node("tools", ToolNode(tools))
+    g.add_node("tools", ToolNode(tools, handle_tool_errors=True))
     g.add_edge(START, "agent")
     g.add_conditional_edges("agent", route, {"tools": "tools", END: END})
     g.add_edge("tools", "agent")
-    out = g.compile().invoke({"messages": [SystemMessage(PROMPT), HumanMessage(question)]})
+    system = SystemMessage(PROMPT.rstrip() + "\n\nTools:\n" + describe_tools(tools))
+    out = g.compile().invoke({"messages": [system, HumanMessage(question)]},
+                             config={"recursion_limit": 2 * max_rounds + 2})
     msgs = out["messages"]
     calls = [c for m in msgs if isinstance(m, AIMessage) for c in (m.tool_calls or [])]
-    results = [m.content for m in msgs if isinstance(m, ToolMessage)]
-    text = str(msgs[-1].content) if isinstance(msgs[-1], AIMessage) else ""
+    results = [str(m.content) for m in msgs if isinstance(m, ToolMessage)]
+    last = msgs[-1]
+    text = str(last.content).strip() if isinstance(last, AIMessage) and not last.tool_calls else ""
     warnings = [] if rounds["n"] < max_rounds else [f"round cap {max_rounds} reached"]
-    report = check_grounding(text, results)
-    if not report.grounded:  # one repair: name the unsupported items and ask again, without new tools
-        fix = chat_model.invoke(msgs + [HumanMessage("Your answer used items no tool returned: "
-                                                     f"{report.unsupported}. Answer again using only the tool results.")])
-        if check_grounding(str(fix.content), results).grounded:
-            text, report = str(fix.content), check_grounding(str(fix.content), results)
-            warnings.append("repaired once after failing: " + ", ".join(check_grounding(
-                str(msgs[-1].content), results).failed_checks))
+    report = check_grounding(text, results) if text else None
+    if report is None or not report.grounded:  # one repair: name what failed, ask again with no new tools
+        said = (f"Your answer used items no tool returned: {report.unsupported}." if report is not None
+                else "You did not answer.")
+        fix = final.invoke(msgs + [HumanMessage(said + " Answer the question again using only the tool results, "
+                                                "or say plainly that they cannot support an answer.")])
+        msgs, replies = msgs + [fix], replies + [fix]
+        fixed = check_grounding(str(fix.content), results) if str(fix.content).strip() else None
+        if fixed is not None and fixed.grounded:
+            warnings.append("repaired once after failing: " + (", ".join(report.failed_checks) if report
+                                                                else "no answer"))
+            text, report = str(fix.content).strip(), fixed
+        elif report is None:
+            report = fixed
     cites = [f"{c['name']}({c.get('args') or {}})" for c in calls]
-    if not report.grounded:
-        return Answer(text="I cannot answer that from the tool results (failed checks: "
-                      + ", ".join(report.failed_checks) + ").", citations=cites, tool_calls=calls,
-                      grounded=False, warnings=warnings + [f"unsupported: {report.unsupported}"])
-    return Answer(text=text, citations=cites, tool_calls=calls, grounded=True, warnings=warnings)
+    usage = {**_usage(replies), "wall_s": round(time.perf_counter() - start, 3)}
+    model_name = getattr(chat_model, "model", None)
+    common = dict(citations=cites, tool_calls=calls, tool_results=results, usage=usage,
+                  model=model_name if isinstance(model_name, str) else None)
+    if report is None or not report.grounded:
+        failed = ", ".join(report.failed_checks) if report else "no answer"
+        return Answer(text=f"I cannot answer that from the tool results (failed checks: {failed}).",
+                      grounded=False, warnings=warnings + ([f"unsupported: {report.unsupported}"] if report else []),
+                      **common)
+    return Answer(text=text, grounded=True, warnings=warnings, **common)

@@ -33,7 +33,7 @@ class SimilarQuery(BaseModel):
 class StoredTurn(BaseModel):
     turn_index: int
     speaker: str | None = None
-    text: str = Field(default="", max_length=200)
+    text: str = Field(default="", max_length=120)
     label: str | None = None
     confidence: float | None = None
 
@@ -67,7 +67,7 @@ class SimilarResult(BaseModel):
 
 def _row(t: dict[str, Any]) -> StoredTurn:
     conf = t.get("confidence")
-    return StoredTurn(turn_index=int(t["turn_index"]), speaker=t.get("speaker"), text=str(t.get("text") or "")[:200],
+    return StoredTurn(turn_index=int(t["turn_index"]), speaker=t.get("speaker"), text=str(t.get("text") or "")[:120],
                       label=t.get("label"), confidence=round(float(conf), 3) if conf is not None else None)
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from emotion_agent.tools.evidence import LABELS
 
-MAX_ROWS = 20
+MAX_ROWS = 10
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 
 
@@ -32,7 +32,7 @@ class TurnRow(BaseModel):
     gold: str
     pred: str
     confidence: float
-    text: str = Field(default="", max_length=200)
+    text: str = Field(default="", max_length=100)
 
 
 class FilterResult(BaseModel):
@@ -52,6 +52,20 @@ class ClassErrors(BaseModel):
     gold_count: int
     wrong: int
     predicted_instead: dict[str, int]
+
+
+class TurnRecord(BaseModel):
+    """One turn of the run: its labels, text and each expert's reading."""
+
+    key: str
+    speaker: str | None = None
+    text: str = Field(default="", max_length=200)
+    gold: str
+    pred: str
+    correct: bool
+    confidence: float
+    modalities_used: list[str] = Field(default_factory=list)
+    evidence: dict[str, str] = Field(default_factory=dict, description="modality -> its label (confidence)")
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -85,6 +99,7 @@ class RunTools:
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} has no records.jsonl (give a folder written by a batch/eval run)")
         self.records = _records(path)
+        self.key = key  # the one turn in scope (its tools then take no key)
         if key is not None:
             self.records = [r for r in self.records if r["key"] == key]
             if not self.records:
@@ -102,7 +117,7 @@ class RunTools:
                     or (f.max_confidence is not None and conf > f.max_confidence):
                 continue
             hits.append(TurnRow(key=r["key"], gold=r["gold"], pred=r["label"], confidence=round(conf, 3),
-                                text=str(r.get("text") or "")[:200]))
+                                text=str(r.get("text") or "")[:100]))
         return FilterResult(matched=len(hits), rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
 
     def metrics(self) -> Metrics:
@@ -129,3 +144,15 @@ class RunTools:
             if r["label"] != label:
                 instead[r["label"]] = instead.get(r["label"], 0) + 1
         return ClassErrors(label=label, gold_count=len(g), wrong=sum(instead.values()), predicted_instead=instead)
+
+    def turn_record(self, r: dict[str, Any]) -> TurnRecord:
+        result = r.get("result") if isinstance(r.get("result"), dict) else {}
+        ev = {}
+        for e in (result.get("evidence") or [])[:6]:
+            if isinstance(e, dict) and isinstance(e.get("distribution"), dict) and e["distribution"]:
+                top = max(e["distribution"], key=e["distribution"].get)
+                ev[str(e.get("modality"))] = f"{top} ({float(e['distribution'][top]):.2f})"
+        return TurnRecord(key=r["key"], speaker=r.get("speaker"), text=str(r.get("text") or "")[:200],
+                          gold=r["gold"], pred=r["label"], correct=r["gold"] == r["label"],
+                          confidence=round(float(r.get("confidence") or 0.0), 3),
+                          modalities_used=list(r.get("modalities_used") or []), evidence=ev)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import threading
 import time
 import uuid
@@ -196,9 +197,32 @@ def call_options(kwargs: dict[str, Any], default_max_tokens: int) -> tuple[list[
     """
     tools: list[dict[str, Any]] | None = kwargs.get("tools")
     schema: dict[str, Any] | None = kwargs.get("json_schema")
-    if tools:
+    if kwargs.get("allow_answer"):  # the ask agent: one or more tool calls, or a final answer
+        schema = {"anyOf": [tool_call_schema(tools, allow_none=False), ANSWER_SCHEMA]} if tools else ANSWER_SCHEMA
+    elif tools:
         schema = tool_call_schema(tools, allow_none=kwargs.get("tool_choice", "auto") not in ("any", "required"))
     return tools, schema, int(kwargs.get("max_tokens", default_max_tokens))
+
+
+#: A final answer in plain words (``bind_tools(..., allow_answer=True)``).
+ANSWER_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"answer": {"type": "string"}},
+                                 "required": ["answer"]}
+_PARTIAL_ANSWER = re.compile(r'^\s*\{\s*"answer"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
+
+
+def parse_reply(text: str, tools: list[dict[str, Any]] | None) -> AIMessage:
+    """A constrained reply as a message: ``{"answer": ...}`` → its text (a reply cut at ``max_tokens`` keeps
+    the words it had); ``{"tool_calls": [...]}`` → LangChain tool calls (unknown names and repeats dropped)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        cut = _PARTIAL_ANSWER.match(text)
+        if cut:
+            return AIMessage(content=json.loads('"' + cut.group(1).rstrip("\\") + '"').strip())
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("answer"), str):
+        return AIMessage(content=data["answer"].strip())
+    return ChatLlamaCpp._to_message(text, tools or [])
 
 
 class ChatLlamaCpp(BaseChatModel):
@@ -244,7 +268,7 @@ class ChatLlamaCpp(BaseChatModel):
         usage = resp.get("usage", {})
         self.last_stats = {"seconds": elapsed, "prompt_tokens": usage.get("prompt_tokens", 0),
                            "completion_tokens": usage.get("completion_tokens", 0)}
-        message = self._to_message(text, tools) if tools else AIMessage(content=text)
+        message = parse_reply(text, tools) if tools or kwargs.get("allow_answer") else AIMessage(content=text)
         message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model}
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -270,7 +294,8 @@ class ChatLlamaCpp(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[BaseTool | dict[str, Any] | type | Callable[..., Any]],
                    *, tool_choice: str | None = None, **kwargs: Any) -> Runnable:
-        """Bind ``tools`` in OpenAI format; calls are then sampled under the tool-call schema."""
+        """Bind ``tools`` in OpenAI format; calls are then sampled under the tool-call schema (with
+        ``allow_answer=True``: tool calls or ``{"answer": text}``; with no tools, the answer only)."""
         formatted = []
         for t in tools:
             if isinstance(t, BaseTool):

@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr, SecretStr
 
-from emotion_agent.agent.llm import ChatLlamaCpp, LLMError, call_options, to_openai_messages
+from emotion_agent.agent.llm import ChatLlamaCpp, LLMError, call_options, parse_reply, to_openai_messages
 
 
 class ChatOpenAICompatible(BaseChatModel):
@@ -122,7 +122,7 @@ class ChatOpenAICompatible(BaseChatModel):
         usage = data.get("usage") or {}
         self.last_stats = {"seconds": elapsed, "prompt_tokens": usage.get("prompt_tokens", 0),
                            "completion_tokens": usage.get("completion_tokens", 0)}
-        message = ChatLlamaCpp._to_message(text, tools) if tools else AIMessage(content=text)
+        message = parse_reply(text, tools) if tools or kwargs.get("allow_answer") else AIMessage(content=text)
         message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model,
                                      "finish_reason": data["choices"][0].get("finish_reason")}
         return ChatResult(generations=[ChatGeneration(message=message)])

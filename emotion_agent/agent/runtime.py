@@ -54,6 +54,8 @@ class EmotionAgent:
             self._memory = memory  # any object with the MemoryStore methods (the eval's MELD memory)
         self._llm = llm
         self._llm_lock = threading.Lock()
+        self._ask_llm: Any = None  # the ask agent's model (built on the first ask)
+        self._ask_warnings: list[str] = []
         self.explainer = explainer or Explainer(lambda: self.llm, grammar=self.settings.explain_grammar,
                                                 use_llm=self.settings.explain_llm)
         self.adjudicator = adjudicator or Adjudicator(lambda: self.llm, threshold=self.settings.adjudicate_margin,
@@ -146,6 +148,22 @@ class EmotionAgent:
                 if isinstance(values, dict) and isinstance(values.get("result"), FusedResult):
                     yield node, values["result"]
 
+    @property
+    def ask_llm(self) -> Any:
+        """The ask agent's chat model (``Settings.ask_llm``; the 1.5B by default), built on first ask: the
+        per-turn label path never loads it."""
+        with self._llm_lock:
+            if getattr(self, "_ask_llm", None) is None:
+                from emotion_agent.agent.chat_model import build_ask_model
+                self._ask_llm, self._ask_warnings = build_ask_model(self.settings)
+            return self._ask_llm
+
+    def text_expert(self) -> Any:
+        """The text expert, for the ask agent's word attributions (built on first use when not already here)."""
+        if "text_emotion" not in self.experts:
+            self.experts.update(build_experts(self.settings, only=["text_emotion"]))
+        return self.experts.get("text_emotion")
+
     def ask(self, question: str, *, conversation_id: str | None = None, run: "str | Path | None" = None,
             turn: str | None = None, on_event: Any = None) -> Any:
         """Answer ``question`` by the LLM calling tools bound to one scope (``agent.ask_loop``): a stored
@@ -163,7 +181,13 @@ class EmotionAgent:
                 raise ValueError("turn=KEY goes with run=DIR; ask about a conversation's turn in the question")
             if self.memory is None:
                 raise ValueError("conversation memory is off, so there is no conversation to ask about")
-            tools = conversation_tools(ConversationTools(self.memory, conversation_id))
+            tools = conversation_tools(ConversationTools(self.memory, conversation_id), self.text_expert)
+            names = (conversation_id, conversation_id.split("~", 1)[-1])
         else:
-            tools = run_tools(RunTools(_Path(run), key=turn))
-        return ask(self.llm, tools, question, on_event=on_event)
+            tools = run_tools(RunTools(_Path(run), key=turn), self.text_expert)
+            names = (_Path(run).name, str(run), *((turn, turn.split("/")[-1]) if turn else ()))
+        model = self.ask_llm
+        answer = ask(model, tools, question, on_event=on_event, max_rounds=self.settings.ask_max_rounds,
+                     scope_names=names)
+        extra = list(getattr(self, "_ask_warnings", None) or [])
+        return answer.model_copy(update={"warnings": extra + answer.warnings}) if extra else answer

@@ -124,7 +124,8 @@ def ask(
                                                help="Ask about this stored conversation (the local memory)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Ask about a run folder (its records.jsonl)."),
     turn: Optional[str] = typer.Option(None, "--turn", help="With --run: only the turn with this key."),
-    llm: Optional[str] = typer.Option(None, help="LLM: registry name or .gguf path (default: settings)."),
+    llm: Optional[str] = typer.Option(None, help="LLM: registry name or .gguf path (default: settings.ask_llm, "
+                                      "the 1.5B when installed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
 ) -> None:
     """Answer a question about a stored conversation or a run: the LLM calls tools bound to that one scope, and
@@ -138,12 +139,14 @@ def ask(
         raise UserError("--turn KEY goes with --run DIR")
     if run is not None and not (run / "records.jsonl").is_file():
         raise UserError(f"{run} has no records.jsonl (give a folder written by `emotion-agent batch` or an eval)")
-    settings = settings_from(llm=llm)
+    settings = settings_from(ask_llm=llm)
     if not settings.llm_url:
+        from emotion_agent.agent.chat_model import ask_model_name
+        name = ask_model_name(settings)[0]
         try:
-            resolve_gguf(settings.llm, settings)
+            resolve_gguf(name, settings)
         except Exception as exc:  # the model is missing: say how to get it instead of a traceback
-            raise UserError(f"the LLM '{settings.llm}' is not available ({exc}); run "
+            raise UserError(f"the LLM '{name}' is not available ({exc}); run "
                             "`emotion-agent models fetch` or pass --llm PATH.gguf") from None
     agent = EmotionAgent(settings, memory=conversation is not None, experts={})
     if conversation is not None and not agent.memory.conversation(conversation):

@@ -255,3 +255,36 @@ def why(
         console.rule("answer")
         console.print(answer["answer"], markup=False, highlight=False)
         console.print(f"cites: {', '.join(answer['cited_evidence_ids']) or 'nothing'}", style="dim")
+
+
+@eval_app.command("ask")
+def eval_ask(
+    run: Path = typer.Option(..., "--run", help="A MELD run folder (records.jsonl), e.g. from "
+                                                "`emotion-agent eval meld --split dev --limit 80`."),
+    models: str = typer.Option("qwen2.5-coder-1.5b,qwen2.5-coder-0.5b", help="Comma list of chat models (registry "
+                                                                            "names or .gguf paths), asked in turn."),
+    dialogues: int = typer.Option(5, help="MELD dev dialogues analysed into a private memory as conversations."),
+    limit: Optional[int] = typer.Option(None, help="Computable questions per model (round-robin over templates; "
+                                                   "open: limit/3; hostile: all). Default: every question."),
+    out: Optional[Path] = typer.Option(None, help="Folder of rows.jsonl, questions and memory (default "
+                                                  "runs/ask-<run name>). Rerun the same command to resume."),
+    seed: int = typer.Option(7, help="Seed of the question sample."),
+) -> None:
+    """Score the ask agent: computable questions (answers computed from the records), open why/how questions
+    (grounding), hostile questions (refusals, cross-scope reads); latency and tokens per model."""
+    from emotion_agent.evals.paths import RESULTS_DIR, runs_dir
+    from emotion_agent.evals.run_ask import run as run_ask
+
+    if not (run / "records.jsonl").is_file():
+        raise UserError(f"{run} has no records.jsonl (run `emotion-agent eval meld --split dev --limit 80` first)")
+    folder = out or runs_dir() / f"ask-{run.name}"
+    target = RESULTS_DIR / (f"ask_eval_limit{limit}.json" if limit else "ask_eval.json")
+    summary = run_ask(run, folder, settings_from(), [m for m in models.split(",") if m], dialogues_n=dialogues,
+                      limit=limit, seed=seed, results=target, progress=lambda s: console.print(s, markup=False))
+    table = Table("model", "computable acc %", "grounded %", "tool calls valid %", "hostile ok %", "p50 s", "p95 s")
+    for name, m in summary["models"].items():
+        table.add_row(name, str(m["computable_accuracy_pct"]), str(m["shown_answers_grounded_pct"]),
+                      str(m["tool_call_validity_pct"]), str(m["hostile_passed_pct"]), str(m["latency_s"]["p50"]),
+                      str(m["latency_s"]["p95"]))
+    console.print(table)
+    console.print(f"questions generated {summary['questions_generated']}; summary: {target}")

@@ -15,6 +15,13 @@ from emotion_agent.service.errors import ServiceError
 
 log = logging.getLogger("emotion_agent.service.server")
 _END = object()
+#: An ask is several LLM calls (tens of seconds on 2 cores, minutes on a loaded machine): its own, longer limit.
+ASK_TIMEOUT_S = 300.0
+
+
+def ask_timeout(ctx: ServiceContext) -> float:
+    """Seconds an ask may take on the LLM lane: the service's request limit, at least ``ASK_TIMEOUT_S``."""
+    return max(ASK_TIMEOUT_S, ctx.cfg.request_timeout_s)
 
 
 async def stream_ask(ctx: ServiceContext, run: Callable[[Callable[[str, dict], None]], Any],
@@ -28,7 +35,7 @@ async def stream_ask(ctx: ServiceContext, run: Callable[[Callable[[str, dict], N
 
     async def job() -> Any:
         try:
-            return await ctx.llm_worker.run(lambda: run(on_event), ctx.cfg.request_timeout_s, "ask")
+            return await ctx.llm_worker.run(lambda: run(on_event), ask_timeout(ctx), "ask")
         finally:
             queue.put_nowait(_END)
 

@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 from emotion_agent.agent.conversation_summary import summarize_conversation
 from emotion_agent.agent.why import answer_why
 from emotion_agent.service.analysis import wants_stream
-from emotion_agent.service.ask_stream import stream_ask
+from emotion_agent.service.ask_stream import ask_timeout, stream_ask
 from emotion_agent.service.context import ctx_of, tenant
 from emotion_agent.service.errors import ServiceError
 from emotion_agent.service.schemas import (AskRequest, AskResponse, ConversationOut, DeletedOut, SummaryOut, TurnOut,
@@ -75,7 +75,7 @@ async def ask(request: Request, body: AskRequest, t: str | None = Depends(tenant
                            tool_calls=ans.tool_calls, warnings=ans.warnings)
     if wants_stream(request, stream):
         return EventSourceResponse(stream_ask(ctx, run, respond))
-    return respond(await ctx.llm_worker.run(run, ctx.cfg.request_timeout_s, "ask"))
+    return respond(await ctx.llm_worker.run(run, ask_timeout(ctx), "ask"))
 
 
 @router.delete("/v1/conversations/{conversation_id}", response_model=DeletedOut, tags=["memory"],

