@@ -54,3 +54,21 @@ def video_checks(settings: Settings, models: dict[str, Settings]) -> list[dict[s
                          "face_model_id": face.model_id if face else None,
                          "wall_s": round(time.perf_counter() - t0, 2)})
     return rows
+
+
+def auto_choice() -> str:
+    """What the default setting (``face_model=auto``) reads faces with, and why."""
+    from emotion_agent.tools.face_model import load_expression_model
+
+    return load_expression_model("auto").why
+
+
+def loaded_model_id(expert: Any) -> str:
+    """The face expert's model id once its expression model is loaded (the setting's id if it cannot load)."""
+    from emotion_agent.tools.base import ExpertError
+
+    try:
+        expert.analyzer  # noqa: B018 - loads the configured expression model
+    except ExpertError:
+        pass
+    return expert.model_id

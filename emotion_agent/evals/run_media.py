@@ -164,24 +164,6 @@ def record_of(item: dict[str, Any], result: Any, wall_s: float) -> dict[str, Any
     }
 
 
-def auto_choice() -> str:
-    """What the default setting (``face_model=auto``) reads faces with, and why."""
-    from emotion_agent.tools.face_model import load_expression_model
-
-    return load_expression_model("auto").why
-
-
-def loaded_model_id(expert: Any) -> str:
-    """The face expert's model id once its expression model is loaded (the setting's id if it cannot load)."""
-    from emotion_agent.tools.base import ExpertError
-
-    try:
-        expert.analyzer  # noqa: B018 - loads the configured expression model
-    except ExpertError:
-        pass
-    return expert.model_id
-
-
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
     """Records already written (unreadable lines are skipped; the item is simply redone)."""
     done: dict[str, dict[str, Any]] = {}
@@ -271,6 +253,8 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
         compare = settings.replace(face_model="fer")
         solve = MediaSolver(settings, task, head_of, compare=compare)
         # a record read by other face weights (a new export since) is redone, never mixed into the figures
+        from emotion_agent.evals.face_video import loaded_model_id
+
         current = loaded_model_id(solve.experts["facial_emotion"])
         done = {k: r for k, r in done.items() if r.get("face_model_id") == current}
     todo = [it for it in items if it["key"] not in done]
@@ -294,7 +278,7 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     records = [done[it["key"]] for it in items if it["key"] in done]
     summary = summarize(task, records)
     if task == "faces":
-        from emotion_agent.evals.face_video import video_checks
+        from emotion_agent.evals.face_video import auto_choice, video_checks
 
         summary["default_face_model"] = auto_choice()
         summary["video"] = video_checks(settings, {"cnn": settings, "fer": settings.replace(face_model="fer")})
