@@ -101,7 +101,7 @@ def test_eval_on_ray_same_labels_as_local_then_resume_with_a_killed_actor(tmp_pa
     connect(None, num_cpus=2)
     try:
         settings = Settings.from_env()
-        resumed = run_meld.run("dev", limit=10, out=cut, context=3, settings=settings, engine=engine, progress=False)
+        resumed = run_meld.run("dev", limit=10, out=cut, context="online", settings=settings, engine=engine, progress=False)
         assert killed and resumed["complete"]
         assert labels(cut) == expected
         assert len(read_records(cut / "records.jsonl")) == 10
