@@ -1,7 +1,8 @@
 """Behaviour before and after a change, measured side by side through the CLI in one session.
 
-    python -m emotion_agent.benchmarks.before_after --before /work/wt/before --after . \\
-        --work /tmp/before-after [--meld-limit 500] [--ravdess-limit 56] [--emodb-limit 28] \\
+    git worktree add --detach ../before <commit>
+    python -m emotion_agent.benchmarks.before_after --before ../before --after . \\
+        [--work DIR] [--meld-limit 500] [--ravdess-limit 56] [--emodb-limit 28] \\
         [--faces-limit 350] [--latency-n 8] [--out results/before_after_typed.json]
 
 Each tree is run by the same Python (this venv) with ``PYTHONPATH`` set to the tree, from the tree's root, so
@@ -201,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--before", type=Path, required=True)
     ap.add_argument("--after", type=Path, default=Path("."))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/before-after"))
+    ap.add_argument("--work", type=Path, default=None,
+                    help="Run folders and per-side caches (default: <cache>/before-after).")
     ap.add_argument("--meld-limit", type=int, default=0, help="0 = the full test split (2,610 utterances)")
     ap.add_argument("--ravdess-limit", type=int, default=56)
     ap.add_argument("--emodb-limit", type=int, default=28)
@@ -220,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table(json.loads(args.table.read_text())))
         return 0
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    if args.work is None:
+        from emotion_agent.tools.settings import Settings
+
+        args.work = Settings.from_env().cache_dir / "before-after"
     work = args.work.resolve()
     shared_cache = Path(os.environ.get("EMOTION_AGENT_CACHE_DIR", Path.home() / ".cache" / "emotion-agent"))
     base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
