@@ -206,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subset", type=int, default=None, help="train on N random examples (timing)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="warm restart: start from this checkpoint's weights (best.pt or last.pt of another run, "
+                         "width taken from it) with a fresh optimizer and schedule in --run-dir")
+    ap.add_argument("--warmup", type=float, default=0.15, help="one-cycle fraction of steps spent warming up")
     ap.add_argument("--export", type=Path, default=None, help="write the best epoch as ONNX here and stop")
     ap.add_argument("--int8", action="store_true", help="with --export: static int8 (QDQ), calibrated on train faces")
     args = ap.parse_args(argv)
@@ -216,7 +220,13 @@ def main(argv: list[str] | None = None) -> None:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, best_path, log_path = (args.run_dir / n for n in ("last.pt", "best.pt", "log.jsonl"))
 
+    init = torch.load(args.init_from, weights_only=False, map_location="cpu") if args.init_from else None
+    if init is not None:
+        args.width = int(init.get("width", args.width))
     model = FaceNet(args.width).to(memory_format=torch.channels_last)
+    if init is not None:
+        model.load_state_dict(init["model"])
+        print(f"warm restart from {args.init_from} (epoch {init.get('epoch')})", flush=True)
     if args.export:  # reads best.pt only (written atomically by a running training), writes the export
         best = torch.load(best_path, weights_only=False, map_location="cpu")
         model = FaceNet(best["width"])
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = math.ceil(len(y_tr) / args.batch)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps,
-                                                pct_start=0.15)
+                                                pct_start=args.warmup)
     gen = torch.Generator().manual_seed(args.seed)
     start, best_score = 0, -1.0
     if ckpt_path.exists():
@@ -284,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         if sc["balanced_accuracy"] > best_score:
             best_score = sc["balanced_accuracy"]
             atomic_save({"model": model.state_dict(), "epoch": epoch, "scores": sc, "width": args.width,
+                         "init_from": str(args.init_from) if args.init_from else None,
                          "temperature": fit_temperature(logits, y_va)}, best_path)
         atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                      "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
