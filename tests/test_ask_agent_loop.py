@@ -96,6 +96,24 @@ def test_no_answer_is_repaired_once_then_refused(run_dir):
     assert not ans.grounded and "no answer" in ans.text
 
 
+def test_a_label_only_echoed_from_the_models_own_arguments_is_not_grounded(run_dir):
+    """class_errors(label=X) answers {"label": X, ...}: X is the model's word, so it grounds nothing unless the
+    question said it (the 1.5B once answered a turn's gold label with the label it had asked class_errors about)."""
+    echo = Scripted([_call("class_errors", label="sadness"), AIMessage("The gold label of this turn is sadness."),
+                     AIMessage("It is sadness.")])
+    ans = ask(echo, run_tools(RunTools(run_dir)), "What is the gold label of this turn?")
+    assert not ans.grounded and "labels" in ans.text and ans.tool_results[0].startswith('{"label":"sadness"')
+    asked = Scripted([_call("class_errors", label="anger"), AIMessage("0 of the 1 anger turns were wrong.")])
+    ans = ask(asked, run_tools(RunTools(run_dir)), "How many anger turns did this run get wrong?")
+    assert ans.grounded, ans  # "anger" is the asker's word; 0 and 1 are the tool's
+    # a turn index only echoed back grounds nothing either; the asker's own index does
+    from emotion_agent.agent.ask_grounding import check_grounding
+    result = [{"turn_index": 3, "label": "joy"}]
+    assert not check_grounding("Turn 3 was joy.", result, [{"turn_index": 3}], "Why joy?").grounded
+    assert check_grounding("Turn 3 was joy.", result, [{"turn_index": 3}], "What label did turn 3 get?").grounded
+    assert not check_grounding("Key 7 was joy.", [{"error": "no turn 7 here"}], [{"n": 7}], "Any joy?").grounded
+
+
 def test_counterfactual_refuses_the_stored_evidence_without_a_modality():
     without_voice = fuse_without("t", RECORD, ["audio"])
     assert without_voice.original_label == "anger" and without_voice.label == "neutral" and without_voice.changed

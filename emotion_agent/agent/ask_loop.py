@@ -144,17 +144,19 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     msgs = out["messages"]
     calls = [c for m in msgs if isinstance(m, AIMessage) for c in (m.tool_calls or [])]
     results = [str(m.content) for m in msgs if isinstance(m, ToolMessage)]
+    by_id = {c.get("id"): c.get("args") or {} for c in calls}
+    result_args = [by_id.get(m.tool_call_id, {}) for m in msgs if isinstance(m, ToolMessage)]
     last = msgs[-1]
     text = str(last.content).strip() if isinstance(last, AIMessage) and not last.tool_calls else ""
     warnings = [] if rounds["n"] < max_rounds else [f"round cap {max_rounds} reached"]
-    report = check_grounding(text, results) if text else None
+    report = check_grounding(text, results, result_args, question) if text else None
     if report is None or not report.grounded:  # one repair: name what failed, ask again with no new tools
         said = (f"Your answer used items no tool returned: {report.unsupported}." if report is not None
                 else "You did not answer.")
         fix = final.invoke(msgs + [HumanMessage(said + " Answer the question again using only the tool results, "
                                                 "or say plainly that they cannot support an answer.")])
         msgs, replies = msgs + [fix], replies + [fix]
-        fixed = check_grounding(str(fix.content), results) if str(fix.content).strip() else None
+        fixed = check_grounding(str(fix.content), results, result_args, question) if str(fix.content).strip() else None
         if fixed is not None and fixed.grounded:
             warnings.append("repaired once after failing: " + (", ".join(report.failed_checks) if report
                                                                 else "no answer"))
