@@ -39,6 +39,7 @@ class Counterfactual(BaseModel):
     label: str | None = Field(description="None when no evidence is left once the modalities are dropped.")
     confidence: float | None = None
     changed: bool
+    still_same_label: bool = Field(description="True when the label without those modalities is the stored one.")
     modalities_left: list[str]
     note: str = Field(default="", max_length=200)
 
@@ -75,12 +76,13 @@ def fuse_without(turn: str, record: dict[str, Any], drop: list[str]) -> Counterf
     note = f"this turn had no {', '.join(missing)} evidence; " if missing else ""
     if not left:
         return Counterfactual(turn=turn, dropped=list(drop), original_label=original, original_confidence=conf,
-                              label=None, changed=True, modalities_left=[],
+                              label=None, changed=True, still_same_label=False, modalities_left=[],
                               note=(note + "no evidence is left without it")[:200])
     fused = fuse(left, None, _base_policy(result.get("fusion_policy")))
     return Counterfactual(turn=turn, dropped=list(drop), original_label=original, original_confidence=conf,
                           label=fused.label, confidence=round(float(fused.confidence), 3),
-                          changed=fused.label != original, modalities_left=sorted({e.modality for e in left}),
+                          changed=fused.label != original, still_same_label=fused.label == original,
+                          modalities_left=sorted({e.modality for e in left}),
                           note=note[:200])
 
 

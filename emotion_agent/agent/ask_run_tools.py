@@ -36,6 +36,7 @@ class TurnRow(BaseModel):
 
 
 class FilterResult(BaseModel):
+    filter: dict[str, Any] = Field(default_factory=dict, description="The filters applied (what was counted).")
     matched: int
     rows: list[TurnRow] = Field(max_length=MAX_ROWS)
     truncated: bool
@@ -51,7 +52,10 @@ class ClassErrors(BaseModel):
     label: str
     gold_count: int
     wrong: int
+    recall: float | None = None
     predicted_instead: dict[str, int]
+    most_predicted_instead: str | None = Field(default=None, description="The wrong label predicted most often "
+                                               "for this gold label (None when there is no error or a tie).")
 
 
 class TurnRecord(BaseModel):
@@ -118,7 +122,8 @@ class RunTools:
                 continue
             hits.append(TurnRow(key=r["key"], gold=r["gold"], pred=r["label"], confidence=round(conf, 3),
                                 text=str(r.get("text") or "")[:100]))
-        return FilterResult(matched=len(hits), rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
+        return FilterResult(filter=f.model_dump(exclude_none=True, exclude_defaults=True), matched=len(hits),
+                            rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
 
     def metrics(self) -> Metrics:
         n = len(self.records)
@@ -143,7 +148,12 @@ class RunTools:
         for r in g:
             if r["label"] != label:
                 instead[r["label"]] = instead.get(r["label"], 0) + 1
-        return ClassErrors(label=label, gold_count=len(g), wrong=sum(instead.values()), predicted_instead=instead)
+        ranked = sorted(instead.items(), key=lambda kv: -kv[1])
+        top = ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
+        wrong = sum(instead.values())
+        return ClassErrors(label=label, gold_count=len(g), wrong=wrong,
+                           recall=round((len(g) - wrong) / len(g), 3) if g else None,
+                           predicted_instead=dict(ranked), most_predicted_instead=top)
 
     def turn_record(self, r: dict[str, Any]) -> TurnRecord:
         result = r.get("result") if isinstance(r.get("result"), dict) else {}
