@@ -21,6 +21,7 @@ from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
 from emotion_agent.agent.ask_grounding import check_grounding
+from emotion_agent.agent.ask_reply_stream import ReplyStream
 from emotion_agent.agent.ask_toolset import conversation_tools, describe_tools, run_tools
 
 __all__ = ["Answer", "ask", "conversation_tools", "run_tools", "refusal_reason"]
@@ -96,16 +97,24 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
 
     Questions that are instructions or that ask for another conversation/run/key are refused before any tool
     runs (the tools themselves are bound to one scope, so this is a clearer message, not the only guard).
-    ``on_event(kind, data)`` is told each ``tool_call`` and ``tool_result`` as they happen (for streaming)."""
+    ``on_event(kind, data)`` is told, as they happen (for streaming): ``tool_call_start`` (a tool's name as the
+    model writes it), ``tool_call`` and ``tool_result``, and the answer's ``token``s as generated (provisional:
+    the returned Answer is the checked one; ``token_reset`` when the model's words are dropped and sampled
+    again, ``answer_reset`` when the streamed answer failed the grounding check)."""
     start = time.perf_counter()
     emit = on_event or (lambda kind, data: None)
     reason = refusal_reason(question, scope_names)
     if reason:
         return Answer(text=REFUSAL, grounded=True, warnings=[f"refused: {reason}"])
-    first = chat_model.bind_tools(tools, tool_choice="any")
-    later = chat_model.bind_tools(tools, allow_answer=True)
-    final = chat_model.bind_tools([], allow_answer=True)
+    live = {"on_token": ReplyStream(emit)} if on_event else {}  # tool names and answer tokens as generated
+    first = chat_model.bind_tools(tools, tool_choice="any", **live)
+    later = chat_model.bind_tools(tools, allow_answer=True, **live)
+    final = chat_model.bind_tools([], allow_answer=True, **live)
     rounds = {"n": 0}
+
+    def restart() -> None:  # a new reply: the stream reader forgets the last one
+        if live:
+            live["on_token"].start()
     replies: list[Any] = []  # every model reply of this ask (for tokens and time)
 
     def agent(state: MessagesState) -> dict:
@@ -118,10 +127,12 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
         for m in done:
             emit("tool_result", {"name": m.name, "content": str(m.content)[:2000]})
         model = first if rounds["n"] == 1 else final if rounds["n"] >= max_rounds else later
+        restart()
         reply = model.invoke(state["messages"])
         replies.append(reply)
         made = {_signature(c) for m in state["messages"] if isinstance(m, AIMessage) for c in (m.tool_calls or [])}
         if made and reply.tool_calls and all(_signature(c) in made for c in reply.tool_calls):
+            restart()
             reply = final.invoke(state["messages"])  # the same calls again: their results are here, so answer
             replies.append(reply)
         for c in getattr(reply, "tool_calls", None) or []:
@@ -153,6 +164,8 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     if report is None or not report.grounded:  # one repair: name what failed, ask again with no new tools
         said = (f"Your answer used items no tool returned: {report.unsupported}." if report is not None
                 else "You did not answer.")
+        emit("answer_reset", {"failed_checks": report.failed_checks if report is not None else ["no answer"]})
+        restart()
         fix = final.invoke(msgs + [HumanMessage(said + " Answer the question again using only the tool results, "
                                                 "or say plainly that they cannot support an answer.")])
         msgs, replies = msgs + [fix], replies + [fix]

@@ -225,6 +225,42 @@ def parse_reply(text: str, tools: list[dict[str, Any]] | None) -> AIMessage:
     return ChatLlamaCpp._to_message(text, tools or [])
 
 
+def unfenced(text: str) -> str:
+    """A reply without the Markdown code fence a chat model may put around its JSON."""
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        t = t.rsplit("```", 1)[0]
+    return t.strip()
+
+
+def free_reply_invalid(text: str, tools: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> str | None:
+    """Why an unconstrained reply cannot stand (then it is sampled again under the grammar), or None.
+
+    Valid: ``{"tool_calls": [...]}`` naming known tools with object args, or (when answers are allowed)
+    ``{"answer": "..."}``; a forced call (``tool_choice`` "any") must call at least one tool."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not an object"
+    if kwargs.get("allow_answer") and isinstance(data.get("answer"), str) and data["answer"].strip() \
+            and set(data) == {"answer"}:
+        return None
+    calls = data.get("tool_calls")
+    known = {t["function"]["name"]: t["function"] for t in tools or []}
+    if not isinstance(calls, list) or not calls or set(data) != {"tool_calls"}:
+        return "no tool call"
+    for c in calls:
+        if not isinstance(c, dict) or c.get("name") not in known or not isinstance(c.get("args", {}), dict):
+            return "unknown tool or bad args"
+        props = (known[c["name"]].get("parameters") or {}).get("properties") or {}
+        if set(c.get("args") or {}) - set(props):
+            return "unknown argument"
+    return None
+
+
 class ChatLlamaCpp(BaseChatModel):
     """LangChain chat model over an in-process llama.cpp model."""
 
@@ -234,6 +270,9 @@ class ChatLlamaCpp(BaseChatModel):
     settings: Settings | None = None
     temperature: float = 0.0
     max_tokens: int = 256
+    #: "always": replies with a schema are sampled under its grammar; "fallback": unconstrained first, and
+    #: under the grammar only when the free reply is not a valid tool call / answer (the ask agent).
+    grammar: str = "always"
     _llama: Any = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     last_stats: dict[str, float] = {}
@@ -252,25 +291,51 @@ class ChatLlamaCpp(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         tools, schema, max_tokens = call_options(kwargs, self.max_tokens)
+        on_token: Callable[[str | None], None] | None = kwargs.get("on_token")
         chat = to_openai_messages(messages)
         request: dict[str, Any] = dict(messages=chat, temperature=self.temperature, max_tokens=max_tokens,
                                        stop=stop, seed=0)
-        if schema is not None:
-            request["response_format"] = {"type": "json_object", "schema": schema}
         start = time.perf_counter()
-        with self._lock:
-            try:
-                resp = self.llama.create_chat_completion(**request)
-            except ValueError as exc:  # e.g. prompt longer than the context window
-                raise LLMError(f"LLM call failed: {exc}") from exc
+        text, usage, constrained = "", {}, schema is not None
+        if schema is not None and self.grammar == "fallback" and (tools or kwargs.get("allow_answer")):
+            # unconstrained first (a JSON-schema grammar over many tools slows every token several times);
+            # the schema's grammar only when the free reply is not a valid call/answer
+            text, usage = self._complete(request, on_token)
+            text = unfenced(text)
+            constrained = free_reply_invalid(text, tools, kwargs) is not None
+            if constrained and on_token is not None:
+                on_token(None)  # tells a streaming reader that what it got so far is dropped
+        if constrained:
+            request["response_format"] = {"type": "json_object", "schema": schema}
+            text, extra = self._complete(request, on_token)
+            usage = {k: usage.get(k, 0) + extra.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
         elapsed = time.perf_counter() - start
-        text = resp["choices"][0]["message"].get("content") or ""
-        usage = resp.get("usage", {})
         self.last_stats = {"seconds": elapsed, "prompt_tokens": usage.get("prompt_tokens", 0),
                            "completion_tokens": usage.get("completion_tokens", 0)}
         message = parse_reply(text, tools) if tools or kwargs.get("allow_answer") else AIMessage(content=text)
-        message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model}
+        message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model,
+                                     "grammar": bool(request.get("response_format"))}
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _complete(self, request: dict[str, Any], on_token: Callable[[str | None], None] | None) -> tuple[str, dict]:
+        """One chat completion: (text, usage); with ``on_token`` streamed, each piece told as it comes."""
+        with self._lock:
+            try:
+                if on_token is None:
+                    resp = self.llama.create_chat_completion(**request)
+                    return resp["choices"][0]["message"].get("content") or "", dict(resp.get("usage") or {})
+                parts: list[str] = []
+                for chunk in self.llama.create_chat_completion(**request, stream=True):
+                    piece = (chunk["choices"][0].get("delta") or {}).get("content") or ""
+                    if piece:
+                        parts.append(piece)
+                        on_token(piece)
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise LLMError(f"LLM call failed: {exc}") from exc
+        text = "".join(parts)
+        # a streamed completion reports no usage: count the tokens here (prompt = what llama.cpp evaluated)
+        done = len(self.llama.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+        return text, {"prompt_tokens": max(0, int(self.llama.n_tokens) - done), "completion_tokens": done}
 
     @staticmethod
     def _to_message(text: str, tools: list[dict[str, Any]]) -> AIMessage:
