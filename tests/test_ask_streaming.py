@@ -72,3 +72,15 @@ def test_the_grammar_is_used_only_when_the_free_reply_is_invalid():
     msg = model.bind_tools(TOOLS, tool_choice="any", on_token=pieces.append).invoke("q")
     assert model._llama.grammar == [False, True] and None in pieces and msg.tool_calls
     assert msg.response_metadata["grammar"] is True
+
+
+def test_a_free_reply_stops_once_its_json_closes():
+    from emotion_agent.agent.llm import _JsonEnd
+    end = _JsonEnd()
+    assert not end.feed('{"answer": "a \\"}\\" b')  # braces and quotes inside the string do not count
+    assert end.feed('"} and then the model went on')
+    assert unfenced('{"answer": "x"}\nMore words {') == '{"answer": "x"}'
+    model = ChatLlamaCpp(grammar="fallback")
+    model._llama = _FakeLlama(['{"answer": "Accuracy was 0.6."} Also, here is more text that costs time.'])
+    msg = model.bind_tools(TOOLS, allow_answer=True).invoke("q")
+    assert msg.content == "Accuracy was 0.6." and model._llama.grammar == [False]

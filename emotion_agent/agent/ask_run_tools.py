@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from emotion_agent.tools.evidence import LABELS
 
-MAX_ROWS = 10
+MAX_ROWS = 5  # rows shown (the count is "matched"); each row costs prompt time on the next call
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 
 
@@ -32,7 +32,7 @@ class TurnRow(BaseModel):
     gold: str
     pred: str
     confidence: float
-    text: str = Field(default="", max_length=100)
+    text: str = Field(default="", max_length=60)
 
 
 class FilterResult(BaseModel):
@@ -121,7 +121,7 @@ class RunTools:
                     or (f.max_confidence is not None and conf > f.max_confidence):
                 continue
             hits.append(TurnRow(key=r["key"], gold=r["gold"], pred=r["label"], confidence=round(conf, 3),
-                                text=str(r.get("text") or "")[:100]))
+                                text=str(r.get("text") or "")[:60]))
         return FilterResult(filter=f.model_dump(exclude_none=True, exclude_defaults=True), matched=len(hits),
                             rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
 

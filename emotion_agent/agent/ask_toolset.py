@@ -110,7 +110,7 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
         _tool(one, "turn", "One turn of this run (the scoped turn when no key): gold label, predicted label, "
               "correct, confidence, text, each modality's label.", turn_s),
         _tool(tools.filter_turns, "filter_turns", "Turns of this run by gold label, predicted label, modality, "
-              "disagreement, wrong_only, confidence range: the count (matched) and up to 10 "
+              "disagreement, wrong_only, confidence range: the count (matched) and up to 5 "
               "rows.", TurnFilter),
         _tool(tools.metrics, "metrics", "Number of turns, accuracy and per-class recall of this run."),
         _tool(tools.confusion, "confusion", "Counts of gold label -> predicted label in this run."),

@@ -226,12 +226,45 @@ def parse_reply(text: str, tools: list[dict[str, Any]] | None) -> AIMessage:
 
 
 def unfenced(text: str) -> str:
-    """A reply without the Markdown code fence a chat model may put around its JSON."""
+    """A reply's first JSON object, without the Markdown code fence or the words a free model may add."""
     t = text.strip()
     if t.startswith("```"):
         t = t.split("\n", 1)[1] if "\n" in t else ""
-        t = t.rsplit("```", 1)[0]
-    return t.strip()
+        t = t.rsplit("```", 1)[0].strip()
+    if t.startswith("{"):
+        try:
+            _, end = json.JSONDecoder().raw_decode(t)
+            return t[:end]
+        except ValueError:
+            pass
+    return t
+
+
+class _JsonEnd:
+    """Tells when the first JSON object of a streamed reply has closed (braces outside strings)."""
+
+    def __init__(self) -> None:
+        self.depth, self.in_string, self.escaped, self.started = 0, False, False, False
+
+    def feed(self, piece: str) -> bool:
+        for ch in piece:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif ch == "\\":
+                    self.escaped = True
+                elif ch == '"':
+                    self.in_string = False
+                continue
+            if ch == '"':
+                self.in_string = True
+            elif ch == "{":
+                self.depth, self.started = self.depth + 1, True
+            elif ch == "}" and self.started:
+                self.depth -= 1
+                if self.depth == 0:
+                    return True
+        return False
 
 
 def free_reply_invalid(text: str, tools: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> str | None:
@@ -300,7 +333,7 @@ class ChatLlamaCpp(BaseChatModel):
         if schema is not None and self.grammar == "fallback" and (tools or kwargs.get("allow_answer")):
             # unconstrained first (a JSON-schema grammar over many tools slows every token several times);
             # the schema's grammar only when the free reply is not a valid call/answer
-            text, usage = self._complete(request, on_token)
+            text, usage = self._complete(request, on_token, json_reply=True)
             text = unfenced(text)
             constrained = free_reply_invalid(text, tools, kwargs) is not None
             if constrained and on_token is not None:
@@ -317,23 +350,33 @@ class ChatLlamaCpp(BaseChatModel):
                                      "grammar": bool(request.get("response_format"))}
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _complete(self, request: dict[str, Any], on_token: Callable[[str | None], None] | None) -> tuple[str, dict]:
-        """One chat completion: (text, usage); with ``on_token`` streamed, each piece told as it comes."""
+    def _complete(self, request: dict[str, Any], on_token: Callable[[str | None], None] | None,
+                  json_reply: bool = False) -> tuple[str, dict]:
+        """One chat completion: (text, usage); with ``on_token`` streamed, each piece told as it comes; with
+        ``json_reply`` streamed and stopped once the first JSON object closes (a free model may go on)."""
         with self._lock:
             try:
-                if on_token is None:
+                if on_token is None and not json_reply:
                     resp = self.llama.create_chat_completion(**request)
                     return resp["choices"][0]["message"].get("content") or "", dict(resp.get("usage") or {})
                 parts: list[str] = []
-                for chunk in self.llama.create_chat_completion(**request, stream=True):
+                end = _JsonEnd() if json_reply else None
+                chunks = self.llama.create_chat_completion(**request, stream=True)
+                for chunk in chunks:
                     piece = (chunk["choices"][0].get("delta") or {}).get("content") or ""
                     if piece:
                         parts.append(piece)
-                        on_token(piece)
+                        if on_token is not None:
+                            on_token(piece)
+                        if end is not None and end.feed(piece):
+                            break
+                close = getattr(chunks, "close", None)
+                if callable(close):
+                    close()  # stops the generation
             except ValueError as exc:  # e.g. prompt longer than the context window
                 raise LLMError(f"LLM call failed: {exc}") from exc
         text = "".join(parts)
-        # a streamed completion reports no usage: count the tokens here (prompt = what llama.cpp evaluated)
+        # a streamed completion reports no usage: count the tokens here (prompt = the context before the reply)
         done = len(self.llama.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
         return text, {"prompt_tokens": max(0, int(self.llama.n_tokens) - done), "completion_tokens": done}
 
