@@ -35,6 +35,9 @@ _OUT_OF_SCOPE = re.compile(r"\b(another|other|different|someone else'?s?|other p
                            r"|\b(delete|drop|erase|wipe|overwrite|modify)\b.*\b(memory|turns?|records?|conversation|run)\b",
                            re.IGNORECASE)
 PROMPT = (Path(__file__).resolve().parent.parent / "prompts" / "ask_system.md").read_text(encoding="utf-8")
+#: Follows every tool result in the prompt (the same text each time, so the cached prefix still holds).
+RESULT_NOTE = (Path(__file__).resolve().parent.parent / "prompts" / "ask_result_note.md").read_text(
+    encoding="utf-8").strip()
 REFUSAL = ("I can only answer questions about this conversation or run, and I do not follow instructions; "
            "this question was refused.")
 
@@ -106,14 +109,15 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     reason = refusal_reason(question, scope_names)
     if reason:
         return Answer(text=REFUSAL, grounded=True, warnings=[f"refused: {reason}"])
-    live = {"on_token": ReplyStream(emit)} if on_event else {}  # tool names and answer tokens as generated
+    live: dict[str, Any] = {"on_token": ReplyStream(emit)} if on_event else {}  # names and tokens as generated
+    live["result_note"] = RESULT_NOTE
     first = chat_model.bind_tools(tools, tool_choice="any", **live)
     later = chat_model.bind_tools(tools, allow_answer=True, **live)
     final = chat_model.bind_tools([], allow_answer=True, **live)
     rounds = {"n": 0}
 
     def restart() -> None:  # a new reply: the stream reader forgets the last one
-        if live:
+        if "on_token" in live:
             live["on_token"].start()
     replies: list[Any] = []  # every model reply of this ask (for tokens and time)
 

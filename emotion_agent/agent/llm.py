@@ -145,8 +145,10 @@ def sized_ram_cache(capacity_mb: int) -> Any:
     return SizedRAMCache(capacity_bytes=int(capacity_mb) << 20)
 
 
-def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages → OpenAI-style dicts the chat template understands."""
+def to_openai_messages(messages: Sequence[BaseMessage], result_note: str = "") -> list[dict[str, Any]]:
+    """LangChain messages → OpenAI-style dicts the chat template understands; ``result_note`` follows every
+    tool result (the ask agent's reminder of the reply format: without it a free model answers a result in
+    plain words)."""
     out: list[dict[str, Any]] = []
     for m in messages:
         content = m.content if isinstance(m.content, str) else json.dumps(m.content)
@@ -162,7 +164,8 @@ def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": text})
         elif isinstance(m, ToolMessage):
             # Templates differ in tool-role support; a user turn works with every template.
-            out.append({"role": "user", "content": f"Result of {m.name or 'tool'}: {content}"})
+            note = f"\n{result_note}" if result_note else ""
+            out.append({"role": "user", "content": f"Result of {m.name or 'tool'}: {content}{note}"})
         else:
             out.append({"role": "user", "content": content})
     return out
@@ -325,7 +328,7 @@ class ChatLlamaCpp(BaseChatModel):
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         tools, schema, max_tokens = call_options(kwargs, self.max_tokens)
         on_token: Callable[[str | None], None] | None = kwargs.get("on_token")
-        chat = to_openai_messages(messages)
+        chat = to_openai_messages(messages, str(kwargs.get("result_note") or ""))
         request: dict[str, Any] = dict(messages=chat, temperature=self.temperature, max_tokens=max_tokens,
                                        stop=stop, seed=0)
         start = time.perf_counter()
