@@ -1,11 +1,14 @@
 """Streaming the ask agent's replies: tool names and answer tokens as generated, and the unconstrained-first
 reply of the local model (sampled again under the grammar only when invalid). Units with a fake llama.cpp; the
-real models run in the slow tests of test_ask_agent_loop.py / test_ask_tools.py."""
+real 0.5B streams in the slow test at the end (and in those of test_ask_agent_loop.py / test_ask_tools.py)."""
 
 import json
 
+import pytest
+
 from emotion_agent.agent.ask_reply_stream import ReplyStream
 from emotion_agent.agent.llm import ChatLlamaCpp, free_reply_invalid, unfenced
+from tests.conftest import TEST_LLM
 
 TOOLS = [{"type": "function", "function": {"name": "metrics", "parameters": {"type": "object", "properties": {}}}},
          {"type": "function", "function": {"name": "class_errors", "parameters": {
@@ -84,3 +87,22 @@ def test_a_free_reply_stops_once_its_json_closes():
     model._llama = _FakeLlama(['{"answer": "Accuracy was 0.6."} Also, here is more text that costs time.'])
     msg = model.bind_tools(TOOLS, allow_answer=True).invoke("q")
     assert msg.content == "Accuracy was 0.6." and model._llama.grammar == [False]
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_the_real_model_streams_the_tool_name_before_the_call_and_the_answer_as_tokens(settings, tmp_path):
+    """The test LLM (0.5B) through EmotionAgent.ask with streaming on: tool_call_start comes before tool_call,
+    and the tokens streamed since the last reset are the answer's words."""
+    from emotion_agent.agent.runtime import EmotionAgent
+    rec = {"key": "dev/dia1_utt0", "gold": "anger", "label": "joy", "confidence": 0.7, "text": "Give it back!"}
+    (tmp_path / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    events = []
+    agent = EmotionAgent(settings.replace(ask_llm=TEST_LLM), memory=False, experts={})
+    ans = agent.ask("What is the accuracy of this run?", run=tmp_path, on_event=lambda k, d: events.append((k, d)))
+    kinds = [k for k, _ in events]
+    assert ans.tool_calls and kinds.index("tool_call_start") < kinds.index("tool_call"), kinds
+    if ans.grounded and "answer_reset" not in kinds:
+        last = max((i for i, k in enumerate(kinds) if k.endswith("reset")), default=-1)
+        streamed = "".join(d["text"] for k, d in events[last + 1:] if k == "token")
+        assert streamed.strip() == ans.text, (streamed, ans.text)
