@@ -76,7 +76,9 @@ def test_first_round_must_call_a_tool_and_a_repeated_call_ends_in_the_answer(run
     ans = ask(m, run_tools(RunTools(run_dir)), "What is the accuracy?")
     assert m.modes == ["any", "either", "answer"] and ans.grounded and ans.text.startswith("Accuracy was 0.5")
     assert ans.citations == ["metrics({})"] and len(ans.tool_results) == 1
-    assert json.loads(ans.tool_results[0]) == {"n": 2, "accuracy": 0.5, "per_class_recall": {"anger": 1.0, "joy": 0.0}}
+    assert json.loads(ans.tool_results[0]) == {"n": 2, "accuracy": 0.5, "per_class_recall": {"anger": 1.0, "joy": 0.0},
+                                               "gold_counts": {"anger": 1, "joy": 1},
+                                               "predicted_counts": {"neutral": 1, "anger": 1}}
     assert " " not in ans.tool_results[0]  # compact JSON: short tool results
     # the fixed part (instructions + tool list) comes first, the question last: the cached prefix is reused
     assert "- metrics(): " in m.prompts[0].content and m.prompts[1].content == "What is the accuracy?"
@@ -112,6 +114,22 @@ def test_a_label_only_echoed_from_the_models_own_arguments_is_not_grounded(run_d
     assert not check_grounding("Turn 3 was joy.", result, [{"turn_index": 3}], "Why joy?").grounded
     assert check_grounding("Turn 3 was joy.", result, [{"turn_index": 3}], "What label did turn 3 get?").grounded
     assert not check_grounding("Key 7 was joy.", [{"error": "no turn 7 here"}], [{"n": 7}], "Any joy?").grounded
+
+
+def test_an_answer_of_the_wrong_form_is_repaired_once(run_dir):
+    """A "how many" answer with no number, or a yes/no question answered without yes or no, gets one repair."""
+    from emotion_agent.agent.ask_grounding import answer_form
+    assert answer_form("How many turns?", "Yes") and answer_form("How many turns?", "2 turns.") is None
+    assert answer_form("Was it right?", "It was predicted incorrectly.") and answer_form("Was it?", "No, joy.") is None
+    wrong = '{"key":"k","correct":false,"gold":"joy","pred":"neutral"}'
+    assert "correct=false" in answer_form("Was this turn predicted correctly?", "Yes, it was.", [wrong])
+    assert answer_form("Was this turn predicted correctly?", "No, it was neutral.", [wrong]) is None
+    m = Scripted([_call("metrics"), AIMessage("Yes"), AIMessage("1 turn has the gold label joy.")])
+    ans = ask(m, run_tools(RunTools(run_dir)), "How many turns have the gold label joy?")
+    assert ans.text == "1 turn has the gold label joy." and "repaired once" in ans.warnings[0]
+    m = Scripted([_call("metrics"), AIMessage("Half of them."), AIMessage("Still half.")])
+    ans = ask(m, run_tools(RunTools(run_dir)), "How many turns were right?")
+    assert ans.grounded and ans.text == "Half of them." and "answer form" in ans.warnings[0]
 
 
 def test_counterfactual_refuses_the_stored_evidence_without_a_modality():

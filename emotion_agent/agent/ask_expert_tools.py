@@ -33,13 +33,13 @@ class Counterfactual(BaseModel):
     """The stored label of a turn and the label its evidence gives with some modalities left out."""
 
     turn: str
+    still_same_label: bool = Field(description="True when the label without those modalities is the stored one.")
     dropped: list[str]
     original_label: str
     original_confidence: float
     label: str | None = Field(description="None when no evidence is left once the modalities are dropped.")
     confidence: float | None = None
     changed: bool
-    still_same_label: bool = Field(description="True when the label without those modalities is the stored one.")
     modalities_left: list[str]
     note: str = Field(default="", max_length=200)
 

@@ -121,3 +121,46 @@ def check_grounding(answer: str, tool_results: list[Any], tool_args: list[dict[s
     if bad:
         unsupported["quoted_words"] = bad
     return GroundingReport(grounded=not unsupported, failed_checks=sorted(unsupported), unsupported=unsupported)
+
+
+_ASKS_NUMBER = re.compile(r"^\s*(how many|how much|what (is|was) the (accuracy|recall|number|count|confidence))\b",
+                          re.IGNORECASE)
+_ASKS_YES_NO = re.compile(r"^\s*(would|was|were|is|are|did|does|do|can|could|has|had)\b", re.IGNORECASE)
+_SAYS_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+
+
+#: Result fields that are a yes/no verdict (turn: was it right; without_modalities: would it keep its label).
+VERDICT_FIELDS = ("correct", "still_same_label")
+
+
+def _verdicts(tool_results: list[Any]) -> set[tuple[str, bool]]:
+    out = set()
+    for r in tool_results:
+        data = r
+        if isinstance(r, str):
+            try:
+                data = json.loads(r)
+            except ValueError:
+                continue
+        if isinstance(data, dict):
+            out |= {(k, data[k]) for k in VERDICT_FIELDS if isinstance(data.get(k), bool)}
+    return out
+
+
+def answer_form(question: str, answer: str, tool_results: list[Any] | None = None) -> str | None:
+    """What the answer's form lacks for the question's kind, or None: a "how many"/"what was the accuracy"
+    question needs a number; a yes/no question ("Would…", "Was…") an answer that starts with Yes or No, and
+    one that agrees with the tools' verdict when they gave exactly one (``correct``, ``still_same_label``)."""
+    if _ASKS_NUMBER.search(question) and not re.search(r"\d", answer):
+        return "gives no number, but the question asks for one"
+    if not _ASKS_YES_NO.search(question):
+        return None
+    said = _SAYS_YES_NO.search(answer)
+    if not said:
+        return "does not start with Yes or No, but the question asks yes or no"
+    verdicts = _verdicts(tool_results or [])
+    if len(verdicts) == 1:
+        field, value = next(iter(verdicts))
+        if (said.group(1).lower() == "yes") != value:
+            return f"says {said.group(1)}, but the tool result has {field}={str(value).lower()}"
+    return None

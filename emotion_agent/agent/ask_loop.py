@@ -20,7 +20,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
-from emotion_agent.agent.ask_grounding import check_grounding
+from emotion_agent.agent.ask_grounding import answer_form, check_grounding
 from emotion_agent.agent.ask_reply_stream import ReplyStream
 from emotion_agent.agent.ask_toolset import conversation_tools, describe_tools, run_tools
 
@@ -165,19 +165,26 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     text = str(last.content).strip() if isinstance(last, AIMessage) and not last.tool_calls else ""
     warnings = [] if rounds["n"] < max_rounds else [f"round cap {max_rounds} reached"]
     report = check_grounding(text, results, result_args, question) if text else None
-    if report is None or not report.grounded:  # one repair: name what failed, ask again with no new tools
+    form = answer_form(question, text, results) if text else None
+    if report is None or not report.grounded or form:  # one repair: name what failed, ask again, no new tools
         said = (f"Your answer used items no tool returned: {report.unsupported}." if report is not None
-                else "You did not answer.")
-        emit("answer_reset", {"failed_checks": report.failed_checks if report is not None else ["no answer"]})
+                and not report.grounded else f"Your answer {form}." if form else "You did not answer.")
+        failed = (report.failed_checks if report is not None and not report.grounded else [f"form: {form}"]
+                  if form else ["no answer"])
+        emit("answer_reset", {"failed_checks": failed})
         restart()
         fix = final.invoke(msgs + [HumanMessage(said + " Answer the question again using only the tool results, "
                                                 "or say plainly that they cannot support an answer.")])
         msgs, replies = msgs + [fix], replies + [fix]
-        fixed = check_grounding(str(fix.content), results, result_args, question) if str(fix.content).strip() else None
-        if fixed is not None and fixed.grounded:
-            warnings.append("repaired once after failing: " + (", ".join(report.failed_checks) if report
-                                                                else "no answer"))
-            text, report = str(fix.content).strip(), fixed
+        fix_text = str(fix.content).strip()
+        fixed = check_grounding(fix_text, results, result_args, question) if fix_text else None
+        better = fixed is not None and fixed.grounded and (answer_form(question, fix_text, results) is None
+                                                           or report is None or not report.grounded)
+        if better:
+            warnings.append("repaired once after failing: " + ", ".join(failed))
+            text, report = fix_text, fixed
+        elif form and report is not None and report.grounded:
+            warnings.append(f"answer form: {form} (a repair did not do better)")
         elif report is None:
             report = fixed
     cites = [f"{c['name']}({c.get('args') or {}})" for c in calls]

@@ -46,6 +46,8 @@ class Metrics(BaseModel):
     n: int
     accuracy: float
     per_class_recall: dict[str, float]
+    gold_counts: dict[str, int] = Field(default_factory=dict, description="label -> turns with that gold label")
+    predicted_counts: dict[str, int] = Field(default_factory=dict, description="label -> turns predicted as it")
 
 
 class ClassErrors(BaseModel):
@@ -62,11 +64,11 @@ class TurnRecord(BaseModel):
     """One turn of the run: its labels, text and each expert's reading."""
 
     key: str
-    speaker: str | None = None
-    text: str = Field(default="", max_length=200)
+    correct: bool = Field(description="Whether the predicted label is the gold label.")
     gold: str
     pred: str
-    correct: bool
+    speaker: str | None = None
+    text: str = Field(default="", max_length=200)
     confidence: float
     modalities_used: list[str] = Field(default_factory=list)
     evidence: dict[str, str] = Field(default_factory=dict, description="modality -> its label (confidence)")
@@ -133,7 +135,11 @@ class RunTools:
             g = [r for r in self.records if r["gold"] == lab]
             if g:
                 recall[lab] = round(sum(r["label"] == lab for r in g) / len(g), 3)
-        return Metrics(n=n, accuracy=round(correct / n, 3) if n else 0.0, per_class_recall=recall)
+        gold = {lab: sum(r["gold"] == lab for r in self.records) for lab in LABELS}
+        pred = {lab: sum(r["label"] == lab for r in self.records) for lab in LABELS}
+        return Metrics(n=n, accuracy=round(correct / n, 3) if n else 0.0, per_class_recall=recall,
+                       gold_counts={k: v for k, v in gold.items() if v},
+                       predicted_counts={k: v for k, v in pred.items() if v})
 
     def confusion(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

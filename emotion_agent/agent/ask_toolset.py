@@ -112,7 +112,8 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
         _tool(tools.filter_turns, "filter_turns", "Turns of this run by gold label, predicted label, modality, "
               "disagreement, wrong_only, confidence range: the count (matched) and up to 5 "
               "rows.", TurnFilter),
-        _tool(tools.metrics, "metrics", "Number of turns, accuracy and per-class recall of this run."),
+        _tool(tools.metrics, "metrics", "Number of turns, accuracy, per-class recall, gold_counts (turns per gold "
+              "label) and predicted_counts (turns per predicted label) of this run."),
         _tool(tools.confusion, "confusion", "Counts of gold label -> predicted label in this run."),
         _tool(lambda q: tools.class_errors(q.label), "class_errors",
               "For one gold label: how many turns had it (gold_count), how many were "
