@@ -132,6 +132,13 @@ def test_an_answer_of_the_wrong_form_is_repaired_once(run_dir):
     assert ans.grounded and ans.text == "Half of them." and "answer form" in ans.warnings[0]
 
 
+def test_modality_arguments_take_the_words_of_a_question(run_dir):
+    """without_modalities(drop=["voice"]) is drop=["audio"] (the 1.5B wrote "voice" and got an error result)."""
+    tool = {t.name: t for t in run_tools(RunTools(run_dir, key="dev/dia1_utt0"))}["without_modalities"]
+    got = json.loads(tool.invoke({"drop": ["voice"]}))
+    assert got["dropped"] == ["audio"] and got["still_same_label"] is False and got["label"] == "neutral"
+
+
 def test_counterfactual_refuses_the_stored_evidence_without_a_modality():
     without_voice = fuse_without("t", RECORD, ["audio"])
     assert without_voice.original_label == "anger" and without_voice.label == "neutral" and without_voice.changed

@@ -21,6 +21,15 @@ from emotion_agent.tools.base import PriorTurn, TurnInput
 from emotion_agent.tools.evidence import EmotionEvidence
 
 Modality = Literal["text", "audio", "vision"]
+#: Words a question (and so a small model) uses for a modality, accepted as tool arguments.
+MODALITY_ALIASES = {"voice": "audio", "speech": "audio", "sound": "audio", "prosody": "audio", "words": "text",
+                    "transcript": "text", "language": "text", "face": "vision", "video": "vision", "image": "vision",
+                    "visual": "vision"}
+
+
+def modality_alias(value: object) -> object:
+    """``"voice"`` → ``"audio"`` (and the other aliases); anything else unchanged, for the schema to check."""
+    return MODALITY_ALIASES.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 #: Stored evidence modalities that each user-facing modality stands for (the voice is audio; words are
 #: text or a transcript; the face is vision).

@@ -55,6 +55,7 @@ class ClassErrors(BaseModel):
     gold_count: int
     wrong: int
     recall: float | None = None
+    predicted_count: int = Field(default=0, description="Turns predicted as this label (any gold label).")
     predicted_instead: dict[str, int]
     most_predicted_instead: str | None = Field(default=None, description="The wrong label predicted most often "
                                                "for this gold label (None when there is no error or a tie).")
@@ -159,6 +160,7 @@ class RunTools:
         wrong = sum(instead.values())
         return ClassErrors(label=label, gold_count=len(g), wrong=wrong,
                            recall=round((len(g) - wrong) / len(g), 3) if g else None,
+                           predicted_count=sum(r["label"] == label for r in self.records),
                            predicted_instead=dict(ranked), most_predicted_instead=top)
 
     def turn_record(self, r: dict[str, Any]) -> TurnRecord:

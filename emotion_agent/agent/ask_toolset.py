@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.tools import StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
-from emotion_agent.agent.ask_expert_tools import Label, Modality, fuse_without, turn_for_attribution, word_attributions
+from emotion_agent.agent.ask_expert_tools import (Label, Modality, fuse_without, modality_alias, turn_for_attribution,
+                                                  word_attributions)
 from emotion_agent.agent.ask_memory_tools import ConversationTools, LabelQuery, SimilarQuery, TurnIndex, TurnRange
 from emotion_agent.agent.ask_run_tools import RunTools, TurnFilter
 
@@ -38,12 +39,16 @@ class _Label(BaseModel):
     label: Label
 
 
+#: A modality argument; "voice", "words", "face" … are read as audio, text, vision.
+ModalityArg = Annotated[Modality, BeforeValidator(modality_alias)]
+
+
 class _Drop(BaseModel):
-    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+    drop: list[ModalityArg] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
 
 
 class _RunDrop(BaseModel):
-    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+    drop: list[ModalityArg] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
     turn_key: str | None = Field(default=None, max_length=80, description="The turn's record key in this run "
                                  "(default: the scoped turn).")
 
@@ -61,7 +66,7 @@ class _RunWords(BaseModel):
 
 class _TurnDrop(BaseModel):
     turn_index: int = Field(ge=0)
-    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+    drop: list[ModalityArg] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
 
 
 class _TurnWords(BaseModel):
@@ -116,8 +121,9 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
               "label) and predicted_counts (turns per predicted label) of this run."),
         _tool(tools.confusion, "confusion", "Counts of gold label -> predicted label in this run."),
         _tool(lambda q: tools.class_errors(q.label), "class_errors",
-              "For one gold label: how many turns had it (gold_count), how many were "
-              "wrong, its recall, what was predicted instead and most_predicted_instead.",
+              "For one label: how many turns had it as gold (gold_count), how many of "
+              "those were wrong, its recall, what was predicted instead, most_predicted_instead, and how many turns "
+              "were predicted as it (predicted_count).",
               _Label),
         _tool(without, "without_modalities", "Re-fuse one turn's expert evidence leaving out modalities "
               "(audio = the voice, text = the words, vision = the face): the label it "
