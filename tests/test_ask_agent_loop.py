@@ -120,6 +120,8 @@ def test_an_answer_of_the_wrong_form_is_repaired_once(run_dir):
     """A "how many" answer with no number, or a yes/no question answered without yes or no, gets one repair."""
     from emotion_agent.agent.ask_grounding import answer_form
     assert answer_form("How many turns?", "Yes") and answer_form("How many turns?", "2 turns.") is None
+    assert answer_form("Which turn was the first one labelled fear?", "Yes")  # the 1.5B said this
+    assert answer_form("Why was it fear?", "Yes.") and answer_form("Why was it fear?", "The words.") is None
     assert answer_form("Was it right?", "It was predicted incorrectly.") and answer_form("Was it?", "No, joy.") is None
     wrong = '{"key":"k","correct":false,"gold":"joy","pred":"neutral"}'
     assert "correct=false" in answer_form("Was this turn predicted correctly?", "Yes, it was.", [wrong])

@@ -123,8 +123,8 @@ def check_grounding(answer: str, tool_results: list[Any], tool_args: list[dict[s
     return GroundingReport(grounded=not unsupported, failed_checks=sorted(unsupported), unsupported=unsupported)
 
 
-_ASKS_NUMBER = re.compile(r"^\s*(how many|how much|what (is|was) the (accuracy|recall|number|count|confidence))\b",
-                          re.IGNORECASE)
+_ASKS_NUMBER = re.compile(r"^\s*(how many|how much|what (is|was) the (accuracy|recall|number|count|confidence)"
+                          r"|(at |in |on )?(which|what) turn)\b", re.IGNORECASE)
 _ASKS_YES_NO = re.compile(r"^\s*(would|was|were|is|are|did|does|do|can|could|has|had)\b", re.IGNORECASE)
 _SAYS_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
@@ -154,6 +154,8 @@ def answer_form(question: str, answer: str, tool_results: list[Any] | None = Non
     if _ASKS_NUMBER.search(question) and not re.search(r"\d", answer):
         return "gives no number, but the question asks for one"
     if not _ASKS_YES_NO.search(question):
+        if re.fullmatch(r"\W*(yes|no)\W*", answer, re.IGNORECASE):
+            return "is only Yes or No, but the question does not ask yes or no"
         return None
     said = _SAYS_YES_NO.search(answer)
     if not said:
