@@ -76,7 +76,9 @@ def test_first_round_must_call_a_tool_and_a_repeated_call_ends_in_the_answer(run
     ans = ask(m, run_tools(RunTools(run_dir)), "What is the accuracy?")
     assert m.modes == ["any", "either", "answer"] and ans.grounded and ans.text.startswith("Accuracy was 0.5")
     assert ans.citations == ["metrics({})"] and len(ans.tool_results) == 1
-    assert json.loads(ans.tool_results[0]) == {"n": 2, "accuracy": 0.5, "per_class_recall": {"anger": 1.0, "joy": 0.0}}
+    assert json.loads(ans.tool_results[0]) == {"n": 2, "accuracy": 0.5, "per_class_recall": {"anger": 1.0, "joy": 0.0},
+                                               "gold_counts": {"anger": 1, "joy": 1},
+                                               "predicted_counts": {"neutral": 1, "anger": 1}}
     assert " " not in ans.tool_results[0]  # compact JSON: short tool results
     # the fixed part (instructions + tool list) comes first, the question last: the cached prefix is reused
     assert "- metrics(): " in m.prompts[0].content and m.prompts[1].content == "What is the accuracy?"
@@ -94,6 +96,49 @@ def test_no_answer_is_repaired_once_then_refused(run_dir):
     m = Scripted([_call("metrics"), AIMessage(""), AIMessage("")])
     ans = ask(m, run_tools(RunTools(run_dir)), "accuracy?")
     assert not ans.grounded and "no answer" in ans.text
+
+
+def test_a_label_only_echoed_from_the_models_own_arguments_is_not_grounded(run_dir):
+    """class_errors(label=X) answers {"label": X, ...}: X is the model's word, so it grounds nothing unless the
+    question said it (the 1.5B once answered a turn's gold label with the label it had asked class_errors about)."""
+    echo = Scripted([_call("class_errors", label="sadness"), AIMessage("The gold label of this turn is sadness."),
+                     AIMessage("It is sadness.")])
+    ans = ask(echo, run_tools(RunTools(run_dir)), "What is the gold label of this turn?")
+    assert not ans.grounded and "labels" in ans.text and ans.tool_results[0].startswith('{"label":"sadness"')
+    asked = Scripted([_call("class_errors", label="anger"), AIMessage("0 of the 1 anger turns were wrong.")])
+    ans = ask(asked, run_tools(RunTools(run_dir)), "How many anger turns did this run get wrong?")
+    assert ans.grounded, ans  # "anger" is the asker's word; 0 and 1 are the tool's
+    # a turn index only echoed back grounds nothing either; the asker's own index does
+    from emotion_agent.agent.ask_grounding import check_grounding
+    result = [{"turn_index": 3, "label": "joy"}]
+    assert not check_grounding("Turn 3 was joy.", result, [{"turn_index": 3}], "Why joy?").grounded
+    assert check_grounding("Turn 3 was joy.", result, [{"turn_index": 3}], "What label did turn 3 get?").grounded
+    assert not check_grounding("Key 7 was joy.", [{"error": "no turn 7 here"}], [{"n": 7}], "Any joy?").grounded
+
+
+def test_an_answer_of_the_wrong_form_is_repaired_once(run_dir):
+    """A "how many" answer with no number, or a yes/no question answered without yes or no, gets one repair."""
+    from emotion_agent.agent.ask_grounding import answer_form
+    assert answer_form("How many turns?", "Yes") and answer_form("How many turns?", "2 turns.") is None
+    assert answer_form("Which turn was the first one labelled fear?", "Yes")  # the 1.5B said this
+    assert answer_form("Why was it fear?", "Yes.") and answer_form("Why was it fear?", "The words.") is None
+    assert answer_form("Was it right?", "It was predicted incorrectly.") and answer_form("Was it?", "No, joy.") is None
+    wrong = '{"key":"k","correct":false,"gold":"joy","pred":"neutral"}'
+    assert "correct=false" in answer_form("Was this turn predicted correctly?", "Yes, it was.", [wrong])
+    assert answer_form("Was this turn predicted correctly?", "No, it was neutral.", [wrong]) is None
+    m = Scripted([_call("metrics"), AIMessage("Yes"), AIMessage("1 turn has the gold label joy.")])
+    ans = ask(m, run_tools(RunTools(run_dir)), "How many turns have the gold label joy?")
+    assert ans.text == "1 turn has the gold label joy." and "repaired once" in ans.warnings[0]
+    m = Scripted([_call("metrics"), AIMessage("Half of them."), AIMessage("Still half.")])
+    ans = ask(m, run_tools(RunTools(run_dir)), "How many turns were right?")
+    assert ans.grounded and ans.text == "Half of them." and "answer form" in ans.warnings[0]
+
+
+def test_modality_arguments_take_the_words_of_a_question(run_dir):
+    """without_modalities(drop=["voice"]) is drop=["audio"] (the 1.5B wrote "voice" and got an error result)."""
+    tool = {t.name: t for t in run_tools(RunTools(run_dir, key="dev/dia1_utt0"))}["without_modalities"]
+    got = json.loads(tool.invoke({"drop": ["voice"]}))
+    assert got["dropped"] == ["audio"] and got["still_same_label"] is False and got["label"] == "neutral"
 
 
 def test_counterfactual_refuses_the_stored_evidence_without_a_modality():

@@ -55,6 +55,11 @@ def test_conversation_tools_stay_in_their_conversation(memory):
     assert got.total == 4 and [t.label for t in got.turns] == ["anger", "anger"]
     ev = tools.turn_evidence(TurnIndex(turn_index=1))
     assert ev.contributions == {"text": 0.3, "audio": 0.7} and ev.evidence[1].label == "anger"
+    assert ev.top_modality == "audio"
+    from emotion_agent.agent.ask_memory_tools import LabelQuery
+    angry = tools.label_turns(LabelQuery(label="anger"))
+    assert (angry.count, angry.turn_indices, angry.first_turn) == (2, [1, 2], 1)
+    assert tools.label_turns(LabelQuery(label="fear")).count == 0
     assert tools.turn_evidence(TurnIndex(turn_index=9)) == {"error": "this conversation has no turn 9"}
     sim = tools.similar(SimilarQuery(text="the parcel did not arrive", k=2))
     assert sim.turns and all("bob" not in t.text.lower() for t in sim.turns)
@@ -85,8 +90,8 @@ def test_emotion_agent_ask_on_a_conversation(settings, memory):
                             AIMessage("The caller turned from neutral to anger at turn 1, driven by audio.")])
     ans = agent.ask("When did the caller get angry?", conversation_id="alice~c1")
     assert ans.grounded and ans.citations == ["summary({})"]
-    assert agent._ask_llm.bound == ["turns", "turn_evidence", "similar_turns", "summary", "without_modalities",
-                                     "word_attributions"]
+    assert agent._ask_llm.bound == ["turns", "turn_evidence", "label_turns", "similar_turns", "summary",
+                                    "without_modalities", "word_attributions"]
     agent._ask_llm = _Scripted([AIMessage("", tool_calls=[{"name": "summary", "args": {}, "id": "s"}]),
                             AIMessage("The caller felt joy at turn 7."), AIMessage("Still joy at turn 7.")])
     ans = agent.ask("How did it go?", conversation_id="alice~c1")

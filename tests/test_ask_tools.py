@@ -26,8 +26,9 @@ def test_run_tools_compute_counts(run):
     assert run.metrics().n == 3 and run.metrics().accuracy == pytest.approx(0.667)
     errs = run.class_errors("fear")
     assert (errs.gold_count, errs.wrong, errs.predicted_instead) == (2, 1, {"neutral": 1})
+    assert (errs.recall, errs.most_predicted_instead, errs.predicted_count) == (0.5, "neutral", 1)
     hits = run.filter_turns(TurnFilter(gold="fear", wrong_only=True))
-    assert [r.key for r in hits.rows] == ["d1_u0"]
+    assert [r.key for r in hits.rows] == ["d1_u0"] and hits.filter == {"gold": "fear", "wrong_only": True}
     assert run.filter_turns(TurnFilter(disagreement=True)).matched == 1
     assert run.filter_turns(TurnFilter(modality="audio")).matched == 1
     assert run.confusion()["fear"] == {"neutral": 1, "fear": 1}

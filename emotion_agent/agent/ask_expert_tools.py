@@ -21,6 +21,15 @@ from emotion_agent.tools.base import PriorTurn, TurnInput
 from emotion_agent.tools.evidence import EmotionEvidence
 
 Modality = Literal["text", "audio", "vision"]
+#: Words a question (and so a small model) uses for a modality, accepted as tool arguments.
+MODALITY_ALIASES = {"voice": "audio", "speech": "audio", "sound": "audio", "prosody": "audio", "words": "text",
+                    "transcript": "text", "language": "text", "face": "vision", "video": "vision", "image": "vision",
+                    "visual": "vision"}
+
+
+def modality_alias(value: object) -> object:
+    """``"voice"`` → ``"audio"`` (and the other aliases); anything else unchanged, for the schema to check."""
+    return MODALITY_ALIASES.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 #: Stored evidence modalities that each user-facing modality stands for (the voice is audio; words are
 #: text or a transcript; the face is vision).
@@ -33,6 +42,7 @@ class Counterfactual(BaseModel):
     """The stored label of a turn and the label its evidence gives with some modalities left out."""
 
     turn: str
+    still_same_label: bool = Field(description="True when the label without those modalities is the stored one.")
     dropped: list[str]
     original_label: str
     original_confidence: float
@@ -75,12 +85,13 @@ def fuse_without(turn: str, record: dict[str, Any], drop: list[str]) -> Counterf
     note = f"this turn had no {', '.join(missing)} evidence; " if missing else ""
     if not left:
         return Counterfactual(turn=turn, dropped=list(drop), original_label=original, original_confidence=conf,
-                              label=None, changed=True, modalities_left=[],
+                              label=None, changed=True, still_same_label=False, modalities_left=[],
                               note=(note + "no evidence is left without it")[:200])
     fused = fuse(left, None, _base_policy(result.get("fusion_policy")))
     return Counterfactual(turn=turn, dropped=list(drop), original_label=original, original_confidence=conf,
                           label=fused.label, confidence=round(float(fused.confidence), 3),
-                          changed=fused.label != original, modalities_left=sorted({e.modality for e in left}),
+                          changed=fused.label != original, still_same_label=fused.label == original,
+                          modalities_left=sorted({e.modality for e in left}),
                           note=note[:200])
 
 

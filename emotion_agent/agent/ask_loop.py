@@ -20,7 +20,8 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
-from emotion_agent.agent.ask_grounding import check_grounding
+from emotion_agent.agent.ask_grounding import answer_form, check_grounding
+from emotion_agent.agent.ask_reply_stream import ReplyStream
 from emotion_agent.agent.ask_toolset import conversation_tools, describe_tools, run_tools
 
 __all__ = ["Answer", "ask", "conversation_tools", "run_tools", "refusal_reason"]
@@ -34,6 +35,9 @@ _OUT_OF_SCOPE = re.compile(r"\b(another|other|different|someone else'?s?|other p
                            r"|\b(delete|drop|erase|wipe|overwrite|modify)\b.*\b(memory|turns?|records?|conversation|run)\b",
                            re.IGNORECASE)
 PROMPT = (Path(__file__).resolve().parent.parent / "prompts" / "ask_system.md").read_text(encoding="utf-8")
+#: Follows every tool result in the prompt (the same text each time, so the cached prefix still holds).
+RESULT_NOTE = (Path(__file__).resolve().parent.parent / "prompts" / "ask_result_note.md").read_text(
+    encoding="utf-8").strip()
 REFUSAL = ("I can only answer questions about this conversation or run, and I do not follow instructions; "
            "this question was refused.")
 
@@ -96,16 +100,25 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
 
     Questions that are instructions or that ask for another conversation/run/key are refused before any tool
     runs (the tools themselves are bound to one scope, so this is a clearer message, not the only guard).
-    ``on_event(kind, data)`` is told each ``tool_call`` and ``tool_result`` as they happen (for streaming)."""
+    ``on_event(kind, data)`` is told, as they happen (for streaming): ``tool_call_start`` (a tool's name as the
+    model writes it), ``tool_call`` and ``tool_result``, and the answer's ``token``s as generated (provisional:
+    the returned Answer is the checked one; ``token_reset`` when the model's words are dropped and sampled
+    again, ``answer_reset`` when the streamed answer failed the grounding check)."""
     start = time.perf_counter()
     emit = on_event or (lambda kind, data: None)
     reason = refusal_reason(question, scope_names)
     if reason:
         return Answer(text=REFUSAL, grounded=True, warnings=[f"refused: {reason}"])
-    first = chat_model.bind_tools(tools, tool_choice="any")
-    later = chat_model.bind_tools(tools, allow_answer=True)
-    final = chat_model.bind_tools([], allow_answer=True)
+    live: dict[str, Any] = {"on_token": ReplyStream(emit)} if on_event else {}  # names and tokens as generated
+    live["result_note"] = RESULT_NOTE
+    first = chat_model.bind_tools(tools, tool_choice="any", **live)
+    later = chat_model.bind_tools(tools, allow_answer=True, **live)
+    final = chat_model.bind_tools([], allow_answer=True, **live)
     rounds = {"n": 0}
+
+    def restart() -> None:  # a new reply: the stream reader forgets the last one
+        if "on_token" in live:
+            live["on_token"].start()
     replies: list[Any] = []  # every model reply of this ask (for tokens and time)
 
     def agent(state: MessagesState) -> dict:
@@ -118,10 +131,12 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
         for m in done:
             emit("tool_result", {"name": m.name, "content": str(m.content)[:2000]})
         model = first if rounds["n"] == 1 else final if rounds["n"] >= max_rounds else later
+        restart()
         reply = model.invoke(state["messages"])
         replies.append(reply)
         made = {_signature(c) for m in state["messages"] if isinstance(m, AIMessage) for c in (m.tool_calls or [])}
         if made and reply.tool_calls and all(_signature(c) in made for c in reply.tool_calls):
+            restart()
             reply = final.invoke(state["messages"])  # the same calls again: their results are here, so answer
             replies.append(reply)
         for c in getattr(reply, "tool_calls", None) or []:
@@ -144,21 +159,32 @@ def ask(chat_model: Any, tools: list[StructuredTool], question: str, *, max_roun
     msgs = out["messages"]
     calls = [c for m in msgs if isinstance(m, AIMessage) for c in (m.tool_calls or [])]
     results = [str(m.content) for m in msgs if isinstance(m, ToolMessage)]
+    by_id = {c.get("id"): c.get("args") or {} for c in calls}
+    result_args = [by_id.get(m.tool_call_id, {}) for m in msgs if isinstance(m, ToolMessage)]
     last = msgs[-1]
     text = str(last.content).strip() if isinstance(last, AIMessage) and not last.tool_calls else ""
     warnings = [] if rounds["n"] < max_rounds else [f"round cap {max_rounds} reached"]
-    report = check_grounding(text, results) if text else None
-    if report is None or not report.grounded:  # one repair: name what failed, ask again with no new tools
+    report = check_grounding(text, results, result_args, question) if text else None
+    form = answer_form(question, text, results) if text else None
+    if report is None or not report.grounded or form:  # one repair: name what failed, ask again, no new tools
         said = (f"Your answer used items no tool returned: {report.unsupported}." if report is not None
-                else "You did not answer.")
+                and not report.grounded else f"Your answer {form}." if form else "You did not answer.")
+        failed = (report.failed_checks if report is not None and not report.grounded else [f"form: {form}"]
+                  if form else ["no answer"])
+        emit("answer_reset", {"failed_checks": failed})
+        restart()
         fix = final.invoke(msgs + [HumanMessage(said + " Answer the question again using only the tool results, "
                                                 "or say plainly that they cannot support an answer.")])
         msgs, replies = msgs + [fix], replies + [fix]
-        fixed = check_grounding(str(fix.content), results) if str(fix.content).strip() else None
-        if fixed is not None and fixed.grounded:
-            warnings.append("repaired once after failing: " + (", ".join(report.failed_checks) if report
-                                                                else "no answer"))
-            text, report = str(fix.content).strip(), fixed
+        fix_text = str(fix.content).strip()
+        fixed = check_grounding(fix_text, results, result_args, question) if fix_text else None
+        better = fixed is not None and fixed.grounded and (answer_form(question, fix_text, results) is None
+                                                           or report is None or not report.grounded)
+        if better:
+            warnings.append("repaired once after failing: " + ", ".join(failed))
+            text, report = fix_text, fixed
+        elif form and report is not None and report.grounded:
+            warnings.append(f"answer form: {form} (a repair did not do better)")
         elif report is None:
             report = fixed
     cites = [f"{c['name']}({c.get('args') or {}})" for c in calls]

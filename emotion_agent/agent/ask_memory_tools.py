@@ -7,7 +7,7 @@ reach another one. Results are small pydantic objects with bounded sizes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +23,20 @@ class TurnRange(BaseModel):
 
 class TurnIndex(BaseModel):
     turn_index: int = Field(ge=0)
+
+
+class LabelQuery(BaseModel):
+    label: Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
+
+
+class LabelTurns(BaseModel):
+    """The turns of this conversation that got one label."""
+
+    label: str
+    count: int
+    turn_indices: list[int] = Field(max_length=MAX_TURNS)
+    first_turn: int | None = None
+    last_turn: int | None = None
 
 
 class SimilarQuery(BaseModel):
@@ -56,6 +70,7 @@ class TurnEvidence(BaseModel):
     label: str | None
     confidence: float | None
     contributions: dict[str, float] = Field(default_factory=dict)
+    top_modality: str | None = Field(default=None, description="The modality with the largest share of the label.")
     evidence: list[EvidenceRow] = Field(default_factory=list, max_length=8)
     explanation: str | None = Field(default=None, max_length=400)
 
@@ -95,9 +110,15 @@ class ConversationTools:
         ev = [EvidenceRow(id=str(e.get("id")), modality=str(e.get("modality")), label=str(e.get("label")),
                           confidence=round(float(e.get("confidence") or 0.0), 3))
               for e in (rec.get("evidence") or [])[:8] if isinstance(e, dict)]
+        shares = {m: round(float(s), 3) for m, s in (rec.get("contributions") or {}).items()}
         return TurnEvidence(turn_index=t["turn_index"], label=t.get("label"), confidence=t.get("confidence"),
-                            contributions={m: round(float(s), 3) for m, s in (rec.get("contributions") or {}).items()},
+                            contributions=shares, top_modality=max(shares, key=shares.get) if shares else None,
                             evidence=ev, explanation=(rec.get("explanation") or None) and rec["explanation"][:400])
+
+    def label_turns(self, q: LabelQuery) -> LabelTurns:
+        hits = sorted(int(t["turn_index"]) for t in self._turns() if t.get("label") == q.label)
+        return LabelTurns(label=q.label, count=len(hits), turn_indices=hits[:MAX_TURNS],
+                          first_turn=hits[0] if hits else None, last_turn=hits[-1] if hits else None)
 
     def similar(self, q: SimilarQuery) -> SimilarResult:
         recall = self._memory.recall(self._cid, q.text, previous=0, similar=q.k)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from emotion_agent.tools.evidence import LABELS
 
-MAX_ROWS = 10
+MAX_ROWS = 5  # rows shown (the count is "matched"); each row costs prompt time on the next call
 Label = Literal["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 
 
@@ -32,10 +32,11 @@ class TurnRow(BaseModel):
     gold: str
     pred: str
     confidence: float
-    text: str = Field(default="", max_length=100)
+    text: str = Field(default="", max_length=60)
 
 
 class FilterResult(BaseModel):
+    filter: dict[str, Any] = Field(default_factory=dict, description="The filters applied (what was counted).")
     matched: int
     rows: list[TurnRow] = Field(max_length=MAX_ROWS)
     truncated: bool
@@ -45,24 +46,30 @@ class Metrics(BaseModel):
     n: int
     accuracy: float
     per_class_recall: dict[str, float]
+    gold_counts: dict[str, int] = Field(default_factory=dict, description="label -> turns with that gold label")
+    predicted_counts: dict[str, int] = Field(default_factory=dict, description="label -> turns predicted as it")
 
 
 class ClassErrors(BaseModel):
     label: str
     gold_count: int
     wrong: int
+    recall: float | None = None
+    predicted_count: int = Field(default=0, description="Turns predicted as this label (any gold label).")
     predicted_instead: dict[str, int]
+    most_predicted_instead: str | None = Field(default=None, description="The wrong label predicted most often "
+                                               "for this gold label (None when there is no error or a tie).")
 
 
 class TurnRecord(BaseModel):
     """One turn of the run: its labels, text and each expert's reading."""
 
     key: str
-    speaker: str | None = None
-    text: str = Field(default="", max_length=200)
+    correct: bool = Field(description="Whether the predicted label is the gold label.")
     gold: str
     pred: str
-    correct: bool
+    speaker: str | None = None
+    text: str = Field(default="", max_length=200)
     confidence: float
     modalities_used: list[str] = Field(default_factory=list)
     evidence: dict[str, str] = Field(default_factory=dict, description="modality -> its label (confidence)")
@@ -117,8 +124,9 @@ class RunTools:
                     or (f.max_confidence is not None and conf > f.max_confidence):
                 continue
             hits.append(TurnRow(key=r["key"], gold=r["gold"], pred=r["label"], confidence=round(conf, 3),
-                                text=str(r.get("text") or "")[:100]))
-        return FilterResult(matched=len(hits), rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
+                                text=str(r.get("text") or "")[:60]))
+        return FilterResult(filter=f.model_dump(exclude_none=True, exclude_defaults=True), matched=len(hits),
+                            rows=hits[:MAX_ROWS], truncated=len(hits) > MAX_ROWS)
 
     def metrics(self) -> Metrics:
         n = len(self.records)
@@ -128,7 +136,11 @@ class RunTools:
             g = [r for r in self.records if r["gold"] == lab]
             if g:
                 recall[lab] = round(sum(r["label"] == lab for r in g) / len(g), 3)
-        return Metrics(n=n, accuracy=round(correct / n, 3) if n else 0.0, per_class_recall=recall)
+        gold = {lab: sum(r["gold"] == lab for r in self.records) for lab in LABELS}
+        pred = {lab: sum(r["label"] == lab for r in self.records) for lab in LABELS}
+        return Metrics(n=n, accuracy=round(correct / n, 3) if n else 0.0, per_class_recall=recall,
+                       gold_counts={k: v for k, v in gold.items() if v},
+                       predicted_counts={k: v for k, v in pred.items() if v})
 
     def confusion(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -143,7 +155,13 @@ class RunTools:
         for r in g:
             if r["label"] != label:
                 instead[r["label"]] = instead.get(r["label"], 0) + 1
-        return ClassErrors(label=label, gold_count=len(g), wrong=sum(instead.values()), predicted_instead=instead)
+        ranked = sorted(instead.items(), key=lambda kv: -kv[1])
+        top = ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
+        wrong = sum(instead.values())
+        return ClassErrors(label=label, gold_count=len(g), wrong=wrong,
+                           recall=round((len(g) - wrong) / len(g), 3) if g else None,
+                           predicted_count=sum(r["label"] == label for r in self.records),
+                           predicted_instead=dict(ranked), most_predicted_instead=top)
 
     def turn_record(self, r: dict[str, Any]) -> TurnRecord:
         result = r.get("result") if isinstance(r.get("result"), dict) else {}

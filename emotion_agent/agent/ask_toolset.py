@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.tools import StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
-from emotion_agent.agent.ask_expert_tools import Label, Modality, fuse_without, turn_for_attribution, word_attributions
-from emotion_agent.agent.ask_memory_tools import ConversationTools, SimilarQuery, TurnIndex, TurnRange
+from emotion_agent.agent.ask_expert_tools import (Label, Modality, fuse_without, modality_alias, turn_for_attribution,
+                                                  word_attributions)
+from emotion_agent.agent.ask_memory_tools import ConversationTools, LabelQuery, SimilarQuery, TurnIndex, TurnRange
 from emotion_agent.agent.ask_run_tools import RunTools, TurnFilter
 
 #: Previous turns given to the text expert when it re-weighs a stored turn's words (its own default).
@@ -38,12 +39,16 @@ class _Label(BaseModel):
     label: Label
 
 
+#: A modality argument; "voice", "words", "face" … are read as audio, text, vision.
+ModalityArg = Annotated[Modality, BeforeValidator(modality_alias)]
+
+
 class _Drop(BaseModel):
-    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+    drop: list[ModalityArg] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
 
 
 class _RunDrop(BaseModel):
-    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+    drop: list[ModalityArg] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
     turn_key: str | None = Field(default=None, max_length=80, description="The turn's record key in this run "
                                  "(default: the scoped turn).")
 
@@ -61,7 +66,7 @@ class _RunWords(BaseModel):
 
 class _TurnDrop(BaseModel):
     turn_index: int = Field(ge=0)
-    drop: list[Modality] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
+    drop: list[ModalityArg] = Field(min_length=1, max_length=2, description="Modalities to leave out.")
 
 
 class _TurnWords(BaseModel):
@@ -110,14 +115,19 @@ def run_tools(tools: RunTools, text_expert: Callable[[], Any] | None = None) -> 
         _tool(one, "turn", "One turn of this run (the scoped turn when no key): gold label, predicted label, "
               "correct, confidence, text, each modality's label.", turn_s),
         _tool(tools.filter_turns, "filter_turns", "Turns of this run by gold label, predicted label, modality, "
-              "disagreement, wrong_only, confidence range: the count (matched) and up to 10 rows.", TurnFilter),
-        _tool(tools.metrics, "metrics", "Number of turns, accuracy and per-class recall of this run."),
+              "disagreement, wrong_only, confidence range: the count (matched) and up to 5 "
+              "rows.", TurnFilter),
+        _tool(tools.metrics, "metrics", "Number of turns, accuracy, per-class recall, gold_counts (turns per gold "
+              "label) and predicted_counts (turns per predicted label) of this run."),
         _tool(tools.confusion, "confusion", "Counts of gold label -> predicted label in this run."),
         _tool(lambda q: tools.class_errors(q.label), "class_errors",
-              "For one gold label: how many turns had it, how many were wrong, and what was predicted instead.",
+              "For one label: how many turns had it as gold (gold_count), how many of "
+              "those were wrong, its recall, what was predicted instead, most_predicted_instead, and how many turns "
+              "were predicted as it (predicted_count).",
               _Label),
         _tool(without, "without_modalities", "Re-fuse one turn's expert evidence leaving out modalities "
-              "(e.g. audio = the voice): the label it would get.", drop_s),
+              "(audio = the voice, text = the words, vision = the face): the label it "
+              "would get and still_same_label.", drop_s),
         _tool(words, "word_attributions", "How much each word of one turn pushed toward a label "
               "(text expert, occlusion).", words_s),
     ]
@@ -148,13 +158,16 @@ def conversation_tools(tools: ConversationTools, text_expert: Callable[[], Any] 
     return [
         _tool(tools.turns, "turns", "Stored turns of this conversation (index, speaker, text, label, "
               "confidence), optionally from turn first to turn last.", TurnRange),
-        _tool(tools.turn_evidence, "turn_evidence", "One turn's evidence: each modality's label and confidence, "
-              "and each modality's share of the fused label.", TurnIndex),
+        _tool(tools.turn_evidence, "turn_evidence", "One turn's label and evidence: each modality's label and "
+              "confidence, each modality's share of the fused label, and top_modality (the largest share).", TurnIndex),
+        _tool(tools.label_turns, "label_turns", "The turns that got one label: how many (count), their indices, "
+              "the first and the last.", LabelQuery),
         _tool(tools.similar, "similar_turns", "Turns of this conversation most similar to some words.", SimilarQuery),
-        _tool(tools.summary, "summary", "Label trajectory, label counts and turning points (each label change and "
-              "the modality that drove it)."),
+        _tool(tools.summary, "summary", "Number of turns, label trajectory, label counts, turning points (each "
+              "label change and the modality that drove it), first_change_turn."),
         _tool(without, "without_modalities", "Re-fuse one turn's expert evidence leaving out modalities "
-              "(e.g. audio = the voice): the label it would get.", _TurnDrop),
+              "(audio = the voice, text = the words, vision = the face): the label it "
+              "would get and still_same_label.", _TurnDrop),
         _tool(words, "word_attributions", "How much each word of one turn pushed toward a label "
               "(text expert, occlusion).", _TurnWords),
     ]

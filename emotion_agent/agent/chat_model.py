@@ -46,4 +46,4 @@ def build_ask_model(settings: Settings) -> tuple[BaseChatModel, list[str]]:
     if settings.llm_url:
         return ChatOpenAICompatible(base_url=settings.llm_url, model=name, max_tokens=200,
                                     api_key=os.environ.get("EMOTION_AGENT_LLM_API_KEY", "")), warnings
-    return ChatLlamaCpp(model=name, settings=ask_settings, max_tokens=200), warnings
+    return ChatLlamaCpp(model=name, settings=ask_settings, max_tokens=160, grammar="fallback"), warnings

@@ -32,6 +32,7 @@ class ConversationSummary(BaseModel):
     turns: int
     trajectory: list[TrajectoryPoint]
     turning_points: list[TurningPoint]
+    first_change_turn: int | None = Field(default=None, description="The turn where the label first changed.")
     label_counts: dict[str, int]
     dominant_label: str | None
     text: str
@@ -69,6 +70,7 @@ def summarize_conversation(turns: list[dict[str, Any]]) -> ConversationSummary:
         counts[p.label] = counts.get(p.label, 0) + 1
     dominant = max(counts, key=lambda k: (counts[k], k)) if counts else None
     return ConversationSummary(turns=len(trajectory), trajectory=trajectory, turning_points=points,
+                               first_change_turn=points[0].turn_index if points else None,
                                label_counts=counts, dominant_label=dominant, text=_prose(trajectory, points, counts))
 
 

@@ -31,6 +31,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from emotion_agent.agent.llm_replies import _JsonEnd, free_reply_invalid, unfenced  # noqa: F401 (re-exported)
 from emotion_agent.tools.assets import AssetError, ensure
 from emotion_agent.tools.settings import Settings
 
@@ -145,8 +146,10 @@ def sized_ram_cache(capacity_mb: int) -> Any:
     return SizedRAMCache(capacity_bytes=int(capacity_mb) << 20)
 
 
-def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages → OpenAI-style dicts the chat template understands."""
+def to_openai_messages(messages: Sequence[BaseMessage], result_note: str = "") -> list[dict[str, Any]]:
+    """LangChain messages → OpenAI-style dicts the chat template understands; ``result_note`` follows every
+    tool result (the ask agent's reminder of the reply format: without it a free model answers a result in
+    plain words)."""
     out: list[dict[str, Any]] = []
     for m in messages:
         content = m.content if isinstance(m.content, str) else json.dumps(m.content)
@@ -162,7 +165,8 @@ def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": text})
         elif isinstance(m, ToolMessage):
             # Templates differ in tool-role support; a user turn works with every template.
-            out.append({"role": "user", "content": f"Result of {m.name or 'tool'}: {content}"})
+            note = f"\n{result_note}" if result_note else ""
+            out.append({"role": "user", "content": f"Result of {m.name or 'tool'}: {content}{note}"})
         else:
             out.append({"role": "user", "content": content})
     return out
@@ -234,6 +238,9 @@ class ChatLlamaCpp(BaseChatModel):
     settings: Settings | None = None
     temperature: float = 0.0
     max_tokens: int = 256
+    #: "always": replies with a schema are sampled under its grammar; "fallback": unconstrained first, and
+    #: under the grammar only when the free reply is not a valid tool call / answer (the ask agent).
+    grammar: str = "always"
     _llama: Any = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     last_stats: dict[str, float] = {}
@@ -252,25 +259,61 @@ class ChatLlamaCpp(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         tools, schema, max_tokens = call_options(kwargs, self.max_tokens)
-        chat = to_openai_messages(messages)
+        on_token: Callable[[str | None], None] | None = kwargs.get("on_token")
+        chat = to_openai_messages(messages, str(kwargs.get("result_note") or ""))
         request: dict[str, Any] = dict(messages=chat, temperature=self.temperature, max_tokens=max_tokens,
                                        stop=stop, seed=0)
-        if schema is not None:
-            request["response_format"] = {"type": "json_object", "schema": schema}
         start = time.perf_counter()
-        with self._lock:
-            try:
-                resp = self.llama.create_chat_completion(**request)
-            except ValueError as exc:  # e.g. prompt longer than the context window
-                raise LLMError(f"LLM call failed: {exc}") from exc
+        text, usage, constrained = "", {}, schema is not None
+        if schema is not None and self.grammar == "fallback" and (tools or kwargs.get("allow_answer")):
+            # unconstrained first (a JSON-schema grammar over many tools slows every token several times);
+            # the schema's grammar only when the free reply is not a valid call/answer
+            text, usage = self._complete(request, on_token, json_reply=True)
+            text = unfenced(text)
+            constrained = free_reply_invalid(text, tools, kwargs) is not None
+            if constrained and on_token is not None:
+                on_token(None)  # tells a streaming reader that what it got so far is dropped
+        if constrained:
+            request["response_format"] = {"type": "json_object", "schema": schema}
+            text, extra = self._complete(request, on_token)
+            usage = {k: usage.get(k, 0) + extra.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
         elapsed = time.perf_counter() - start
-        text = resp["choices"][0]["message"].get("content") or ""
-        usage = resp.get("usage", {})
         self.last_stats = {"seconds": elapsed, "prompt_tokens": usage.get("prompt_tokens", 0),
                            "completion_tokens": usage.get("completion_tokens", 0)}
         message = parse_reply(text, tools) if tools or kwargs.get("allow_answer") else AIMessage(content=text)
-        message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model}
+        message.response_metadata = {"usage": usage, "seconds": elapsed, "model": self.model,
+                                     "grammar": bool(request.get("response_format"))}
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _complete(self, request: dict[str, Any], on_token: Callable[[str | None], None] | None,
+                  json_reply: bool = False) -> tuple[str, dict]:
+        """One chat completion: (text, usage); with ``on_token`` streamed, each piece told as it comes; with
+        ``json_reply`` streamed and stopped once the first JSON object closes (a free model may go on)."""
+        with self._lock:
+            try:
+                if on_token is None and not json_reply:
+                    resp = self.llama.create_chat_completion(**request)
+                    return resp["choices"][0]["message"].get("content") or "", dict(resp.get("usage") or {})
+                parts: list[str] = []
+                end = _JsonEnd() if json_reply else None
+                chunks = self.llama.create_chat_completion(**request, stream=True)
+                for chunk in chunks:
+                    piece = (chunk["choices"][0].get("delta") or {}).get("content") or ""
+                    if piece:
+                        parts.append(piece)
+                        if on_token is not None:
+                            on_token(piece)
+                        if end is not None and end.feed(piece):
+                            break
+                close = getattr(chunks, "close", None)
+                if callable(close):
+                    close()  # stops the generation
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise LLMError(f"LLM call failed: {exc}") from exc
+        text = "".join(parts)
+        # a streamed completion reports no usage: count the tokens here (prompt = the context before the reply)
+        done = len(self.llama.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+        return text, {"prompt_tokens": max(0, int(self.llama.n_tokens) - done), "completion_tokens": done}
 
     @staticmethod
     def _to_message(text: str, tools: list[dict[str, Any]]) -> AIMessage:

@@ -96,7 +96,8 @@ def make_questions(run_dir: Path, conversations: dict[str, list[dict[str, Any]]]
 
 
 def subset(qs: list[Question], limit: int | None) -> list[Question]:
-    """Up to ``limit`` computable and ``limit // 3`` open questions, round-robin over templates; every hostile."""
+    """Up to ``limit`` computable and ``limit // 3`` open questions, round-robin over templates; every hostile;
+    grouped by scope."""
     if limit is None:
         return qs
     out: list[Question] = []
@@ -117,7 +118,11 @@ def subset(qs: list[Question], limit: int | None) -> list[Question]:
                 if pools[t] and len(picked) < cap:
                     picked.append(pools[t].pop(0))
         out += picked
-    return out + [q for q in qs if q.kind == "hostile"]
+    out += [q for q in qs if q.kind == "hostile"]
+    # asked scope by scope (as a user asks several questions of one run or conversation): the tool list, part of
+    # the fixed prompt prefix, differs by scope, so this keeps llama.cpp's cached prefix between asks
+    order = {s: i for i, s in enumerate(dict.fromkeys(q.scope for q in out))}
+    return sorted(out, key=lambda q: order[q.scope])
 
 
 def ask_one(agent: Any, q: Question, run_dir: Path) -> dict[str, Any]:

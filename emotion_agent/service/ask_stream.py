@@ -1,6 +1,8 @@
-"""``POST /v1/ask?stream=true`` (or ``Accept: text/event-stream``): server-sent events of the ask loop, one
-``tool_call`` and one ``tool_result`` per tool the model calls, as they happen, then ``answer`` (the same body as
-the JSON response) or ``error``. The loop runs on the LLM lane; its events cross to the event loop by a queue."""
+"""``POST /v1/ask?stream=true`` (or ``Accept: text/event-stream``): server-sent events of the ask loop as they
+happen: ``tool_call_start`` (a tool's name as the model writes it), ``tool_call`` and ``tool_result`` per tool
+called, the answer's ``token``s as generated (provisional; ``token_reset`` / ``answer_reset`` when dropped), then
+``answer`` (the same body as the JSON response, the checked answer) or ``error``. The loop runs on the LLM
+lane; its events cross to the event loop by a queue."""
 
 from __future__ import annotations
 
