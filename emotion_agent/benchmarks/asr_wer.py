@@ -2,7 +2,9 @@
 
 Real speech: RAVDESS clips (two known sentences, a seeded sample) and the MELD clips in ``meld/media`` against
 their CSV utterances. ``python -m emotion_agent.benchmarks.asr_wer [N_RAVDESS]`` prints figures and writes
-``results/asr_wer.json`` (with the CPU model).
+``results/asr_wer.json`` (with the CPU model); ``N_RAVDESS`` 1440 takes every RAVDESS clip.
+``python -m emotion_agent.benchmarks.asr_wer --records RUN/records.jsonl [OUT.json]``: WER of the transcripts an
+``eval media speech`` run made through the agent.
 """
 
 from __future__ import annotations
@@ -76,5 +78,26 @@ def main(n_ravdess: int = 60) -> dict:
     return out
 
 
+def records_wer(records: Path) -> dict:
+    """WER of the transcripts an agent eval already made (``eval media speech`` records.jsonl, RAVDESS rows):
+    the ASR mode the run used, through the agent, with no second decode."""
+    rows = []
+    for line in records.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("corpus") != "ravdess":
+            continue
+        ref = RAVDESS_SENTENCES[Path(rec["key"]).name.split("-")[4]]
+        rows.append({"clip": rec["key"], "wer": wer(ref, rec.get("transcript") or ""), "wall_s": rec.get("wall_s")})
+    out = {"records": str(records), "n": len(rows), "mean_wer": round(float(np.mean([r["wer"] for r in rows])), 4)
+           if rows else None, "rows": rows}
+    print(json.dumps({k: v for k, v in out.items() if k != "rows"}))
+    return out
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 60)
+    if len(sys.argv) > 2 and sys.argv[1] == "--records":
+        result = records_wer(Path(sys.argv[2]))
+        if len(sys.argv) > 3:
+            Path(sys.argv[3]).write_text(json.dumps(result, indent=1))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 60)

@@ -184,12 +184,22 @@ def probe(path: Path, slot: str, kind: str, limits: Limits) -> float | None:
                 raise MediaCheckError(413, f"{slot} is {declared:.1f} s long; at most {max_s:g} s "
                                          f"{limit_hint(limit)}",
                                     "too_long")
-            # Demux + decode everything: truncated or corrupt files fail here, not inside an expert.
+            # Demux everything: truncated or corrupt files fail here, not inside an expert. An audio upload
+            # is decoded in full; in a video upload each stream is decoded only until its first frame (the
+            # codecs work) and the rest is demuxed (packet timestamps give the length): the experts decode
+            # it once more anyway, so a video turn is not decoded twice.
             seconds, decoded = 0.0, 0
-            for frame in container.decode(*streams[:2]):
-                decoded += 1
-                if frame.time is not None:
-                    seconds = max(seconds, float(frame.time))
+            first_frame: set[int] = set()
+            for packet in container.demux(*streams[:2]):
+                if packet.pts is not None and packet.time_base is not None:
+                    seconds = max(seconds, float(packet.pts * packet.time_base))
+                if slot == "video" and packet.stream.index in first_frame:
+                    continue
+                for frame in packet.decode():
+                    decoded += 1
+                    first_frame.add(packet.stream.index)
+                    if frame.time is not None:
+                        seconds = max(seconds, float(frame.time))
                 if seconds > max_s + 0.5:
                     raise MediaCheckError(413, f"{slot} is longer than {max_s:g} s {limit_hint(limit)}",
                                           "too_long")
