@@ -167,8 +167,10 @@ def run_cli(args: list[str], out: Path, cache: Path, kill_after: int | None = No
     t0 = time.perf_counter()
     progress: list[tuple[float, int]] = []
     with log.open("w") as err:
+        # SIGINT back to its default: a bench started in the background (``cmd &``) passes SIGINT on ignored,
+        # and Python then installs no KeyboardInterrupt handler, so the Ctrl-C of the resume check would be lost
         proc = subprocess.Popen(cmd, env=env_for(cache), cwd=cache, stdout=err, stderr=err, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         polls = 0
         while proc.poll() is None:
             time.sleep(0.5)
@@ -276,7 +278,7 @@ def kill_phase(args: argparse.Namespace, work: Path, report: dict[str, Any], sav
     resumed = run_cli(cmd + RAY, work / "interrupted", cut_cache)
     report["interrupted_then_resumed"] = {
         "interrupted_after_records": cut.get("interrupted_at"), "records_at_stop": at_cut,
-        "first_returncode": cut["returncode"], "resume": {k: resumed[k] for k in ("command", "returncode", "wall_s")},
+        "first_returncode": cut["returncode"], "cut_short": at_cut < len(ref), "resume": {k: resumed[k] for k in ("command", "returncode", "wall_s")},
         "vs_local": compare(ref, records(work / "interrupted"), list(ref))}
     save()
     print(json.dumps({"resume": report["interrupted_then_resumed"]}), flush=True)
