@@ -46,9 +46,13 @@ class AgentWorker:
     """One actor: one solver (``build()``, run once: the models load once per actor) applied to whole units."""
 
     def __init__(self, build: Callable[[], Callable[[Any], dict[str, Any]]], threads: int) -> None:
+        import os
+
         import torch
 
         torch.set_num_threads(threads)
+        # faster-whisper would start one thread per CPU of the machine in every actor: keep it to this share
+        os.environ.setdefault("EMOTION_AGENT_ASR_THREADS", str(threads))
         self.solve = build()
 
     def ready(self) -> bool:

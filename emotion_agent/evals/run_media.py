@@ -244,18 +244,18 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = read_done(records_path)
-    solve: MediaSolver | None = None
     compare = None
     if task == "faces":
         # new and old side by side: the CNN (the packaged one, or the export named by face_model) and fer
         if settings.face_model in ("auto", "fer"):
             settings = settings.replace(face_model="cnn")
         compare = settings.replace(face_model="fer")
-        solve = MediaSolver(settings, task, head_of, compare=compare)
-        # a record read by other face weights (a new export since) is redone, never mixed into the figures
+        # a record read by other face weights (a new export since) is redone, never mixed into the figures;
+        # the id comes from the face expert alone (the driver of --engine ray builds no agent)
         from emotion_agent.evals.face_video import loaded_model_id
+        from emotion_agent.tools.face_emotion import FacialEmotionExpert
 
-        current = loaded_model_id(solve.experts["facial_emotion"])
+        current = loaded_model_id(FacialEmotionExpert(settings))
         done = {k: r for k, r in done.items() if r.get("face_model_id") == current}
     todo = [it for it in items if it["key"] not in done]
 
@@ -271,7 +271,7 @@ def run(task: str, *, out: Path, settings: Settings, limit: int | None = None, c
             engine([[it] for it in todo], build=functools.partial(MediaSolver, settings, task, head_of, compare=compare),
                    write=write, key="key", written=set(done), bar=bar)
         elif todo:
-            solve = solve or MediaSolver(settings, task, head_of)
+            solve = MediaSolver(settings, task, head_of, compare=compare)
             for item in todo:
                 write(solve(item))
                 bar.update(1)

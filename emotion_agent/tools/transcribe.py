@@ -36,7 +36,11 @@ _LOCK = threading.Lock()
 
 
 def cpu_threads() -> int:
-    """Threads for faster-whisper: the CPU count, at most 4."""
+    """Threads for faster-whisper: ``EMOTION_AGENT_ASR_THREADS`` if set (a Ray actor sets its CPU share), else
+    the CPU count, at most 4."""
+    pinned = os.environ.get("EMOTION_AGENT_ASR_THREADS", "")
+    if pinned.isdigit() and int(pinned) > 0:
+        return int(pinned)
     return max(1, min(os.cpu_count() or 1, 4))
 
 
