@@ -10,7 +10,7 @@ sadness) that the class-weighted loss still under-predicts. Fitted by coordinate
 Whether it helps is judged honestly on dev by nested cross-validation: dev's dialogues are cut into folds, each
 fold's rows get the bias fitted on the other folds, and the pooled rows are scored beside the unbiased ones.
 Writes ``results/text_dialogue_bias_<tag>_<objective>.json``. (On the 12-model ctx3 ensembles the nested-CV rows
-were below the unbiased ones in both modes, so no bias ships: see docs/text_dialogue.md.)
+were below the unbiased ones (online and offline), so no bias ships: see docs/text_dialogue.md.)
 """
 
 from __future__ import annotations
