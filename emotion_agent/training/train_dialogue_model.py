@@ -188,6 +188,17 @@ def fit_mode(mode: str, data: dict[str, list], seeds: list[int], args) -> tuple[
     return models, probs, temperature, times
 
 
+def save_probs(path: Path, data: dict[str, list], probs: dict) -> None:
+    """The ensemble's probabilities (dev: out-of-fold with ``--dev-folds``) and the gold labels per split, for
+    choices made after training (``training/fit_class_bias``)."""
+    arrays = {}
+    for split, (_, ensemble) in probs.items():
+        arrays[f"{split}_probs"] = ensemble
+        arrays[f"{split}_gold"] = np.concatenate([d["label"] for d in data[split]])
+        arrays[f"{split}_dialogue"] = np.concatenate([[d["dialogue"]] * len(d["label"]) for d in data[split]])
+    np.savez(path, **arrays)
+
+
 def cross_validate(dias: list[dict[str, np.ndarray]], folds: int, seeds: list[int], args) -> dict:
     """Dialogue-disjoint k-fold on one split: each fold's model trains on the other folds (epoch chosen on a
     tenth of them), and the expert alone and both modes are scored on the pooled out-of-fold predictions.
@@ -304,6 +315,7 @@ def main() -> None:
         if args.export:
             save_ensemble(WEIGHTS_DIR / weights_name(mode), models, meta)
         print(f"{mode}: weights in {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        save_probs(out_dir / f"probs_ctx{args.context}{args.tag}_{mode}.npz", data, probs)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"text_dialogue_ctx{args.context}{args.tag}.json"
     path.write_text(json.dumps(result, indent=2))
