@@ -346,7 +346,8 @@ def test_turn_page_ask_box_calls_the_agent_and_keeps_the_instant_why(client: Tes
     csrf = login(client)
     page = client.get("/ui/runs/dev-run/turn/dev/dia1_utt2").text
     assert 'hx-post="/ui/runs/dev-run/ask"' in page and 'hx-post="/ui/runs/dev-run/why"' in page
-    data = {"key": "dev/dia1_utt2", "question": "Would it still be anger without the voice?"}
+    # an open question: a yes/no one would (rightly) need an answer starting with Yes/No (ask_loop's form check)
+    data = {"key": "dev/dia1_utt2", "question": "What do the metrics of this run say?"}
     assert client.post("/ui/runs/dev-run/ask", data=data).status_code == 403
     r = client.post("/ui/runs/dev-run/ask", data=data | {"csrf": csrf}, headers={"HX-Request": "true"})
     assert r.status_code == 200 and "Tools called: metrics({})" in r.text and "<html" not in r.text, r.text
