@@ -4,7 +4,7 @@ time to the first streamed event, to the first answer token, and to the full ans
 ``python -m emotion_agent.benchmarks.bench_ask --run runs/meld-dev-80 [--n 10] [--model auto]`` asks ``n``
 computable questions of that run (the eval's generator, round-robin over templates) after one warm-up ask (the
 model load, reported apart), prints the figures and writes ``results/ask_latency.json`` with the CPU model, the
-threads and the load average. Wrap it in ``/work/runs/quiet_run.sh`` for quiet figures."""
+threads and the load average. Run it on an otherwise idle machine for quiet figures."""
 
 from __future__ import annotations
 
